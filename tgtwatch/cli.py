@@ -1,0 +1,119 @@
+"""The command line `tgtwatch [-c CONFIG] COMMAND`: one-line errors, meaningful exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from tgtwatch import __version__, inventory
+from tgtwatch.plan import plan
+from tgtwatch.report import plan_json, plan_lines
+from tgtwatch.settings import DEFAULT_SETTINGS_PATH, Settings, SettingsError, load
+from tgtwatch.state import StateFile
+from tgtwatch.structs import Observed
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse's own exit code is already 2; keep its usage line, drop nothing.
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"tgtwatch: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tgtwatch", description=__doc__)
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help=f"settings file (default {DEFAULT_SETTINGS_PATH}, optional)",
+    )
+    parser.add_argument("--version", action="version", version=f"tgtwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("check", help="validate every file; one line per problem")
+    plan_cmd = commands.add_parser("plan", help="what `run` would do now, without doing it")
+    plan_cmd.add_argument("--json", action="store_true")
+    return parser
+
+
+def _settings(path: Path | None) -> Settings:
+    return load(path or DEFAULT_SETTINGS_PATH, required=path is not None)
+
+
+def _observe(settings: Settings) -> Observed:
+    return Observed()
+
+
+def cmd_check(settings: Settings, out: TextIO, err: TextIO) -> int:
+    applied, _ = StateFile(settings.state_dir).load()
+    desired = inventory.scan(settings, applied)
+    for note in desired.notes:
+        print(note, file=out)
+    for problem in desired.problems:
+        print(problem, file=out)
+    names = ", ".join(f"{s.name}:{s.port}" for s in desired.instances.values()) or "none"
+    print(
+        f"{len(desired.instances)} instances ({names}), {len(desired.problems)} problems",
+        file=err,
+    )
+    return EXIT_PROBLEMS if desired.problems else EXIT_OK
+
+
+def cmd_plan(settings: Settings, as_json: bool, out: TextIO) -> int:
+    applied, warning = StateFile(settings.state_dir).load()
+    desired = inventory.scan(settings, applied)
+    result = plan(desired, applied, _observe(settings))
+    if as_json:
+        body = plan_json(result, desired.problems, desired.notes + ((warning,) if warning else ()))
+        json.dump(body, out, indent=2)
+        out.write("\n")
+    else:
+        for line in plan_lines(result):
+            print(line, file=out)
+        for problem in desired.problems:
+            print(f"problem {problem}", file=out)
+    return EXIT_PROBLEMS if desired.problems else EXIT_OK
+
+
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args.config)
+    except SettingsError as exc:
+        print(f"tgtwatch: {exc}", file=err)
+        return EXIT_USAGE
+    if args.command == "check":
+        return cmd_check(settings, out, err)
+    if args.command == "plan":
+        return cmd_plan(settings, args.json, out)
+    raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
+
+
+def main_entry() -> None:
+    """Console script: never a traceback for the operator."""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        # `tgtwatch plan | head`: the reader left; nothing to tell anyone.
+        sys.stderr.close()
+        code = EXIT_OK
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        print(f"tgtwatch: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = EXIT_INTERNAL
+    sys.exit(code)

@@ -1,0 +1,196 @@
+"""Plain frozen data shared by every layer: specs, observations, applied state, actions."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+DEFAULT_NAME = "default"
+
+
+class InstanceKind(enum.Enum):
+    """Who owns an instance's lifecycle."""
+
+    DEFAULT = "default"  # the distribution's tgtd: only ever reloaded
+    DROPIN = "dropin"  # one file in instances_dir: started, reloaded, drained by tgtwatch
+
+
+class InstanceState(enum.Enum):
+    """What `status` reports for an instance (DESIGN.md contract)."""
+
+    RUNNING = "running"
+    STARTING = "starting"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    PENDING = "pending"
+
+
+class ActionKind(enum.Enum):
+    START = "start"
+    RELOAD = "reload"
+    DRAIN_STOP = "drain_stop"
+
+
+class Rule(enum.Enum):
+    """The rule a rejected file broke; named in every problem and `reject` record."""
+
+    NAME = "name"
+    PORT = "port"
+    CONFLICT = "conflict"
+    TRUST = "trust"
+    SYNTAX = "syntax"
+    INCLUDE = "include"
+    DIRECTORY = "directory"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file (or directory) that is not acted on, and why."""
+
+    path: Path
+    rule: Rule
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A `<target NAME>` block as tgt-admin will configure it."""
+
+    name: str
+    luns: int
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """One tgtd that a config file asks for."""
+
+    name: str
+    kind: InstanceKind
+    port: int
+    portal: str  # host:port exactly as tgtd's --iscsi portal= takes it
+    control_port: int
+    config: Path
+    sha256: str  # of the config file and its include closure, in order
+    targets: tuple[TargetSpec, ...] = ()
+    includes: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the files on disk ask for, keyed by portal port, plus what was refused."""
+
+    instances: Mapping[int, InstanceSpec] = field(default_factory=dict)
+    problems: tuple[Problem, ...] = ()
+    notes: tuple[str, ...] = ()  # worth saying, not wrong: "instances_dir does not exist"
+
+    def is_troubled(self, config: Path) -> bool:
+        """A refused file, or one in a refused directory: its instance keeps its last config."""
+        return any(p.path == config or p.path in config.parents for p in self.problems)
+
+
+@dataclass(frozen=True)
+class ObservedTarget:
+    tid: int
+    name: str
+    luns: int  # LUNs other than the controller LUN 0
+    sessions: int  # I_T nexuses
+
+
+@dataclass(frozen=True)
+class ObservedInstance:
+    """A tgtd that runs now, as the backend sees it."""
+
+    port: int
+    control_port: int
+    pid: int | None
+    system_state: str = ""  # tgtd's own: ready | offline
+    targets: tuple[ObservedTarget, ...] = ()
+    unit: str | None = None  # systemd backend: the unit that owns the process
+    starting: bool = False  # systemd backend: unit activating
+
+    @property
+    def sessions(self) -> int:
+        return sum(t.sessions for t in self.targets)
+
+
+@dataclass(frozen=True)
+class Observed:
+    instances: Mapping[int, ObservedInstance] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AppliedEntry:
+    """What tgtwatch last applied on a port (the state file's record)."""
+
+    name: str
+    port: int
+    config: Path
+    sha256: str
+    applied_at: float
+    pending: tuple[str, ...] = ()  # targets tgt-admin skipped because they were in use
+    kind: InstanceKind = InstanceKind.DROPIN
+
+
+@dataclass(frozen=True)
+class Applied:
+    entries: Mapping[int, AppliedEntry] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Start:
+    kind: ClassVar[ActionKind] = ActionKind.START
+    spec: InstanceSpec
+
+    @property
+    def port(self) -> int:
+        return self.spec.port
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class Reload:
+    kind: ClassVar[ActionKind] = ActionKind.RELOAD
+    spec: InstanceSpec
+    adopt: bool = False  # a running tgtd tgtwatch has no record of applying
+
+    @property
+    def port(self) -> int:
+        return self.spec.port
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class DrainStop:
+    kind: ClassVar[ActionKind] = ActionKind.DRAIN_STOP
+    port: int
+    control_port: int
+    name: str
+    config: Path
+    reason: str = "no file wants this port any more"
+
+
+Action = Start | Reload | DrainStop
+
+
+@dataclass(frozen=True)
+class Plan:
+    """plan()'s answer: actions in order, and what it deliberately left alone."""
+
+    actions: tuple[Action, ...] = ()
+    foreign: tuple[ObservedInstance, ...] = ()  # running, never applied, wanted by no file
+    held: tuple[AppliedEntry, ...] = ()  # file refused: keeps running on its last good config

@@ -1,0 +1,316 @@
+"""Parse tgt config files as tgt-admin reads them (Perl Config::General, Apache-style include)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from tgtwatch.structs import Problem, Rule, TargetSpec
+
+MAX_CONFIG_BYTES = 1024 * 1024
+# Config::General's own block kinds that carry a LUN inside a <target>.
+LUN_KEYS = ("backing-store", "direct-store")
+_BLOCK_OPEN = re.compile(r"^<\s*([^/\s>][^\s>]*)(?:\s+(.*?))?\s*>$")
+_BLOCK_CLOSE = re.compile(r"^<\s*/\s*([^\s>]+)\s*>$")
+_KEY_EQ_VALUE = re.compile(r"^([^=\s]+?)\s*=\s*(.*)$")
+_KEY_SP_VALUE = re.compile(r"^(\S+)(?:\s+(.*))?$")
+_GLOB_MAGIC = re.compile(r"[*?\[]")
+
+
+class SourceError(Exception):
+    """A file the parser was asked to read cannot be used; carries the rule it broke."""
+
+    def __init__(self, message: str, rule: Rule = Rule.INCLUDE) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class FileSource(Protocol):
+    """Where the parser gets bytes from: the real, trust-checking filesystem or a fake."""
+
+    def read(self, path: Path) -> bytes:
+        """The file's bytes; raises SourceError when it may not or cannot be read."""
+        ...
+
+    def expand(self, pattern: Path) -> list[Path]:
+        """An include's files: glob matches or a directory's files, sorted; [] for no match."""
+        ...
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str
+    value: str
+    line: int
+    path: Path
+
+
+@dataclass
+class _Block:
+    kind: str
+    name: str
+    line: int
+    path: Path
+    options: list[Option] = field(default_factory=list)
+    blocks: list[_Block] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ParsedConfig:
+    """One config file with its include closure, read the way tgt-admin reads it."""
+
+    path: Path
+    options: tuple[Option, ...]
+    targets: tuple[TargetSpec, ...]
+    files: tuple[Path, ...]
+    sha256: str
+    problems: tuple[Problem, ...]
+
+    def values(self, key: str) -> tuple[Option, ...]:
+        return tuple(o for o in self.options if o.key == key)
+
+
+@dataclass(frozen=True)
+class _Line:
+    number: int
+    text: str
+
+
+def decode(data: bytes, path: Path) -> tuple[str | None, Problem | None]:
+    """Text of a config file, or the problem that makes it unreadable as one."""
+    if len(data) > MAX_CONFIG_BYTES:
+        return None, Problem(
+            path, Rule.TRUST, f"file is {len(data)} bytes, more than the {MAX_CONFIG_BYTES} allowed"
+        )
+    nul = data.find(b"\0")
+    if nul >= 0:
+        return None, Problem(
+            path,
+            Rule.SYNTAX,
+            "binary data (NUL byte), not a config file",
+            data.count(b"\n", 0, nul) + 1,
+        )
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return None, Problem(path, Rule.SYNTAX, "invalid UTF-8, not a config file", line)
+
+
+def _strip_comments(text: str) -> Iterator[_Line]:
+    """Physical lines without comments (#, C-style), joined at trailing backslashes."""
+    in_c_comment = False
+    pending: list[str] = []
+    pending_line = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw
+        if in_c_comment:
+            end = line.find("*/")
+            if end < 0:
+                continue
+            line = line[end + 2 :]
+            in_c_comment = False
+        while True:
+            start = line.find("/*")
+            if start < 0:
+                break
+            end = line.find("*/", start + 2)
+            if end < 0:
+                line = line[:start]
+                in_c_comment = True
+                break
+            line = line[:start] + line[end + 2 :]
+        line = re.sub(r"\s*(?<!\\)#.*$", "", line).replace("\\#", "#")
+        if line.rstrip().endswith("\\"):
+            if not pending:
+                pending_line = number
+            pending.append(line.rstrip()[:-1])
+            continue
+        if pending:
+            pending.append(line.lstrip())
+            yield _Line(pending_line, "".join(pending).strip())
+            pending = []
+            continue
+        stripped = line.strip()
+        if stripped:
+            yield _Line(number, stripped)
+    if pending:
+        yield _Line(pending_line, "".join(pending).strip())
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+class _Reader:
+    """Walks one config file and its includes into a tree of blocks."""
+
+    def __init__(self, source: FileSource, base_dir: Path) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self.files: list[Path] = []
+        self.digest = hashlib.sha256()
+        self.problems: list[Problem] = []
+
+    def load(self, path: Path, into: list[_Block], include_line: tuple[Path, int] | None) -> None:
+        if path in self.files:
+            where, line = include_line if include_line else (path, None)
+            self.problems.append(
+                Problem(where, Rule.INCLUDE, f"include cycle: {path} is already loaded", line)
+            )
+            return
+        try:
+            data = self.source.read(path)
+        except SourceError as exc:
+            if include_line is None:
+                self.problems.append(Problem(path, exc.rule, str(exc)))
+            else:
+                where, line = include_line
+                self.problems.append(Problem(where, exc.rule, f"include {path}: {exc}", line))
+            return
+        self.files.append(path)
+        self.digest.update(f"{path}\0{len(data)}\0".encode())
+        self.digest.update(data)
+        text, problem = decode(data, path)
+        if problem is not None or text is None:
+            self.problems.append(problem or Problem(path, Rule.SYNTAX, "unreadable"))
+            return
+        self._parse(path, text, into)
+
+    def _parse(self, path: Path, text: str, stack: list[_Block]) -> None:
+        depth = len(stack)
+        for line in _strip_comments(text):
+            current = stack[-1]
+            closing = _BLOCK_CLOSE.match(line.text)
+            if closing:
+                kind = closing.group(1)
+                if len(stack) <= depth:
+                    self.problems.append(
+                        Problem(path, Rule.SYNTAX, f"</{kind}> closes no open block", line.number)
+                    )
+                    return
+                if current.kind != kind:
+                    self.problems.append(
+                        Problem(
+                            path,
+                            Rule.SYNTAX,
+                            f"</{kind}> does not close <{current.kind}> "
+                            f"opened at line {current.line}",
+                            line.number,
+                        )
+                    )
+                    return
+                stack.pop()
+                continue
+            opening = _BLOCK_OPEN.match(line.text)
+            if opening:
+                block = _Block(
+                    opening.group(1), _unquote(opening.group(2) or ""), line.number, path
+                )
+                current.blocks.append(block)
+                stack.append(block)
+                continue
+            if line.text.startswith("<"):
+                self.problems.append(
+                    Problem(
+                        path, Rule.SYNTAX, f"malformed block tag {line.text[:60]!r}", line.number
+                    )
+                )
+                return
+            match = _KEY_EQ_VALUE.match(line.text) or _KEY_SP_VALUE.match(line.text)
+            if match is None:  # pragma: no cover - every non-empty line matches one of them
+                continue
+            key, value = match.group(1), _unquote((match.group(2) or "").strip())
+            if key.lower() == "include":
+                self._include(path, line.number, value, stack)
+                continue
+            current.options.append(Option(key, value, line.number, path))
+        if len(stack) > depth:
+            block = stack[-1]
+            self.problems.append(
+                Problem(path, Rule.SYNTAX, f"<{block.kind}> is never closed", block.line)
+            )
+            del stack[depth:]
+
+    def _include(self, path: Path, line: int, value: str, stack: list[_Block]) -> None:
+        if not value:
+            self.problems.append(Problem(path, Rule.SYNTAX, "include without a file", line))
+            return
+        pattern = Path(value) if Path(value).is_absolute() else self.base_dir / value
+        try:
+            matches = self.source.expand(pattern)
+        except SourceError as exc:
+            self.problems.append(Problem(path, exc.rule, f"include {value}: {exc}", line))
+            return
+        if not matches and not _GLOB_MAGIC.search(value):
+            self.problems.append(
+                Problem(path, Rule.INCLUDE, f"include {value}: no such file", line)
+            )
+        for match in matches:
+            self.load(match, stack, (path, line))
+
+
+def _targets(root: _Block, problems: list[Problem]) -> tuple[TargetSpec, ...]:
+    """Targets after Config::General's -MergeDuplicateBlocks, with distinct LUN paths."""
+    luns: dict[str, list[str]] = {}
+    for block in root.blocks:
+        if block.kind != "target":
+            continue
+        if not block.name:
+            problems.append(Problem(block.path, Rule.SYNTAX, "<target> without a name", block.line))
+            continue
+        paths = luns.setdefault(block.name, [])
+        for key in LUN_KEYS:
+            as_options = [o.value for o in block.options if o.key == key]
+            as_blocks = [b.name for b in block.blocks if b.kind == key]
+            if as_options and as_blocks:
+                # Config::General refuses to mix `key value` and `<key value>` in one block.
+                problems.append(
+                    Problem(
+                        block.path,
+                        Rule.SYNTAX,
+                        f"target {block.name}: {key} given both as a line and as a block",
+                        block.line,
+                    )
+                )
+            for lun in as_options + as_blocks:
+                if lun and lun not in paths:
+                    paths.append(lun)
+    return tuple(TargetSpec(name, len(paths)) for name, paths in sorted(luns.items()))
+
+
+def parse(path: Path, source: FileSource, base_dir: Path | None = None) -> ParsedConfig:
+    """Read `path` and its includes; relative includes resolve against `base_dir`.
+
+    tgt-admin resolves them against its working directory, and tgtwatch runs it from the
+    config file's directory, which is the default here: both always agree. Never raises.
+    """
+    reader = _Reader(source, base_dir if base_dir is not None else path.parent)
+    root = _Block("", "", 0, path)
+    reader.load(path, [root], None)
+    problems = reader.problems
+    targets = _targets(root, problems)
+    return ParsedConfig(
+        path=path,
+        options=tuple(root.options),
+        targets=targets,
+        files=tuple(reader.files),
+        sha256=reader.digest.hexdigest(),
+        problems=tuple(problems),
+    )
+
+
+def render(options: list[tuple[str, str]], targets: dict[str, list[str]]) -> str:
+    """A config text with these top-level options and targets (name -> LUN paths)."""
+    lines = [f'{key}="{value}"' for key, value in options]
+    for name, luns in targets.items():
+        lines.append(f"<target {name}>")
+        lines.extend(f"    backing-store {lun}" for lun in luns)
+        lines.append("</target>")
+    return "\n".join(lines) + "\n"
