@@ -1,0 +1,143 @@
+"""Triggers from the watcher and the pure debouncer that turns them into batches."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MIN_BOUND_S = 2.0
+BOUND_FACTOR = 10
+
+
+class TriggerKind(enum.Enum):
+    """Why the loop should run a cycle."""
+
+    FILE = "file"  # something happened to a file or directory we watch
+    OVERFLOW = "overflow"  # the kernel dropped events: only a full rescan is safe
+    ERROR = "error"  # the watcher failed (e.g. inotify watch limit): rescan, keep running
+    RESYNC = "resync"  # SIGHUP, the resync timer, a watch (re)armed after a gap
+
+
+#: Kinds that cannot wait for the quiet period: events were or may have been lost.
+IMMEDIATE_KINDS: frozenset[TriggerKind] = frozenset(
+    {TriggerKind.OVERFLOW, TriggerKind.ERROR, TriggerKind.RESYNC}
+)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One reason to run a cycle; never a delta (each cycle rescans everything)."""
+
+    kind: TriggerKind
+    path: Path | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Triggers coalesced into one cycle."""
+
+    paths: frozenset[Path]
+    resync: bool  # an OVERFLOW/ERROR/RESYNC was among them: the paths are not the whole story
+    kinds: frozenset[TriggerKind]
+    count: int
+    first_at: float
+    last_at: float
+    details: tuple[str, ...] = ()  # of the non-FILE triggers, for the journal
+
+
+def default_bound_s(debounce_s: float) -> float:
+    """The longest a batch may wait: a directory written without pause still converges."""
+    return max(BOUND_FACTOR * debounce_s, DEFAULT_MIN_BOUND_S)
+
+
+class Debouncer:
+    """Coalesce triggers until `debounce_s` of quiet, bounded by `bound_s` after the first.
+
+    Pure: every method takes the current time (any monotonic clock, in seconds);
+    it never sleeps, reads a clock or starts a thread.
+    """
+
+    def __init__(self, debounce_s: float, bound_s: float | None = None) -> None:
+        if debounce_s < 0:
+            raise ValueError(f"debounce must be >= 0, got {debounce_s}")
+        bound = default_bound_s(debounce_s) if bound_s is None else bound_s
+        if bound < debounce_s:
+            raise ValueError(f"bound {bound} is shorter than the debounce {debounce_s}")
+        self._quiet = debounce_s
+        self._bound = bound
+        self._reset()
+
+    @classmethod
+    def from_ms(cls, debounce_ms: int, bound_ms: int | None = None) -> Debouncer:
+        """Build from the `debounce_ms` setting; times fed to it stay in seconds."""
+        return cls(debounce_ms / 1000, None if bound_ms is None else bound_ms / 1000)
+
+    def _reset(self) -> None:
+        self._count = 0
+        self._first = 0.0
+        self._last = 0.0
+        self._immediate_at: float | None = None
+        self._paths: set[Path] = set()
+        self._kinds: set[TriggerKind] = set()
+        self._details: list[str] = []
+
+    @property
+    def debounce_s(self) -> float:
+        return self._quiet
+
+    @property
+    def bound_s(self) -> float:
+        return self._bound
+
+    @property
+    def pending(self) -> int:
+        """How many triggers wait in the current batch."""
+        return self._count
+
+    def add(self, trigger: Trigger, now: float) -> None:
+        """Add a trigger that arrived at `now`."""
+        if self._count == 0:
+            self._first = now
+            self._last = now
+        # A clock that went backwards must not make the batch older than it is.
+        self._last = max(self._last, now)
+        self._count += 1
+        self._kinds.add(trigger.kind)
+        if trigger.path is not None:
+            self._paths.add(trigger.path)
+        if trigger.kind in IMMEDIATE_KINDS:
+            if self._immediate_at is None:
+                self._immediate_at = now
+            if trigger.detail:
+                self._details.append(trigger.detail)
+
+    def next_deadline(self) -> float | None:
+        """When the pending batch is due (the loop's queue timeout), or None if nothing waits."""
+        if self._count == 0:
+            return None
+        due = min(self._last + self._quiet, self._first + self._bound)
+        if self._immediate_at is not None:
+            due = min(due, self._immediate_at)
+        return due
+
+    def is_due(self, now: float) -> bool:
+        deadline = self.next_deadline()
+        return deadline is not None and now >= deadline
+
+    def take_batch(self, now: float) -> Batch | None:
+        """The coalesced batch if it is due at `now` (and start a new one), else None."""
+        if not self.is_due(now):
+            return None
+        batch = Batch(
+            paths=frozenset(self._paths),
+            resync=self._immediate_at is not None,
+            kinds=frozenset(self._kinds),
+            count=self._count,
+            first_at=self._first,
+            last_at=self._last,
+            details=tuple(self._details),
+        )
+        self._reset()
+        return batch
