@@ -38,8 +38,14 @@ def _single(parsed: ParsedConfig, key: str) -> tuple[str | None, Problem | None]
 
 
 def instance_from(path: Path, parsed: ParsedConfig) -> tuple[InstanceSpec | None, list[Problem]]:
-    """The instance an instance file asks for, or the problems that stop it. Pure."""
-    problems = list(parsed.problems)
+    """The instance an instance file asks for, or the problems that stop it. Pure.
+
+    Every problem names the instance file, also one found in a file it includes: it is
+    the instance file that is refused (and whose instance keeps its last good config).
+    """
+    problems = [
+        p if p.path == path else Problem(path, p.rule, f"{p}", None) for p in parsed.problems
+    ]
     values: dict[str, str | None] = {}
     for key in INSTANCE_KEYS:
         value, problem = _single(parsed, key)
@@ -200,6 +206,13 @@ def scan(settings: Settings, applied: Applied, policy: TrustPolicy | None = None
         reserved[di.control_port] = (
             f"the default instance's control port ({settings.default_config})"
         )
+    # A refused file's instance keeps running on its last good config: its port stays its.
+    refused = Desired(problems=tuple(problems))
+    for port, entry in sorted(applied.entries.items()):
+        if entry.kind is InstanceKind.DROPIN and refused.is_troubled(entry.config):
+            reserved.setdefault(
+                port, f"held by {entry.config}, refused and running on its last good config"
+            )
     owners, conflicts = settle_conflicts(specs, reserved, applied)
     instances = dict(owners)
     if default is not None:

@@ -64,9 +64,9 @@ def _for_desired(
 
 def plan(desired: Desired, applied: Applied, observed: Observed) -> Plan:
     """Start, reload or drain per port so the host matches the files; idempotent."""
+    # Ports no file wants any more drain first: a file that moved to another port is
+    # "DrainStop of the old port, then Start of the new one" (DESIGN.md).
     actions: list[Action] = []
-    for port, spec in desired.instances.items():
-        actions += _for_desired(spec, applied.entries.get(port), observed.instances.get(port))
     held: list[AppliedEntry] = []
     for port, entry in sorted(applied.entries.items()):
         if port in desired.instances or entry.kind is InstanceKind.DEFAULT:
@@ -77,6 +77,8 @@ def plan(desired: Desired, applied: Applied, observed: Observed) -> Plan:
         running = observed.instances.get(port)
         if running is not None:
             actions.append(DrainStop(port, running.control_port, entry.name, entry.config))
+    for port, spec in desired.instances.items():
+        actions += _for_desired(spec, applied.entries.get(port), observed.instances.get(port))
     foreign = tuple(
         running
         for port, running in sorted(observed.instances.items())

@@ -10,9 +10,13 @@ from tgtwatch.structs import DEFAULT_NAME
 
 MAX_NAME_LENGTH = 64
 # What a systemd unit name allows as it is, so `systemctl start tgtd@NAME` needs no escaping.
-_UNIT_SAFE = re.compile(r"^[A-Za-z0-9:_.\-]+$")
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_PORT = re.compile(r"^[0-9]{1,5}$")
+# Always used with fullmatch: `$` alone would also match before a trailing newline.
+_UNIT_SAFE = re.compile(r"[A-Za-z0-9:_.\-]+")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_PORT = re.compile(r"[0-9]{1,5}")
+# An IPv6 literal, with an optional zone (fe80::1%eth0) of interface-name characters only:
+# ipaddress accepts any text after `%`, spaces and shell syntax included.
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.\-]+)?")
 
 
 def is_candidate(filename: str) -> bool:
@@ -30,8 +34,8 @@ def name_problem(stem: str) -> str | None:
         return f"the name {DEFAULT_NAME!r} is reserved for the instance under tgt_dir"
     if len(stem) > MAX_NAME_LENGTH:
         return f"name is {len(stem)} characters, more than {MAX_NAME_LENGTH}"
-    if not _UNIT_SAFE.match(stem):
-        bad = sorted({c for c in stem if not _UNIT_SAFE.match(c)})
+    if not _UNIT_SAFE.fullmatch(stem):
+        bad = sorted({c for c in stem if not _UNIT_SAFE.fullmatch(c)})
         return (
             f"name {stem!r} has characters a systemd unit name does not allow: "
             f"{''.join(bad)!r} (allowed: letters, digits, ':', '_', '.', '-')"
@@ -53,7 +57,7 @@ class RuleError(ValueError):
 
 
 def parse_port(text: str, what: str) -> int:
-    if not _PORT.match(text):
+    if not _PORT.fullmatch(text):
         raise RuleError(f"{what} {text!r} is not a port number")
     port = int(text)
     if not 1 <= port <= 65535:
@@ -63,7 +67,7 @@ def parse_port(text: str, what: str) -> int:
 
 def _valid_host(host: str) -> bool:
     if host.startswith("["):
-        if not host.endswith("]"):
+        if not host.endswith("]") or not _IPV6.fullmatch(host[1:-1]):
             return False
         try:
             ipaddress.IPv6Address(host[1:-1])
@@ -76,7 +80,7 @@ def _valid_host(host: str) -> bool:
         except ValueError:
             return False
         return True
-    return len(host) <= 253 and all(_HOST_LABEL.match(label) for label in host.split("."))
+    return len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in host.split("."))
 
 
 def parse_portal(text: str) -> Portal:

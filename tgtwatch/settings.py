@@ -74,9 +74,10 @@ class _Fields:
         self.origin = origin
         self.prefix = prefix
         self.data = data
-        unknown = sorted(set(data) - allowed)
+        # key=str: YAML keys need not be strings (`1: x`), and mixed types do not sort.
+        unknown = sorted(set(data) - allowed, key=str)
         if unknown:
-            raise self.error(unknown[0], f"unknown key (known: {', '.join(sorted(allowed))})")
+            raise self.error(str(unknown[0]), f"unknown key (known: {', '.join(sorted(allowed))})")
 
     def error(self, key: str, message: str) -> SettingsError:
         return SettingsError(f"{self.origin}: {self.prefix}{key}: {message}")

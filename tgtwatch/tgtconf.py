@@ -19,6 +19,9 @@ _BLOCK_CLOSE = re.compile(r"^<\s*/\s*([^\s>]+)\s*>$")
 _KEY_EQ_VALUE = re.compile(r"^([^=\s]+?)\s*=\s*(.*)$")
 _KEY_SP_VALUE = re.compile(r"^(\S+)(?:\s+(.*))?$")
 _GLOB_MAGIC = re.compile(r"[*?\[]")
+# Config::General's -UseApacheInclude lines, matched before the key/value split.
+_INCLUDE_QUOTED = re.compile(r"^\s*(include|includeoptional)\s*([\"'])(.*?)(?<!\\)\2$", re.I)
+_INCLUDE_PLAIN = re.compile(r"^\s*(include|includeoptional)\s+(.+?)\s*$", re.I)
 
 
 class SourceError(Exception):
@@ -78,6 +81,7 @@ class ParsedConfig:
 class _Line:
     number: int
     text: str
+    continued: bool = False  # joined from backslash-continued lines: never an include
 
 
 def decode(data: bytes, path: Path) -> tuple[str | None, Problem | None]:
@@ -101,50 +105,56 @@ def decode(data: bytes, path: Path) -> tuple[str | None, Problem | None]:
         return None, Problem(path, Rule.SYNTAX, "invalid UTF-8, not a config file", line)
 
 
+_C_COMMENT_ON_LINE = re.compile(r"\s*/\*.*\*/\s*")
+_C_COMMENT_START = re.compile(r"^\s*/\*")
+_C_COMMENT_END = re.compile(r"\*/\s*$")
+_HASH_COMMENT = re.compile(r"(?<!\\)#.*$")
+_CONTINUED = re.compile(r"(?<!\\)\\$")  # a trailing backslash, not an escaped one
+
+
 def _strip_comments(text: str) -> Iterator[_Line]:
-    """Physical lines without comments (#, C-style), joined at trailing backslashes."""
+    """Physical lines without comments (#, C-style), joined at trailing backslashes.
+
+    C comments follow Config::General exactly: `/* ... */` within one line, or a comment
+    that starts a line and runs to a line with `*/`; a `/*` inside a value (as in
+    `include conf.d/*.conf`) is not a comment. Lines end at `\n` only, as in Perl.
+    """
     in_c_comment = False
     pending: list[str] = []
     pending_line = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw
-        if in_c_comment:
-            end = line.find("*/")
-            if end < 0:
-                continue
-            line = line[end + 2 :]
+        if _C_COMMENT_ON_LINE.search(line):
+            line = _C_COMMENT_ON_LINE.sub("", line, count=1)
+        elif _C_COMMENT_START.match(line):
+            in_c_comment = not _C_COMMENT_END.search(line)
+        elif "*/" in line:
             in_c_comment = False
-        while True:
-            start = line.find("/*")
-            if start < 0:
-                break
-            end = line.find("*/", start + 2)
-            if end < 0:
-                line = line[:start]
-                in_c_comment = True
-                break
-            line = line[:start] + line[end + 2 :]
-        line = re.sub(r"\s*(?<!\\)#.*$", "", line).replace("\\#", "#")
-        if line.rstrip().endswith("\\"):
+            line = line[line.rindex("*/") + 2 :]
+        if in_c_comment:
+            continue
+        line = _HASH_COMMENT.sub("", line).replace("\\#", "#")
+        if _CONTINUED.search(line):
             if not pending:
                 pending_line = number
-            pending.append(line.rstrip()[:-1])
+            pending.append(line[:-1].lstrip())
             continue
         if pending:
             pending.append(line.lstrip())
-            yield _Line(pending_line, "".join(pending).strip())
+            yield _Line(pending_line, "".join(pending).strip(), continued=True)
             pending = []
             continue
         stripped = line.strip()
         if stripped:
             yield _Line(number, stripped)
     if pending:
-        yield _Line(pending_line, "".join(pending).strip())
+        yield _Line(pending_line, "".join(pending).strip(), continued=True)
 
 
 def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-        return value[1:-1]
+    """Config::General: a value starting and ending with `"` loses both (`"` alone is empty)."""
+    if value.startswith('"') and value.endswith('"'):
+        return value[1:-1] if len(value) >= 2 else ""
     return value
 
 
@@ -185,6 +195,14 @@ class _Reader:
 
     def _parse(self, path: Path, text: str, stack: list[_Block]) -> None:
         depth = len(stack)
+        try:
+            self._parse_lines(path, text, stack, depth)
+        finally:
+            # A file only closes what it opened: an include's broken or unclosed blocks
+            # never swallow the lines of the file that included it.
+            del stack[depth:]
+
+    def _parse_lines(self, path: Path, text: str, stack: list[_Block], depth: int) -> None:
         for line in _strip_comments(text):
             current = stack[-1]
             closing = _BLOCK_CLOSE.match(line.text)
@@ -208,13 +226,17 @@ class _Reader:
                     return
                 stack.pop()
                 continue
-            opening = _BLOCK_OPEN.match(line.text)
+            # Config::General's explicit empty block: `<name value/>` is `<name value>`
+            # immediately closed.
+            empty = line.text.endswith("/>")
+            opening = _BLOCK_OPEN.match(line.text[:-2] + ">" if empty else line.text)
             if opening:
                 block = _Block(
                     opening.group(1), _unquote(opening.group(2) or ""), line.number, path
                 )
                 current.blocks.append(block)
-                stack.append(block)
+                if not empty:
+                    stack.append(block)
                 continue
             if line.text.startswith("<"):
                 self.problems.append(
@@ -223,22 +245,28 @@ class _Reader:
                     )
                 )
                 return
+            include = None
+            if not line.continued:
+                include = _INCLUDE_QUOTED.match(line.text) or _INCLUDE_PLAIN.match(line.text)
+            if include is not None:
+                optional = include.group(1).lower() == "includeoptional"
+                value = include.group(include.lastindex or 0)
+                self._include(path, line.number, value, stack, optional)
+                continue
             match = _KEY_EQ_VALUE.match(line.text) or _KEY_SP_VALUE.match(line.text)
             if match is None:  # pragma: no cover - every non-empty line matches one of them
                 continue
             key, value = match.group(1), _unquote((match.group(2) or "").strip())
-            if key.lower() == "include":
-                self._include(path, line.number, value, stack)
-                continue
             current.options.append(Option(key, value, line.number, path))
         if len(stack) > depth:
             block = stack[-1]
             self.problems.append(
                 Problem(path, Rule.SYNTAX, f"<{block.kind}> is never closed", block.line)
             )
-            del stack[depth:]
 
-    def _include(self, path: Path, line: int, value: str, stack: list[_Block]) -> None:
+    def _include(
+        self, path: Path, line: int, value: str, stack: list[_Block], optional: bool = False
+    ) -> None:
         if not value:
             self.problems.append(Problem(path, Rule.SYNTAX, "include without a file", line))
             return
@@ -248,7 +276,10 @@ class _Reader:
         except SourceError as exc:
             self.problems.append(Problem(path, exc.rule, f"include {value}: {exc}", line))
             return
-        if not matches and not _GLOB_MAGIC.search(value):
+        if optional and not _GLOB_MAGIC.search(value):
+            # IncludeOptional: Config::General globs the name itself, so only that file.
+            matches = [m for m in matches if m == pattern]
+        elif not matches and not _GLOB_MAGIC.search(value):
             self.problems.append(
                 Problem(path, Rule.INCLUDE, f"include {value}: no such file", line)
             )

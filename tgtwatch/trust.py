@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 from dataclasses import dataclass
@@ -83,9 +84,10 @@ class TrustedFiles:
     def expand(self, pattern: Path) -> list[Path]:
         text = str(pattern)
         if any(c in text for c in "*?["):
-            anchor = Path(pattern.anchor)
-            matches = sorted(anchor.glob(str(pattern.relative_to(anchor))))
-            return [m for m in matches if not m.is_dir()]
+            # glob.glob, not Path.glob: like Perl's bsd_glob, `*` skips dotfiles. Sorted as
+            # strings (bsd_glob sorts whole paths bytewise), not by path components.
+            matches = sorted(glob.glob(text))
+            return [Path(m) for m in matches if not os.path.isdir(m)]
         if pattern.is_dir():
-            return sorted(p for p in pattern.iterdir() if not p.is_dir())
+            return sorted((p for p in pattern.iterdir() if not p.is_dir()), key=str)
         return [pattern] if pattern.exists() or pattern.is_symlink() else []
