@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from tgtwatch import __version__, inventory
+from tgtwatch import __version__, commands, inventory
+from tgtwatch.app import make_backend
 from tgtwatch.plan import plan
 from tgtwatch.report import plan_json, plan_lines
 from tgtwatch.settings import DEFAULT_SETTINGS_PATH, Settings, SettingsError, load
-from tgtwatch.state import StateFile
+from tgtwatch.state import StateError, StateFile
 from tgtwatch.structs import Observed
 
 EXIT_OK = 0
@@ -43,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="validate every file; one line per problem")
     plan_cmd = commands.add_parser("plan", help="what `run` would do now, without doing it")
     plan_cmd.add_argument("--json", action="store_true")
+    commands.add_parser("run", help="the daemon, in the foreground")
+    commands.add_parser("apply", help="one reconcile cycle, then exit (0: converged)")
+    status_cmd = commands.add_parser("status", help="every instance, its state and its problems")
+    status_cmd.add_argument("--json", action="store_true")
+    drain_cmd = commands.add_parser("drain", help="drain and stop the tgtd on one port")
+    drain_cmd.add_argument("--port", type=int, required=True)
+    drain_cmd.add_argument("--timeout", type=float, default=None, metavar="S")
+    drain_cmd.add_argument("--force", action="store_true")
     return parser
 
 
@@ -51,7 +60,7 @@ def _settings(path: Path | None) -> Settings:
 
 
 def _observe(settings: Settings) -> Observed:
-    return Observed()
+    return make_backend(settings).observe(None)
 
 
 def cmd_check(settings: Settings, out: TextIO, err: TextIO) -> int:
@@ -93,13 +102,30 @@ def main(
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args.config)
+        return _dispatch(args, settings, out, err)
     except SettingsError as exc:
         print(f"tgtwatch: {exc}", file=err)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise
+    except (StateError, OSError) as exc:
+        print(f"tgtwatch: {exc}", file=err)
+        return EXIT_PROBLEMS
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
     if args.command == "check":
         return cmd_check(settings, out, err)
     if args.command == "plan":
         return cmd_plan(settings, args.json, out)
+    if args.command == "apply":
+        return commands.apply(settings, out, err)
+    if args.command == "status":
+        return commands.status(settings, args.json, out)
+    if args.command == "drain":
+        return commands.drain(settings, args.port, args.timeout, args.force, out, err)
+    if args.command == "run":
+        return commands.run(args.config or DEFAULT_SETTINGS_PATH, settings, err)
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ class StateError(Exception):
     """The state file cannot be written; one line for the operator."""
 
 
-def to_json(applied: Applied) -> dict[str, Any]:
+def to_json(applied: Applied, failed: Mapping[int, str] | None = None) -> dict[str, Any]:
     return {
         "version": FORMAT_VERSION,
+        "failed": {str(port): message for port, message in sorted((failed or {}).items())},
         "ports": {
             str(port): {
                 "name": e.name,
@@ -82,9 +84,17 @@ class StateFile:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return Applied(), f"{self.path}: corrupt state ({exc}); starting from empty"
 
-    def save(self, applied: Applied) -> None:
+    def load_failed(self) -> dict[int, str]:
+        """Ports whose start keeps failing, as the last tgtwatch to write the state saw them."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return {int(port): str(message) for port, message in data.get("failed", {}).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
+
+    def save(self, applied: Applied, failed: Mapping[int, str] | None = None) -> None:
         """Temp file, fsync, rename, fsync the directory: never a half-written state."""
-        body = json.dumps(to_json(applied), indent=1, sort_keys=True).encode()
+        body = json.dumps(to_json(applied, failed), indent=1, sort_keys=True).encode()
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o755)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".applied.", suffix=".tmp")

@@ -1,0 +1,168 @@
+"""The commands that touch running tgtds: apply, status, drain and run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+from tgtwatch import inventory
+from tgtwatch.app import make_backend, make_reconciler
+from tgtwatch.audit import AuditAction, AuditRecord
+from tgtwatch.backend import Result
+from tgtwatch.daemon import Daemon, managed_pids
+from tgtwatch.direct import DirectBackend
+from tgtwatch.notify import SystemdNotifier, watchdog_interval
+from tgtwatch.report import problem_json
+from tgtwatch.settings import DrainTimeoutPolicy, Settings, load
+from tgtwatch.state import StateFile
+from tgtwatch.status import instance_states, status_line
+from tgtwatch.structs import Applied, Desired, DrainStop, Observed
+from tgtwatch.wakeup import SelectWaiter
+from tgtwatch.watch import make_watcher
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+
+
+def apply(settings: Settings, out: TextIO, err: TextIO) -> int:
+    """One reconcile cycle; 0 when the host now matches the files, 1 otherwise."""
+    reconciler = make_reconciler(settings, stderr=err, keep_draining=False)
+    if reconciler.state_warning:
+        print(f"tgtwatch: {reconciler.state_warning}", file=err)
+    report = reconciler.cycle()
+    reconciler.executor.wait()
+    reconciler.executor.shutdown(wait=True)
+    converged = not report.desired.problems and not report.deferred
+    for done in reconciler.take_reports():
+        print(
+            f"{done.action.kind.value} {done.action.name} port {done.action.port}: "
+            f"{done.outcome.result.value} in {done.duration_ms} ms: {done.outcome.message}",
+            file=out,
+        )
+        converged &= done.outcome.result is Result.OK
+    for port, why in sorted(report.deferred.items()):
+        print(f"deferred port {port}: {why}", file=out)
+    for problem in report.desired.problems:
+        print(f"problem {problem}", file=out)
+    if not report.plan.actions:
+        print("nothing to do", file=out)
+    return EXIT_OK if converged else EXIT_PROBLEMS
+
+
+def status(settings: Settings, as_json: bool, out: TextIO) -> int:
+    state = StateFile(settings.state_dir)
+    applied, warning = state.load()
+    desired = inventory.scan(settings, applied)
+    observed = make_backend(settings).observe(None)
+    statuses = instance_states(desired, applied, observed, state.load_failed())
+    if as_json:
+        body = {
+            "instances": [s.to_json() for s in statuses],
+            "problems": [problem_json(p) for p in desired.problems],
+            "notes": list(desired.notes) + ([warning] if warning else []),
+        }
+        json.dump(body, out, indent=2)
+        out.write("\n")
+    else:
+        for s in statuses:
+            pid = s.pid if s.pid is not None else "-"
+            owner = "" if s.managed else " (not tgtwatch's)"
+            note = f"  {s.message}" if s.message else ""
+            print(
+                f"{s.name:<20} {s.port:>5} {s.state.value:<9} pid {pid!s:<7} "
+                f"{len(s.targets)} targets {s.sessions} sessions{owner}{note}",
+                file=out,
+            )
+        for problem in desired.problems:
+            print(f"problem {problem}", file=out)
+        print(status_line(statuses, desired.problems), file=out)
+    return EXIT_PROBLEMS if desired.problems else EXIT_OK
+
+
+def drain(
+    settings: Settings, port: int, timeout_s: float | None, force: bool, out: TextIO, err: TextIO
+) -> int:
+    """Drain and stop the tgtd on one port now (the unit's ExecStop runs this)."""
+    backend = make_backend(settings)
+    running = backend.observe((port,)).instances.get(port)
+    if running is None:
+        print(f"no tgtd runs on port {port}", file=out)
+        return EXIT_OK
+    state = StateFile(settings.state_dir)
+    applied, _ = state.load()
+    entry = applied.entries.get(port)
+    action = DrainStop(
+        port,
+        running.control_port,
+        entry.name if entry else f"port-{port}",
+        entry.config if entry else Path(""),
+        "drain requested on the command line",
+    )
+    force = force or settings.on_drain_timeout is DrainTimeoutPolicy.FORCE
+    timeout = settings.drain_timeout_s if timeout_s is None else timeout_s
+    cancel = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: cancel.set())
+    started = time.monotonic()
+    outcome = backend.drain_stop(action, timeout, force, cancel)
+    if outcome.draining and not cancel.is_set():
+        print(f"port {port}: {outcome.message}; waiting", file=out, flush=True)
+        outcome = backend.drain_stop(action, None, False, cancel)
+    kind = AuditAction.DRAIN if outcome.draining else AuditAction.STOP
+    audit = make_reconciler(settings, stderr=err, backend=backend).audit
+    audit.record(
+        AuditRecord(
+            ts=time.time(),
+            action=kind,
+            instance=action.name,
+            port=port,
+            config=str(action.config),
+            sha256=entry.sha256 if entry else "",
+            result=outcome.result,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            message=outcome.message,
+            output=outcome.output,
+        )
+    )
+    if not outcome.draining and outcome.result is not Result.FAILED and entry is not None:
+        state.save(Applied({p: e for p, e in applied.entries.items() if p != port}))
+    print(f"port {port}: {outcome.result.value}: {outcome.message}", file=out)
+    return EXIT_OK if outcome.result is Result.OK else EXIT_PROBLEMS
+
+
+def run(settings_path: Path, settings: Settings, err: TextIO) -> int:
+    """The daemon, in the foreground, until SIGTERM or SIGINT."""
+    env = dict(os.environ)
+    # Children must never see these: tgtd would tell systemd that *tgtwatch* is ready.
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"):
+        os.environ.pop(name, None)
+    waiter = SelectWaiter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+    reconciler = make_reconciler(settings, env=env, stderr=err)
+    if reconciler.state_warning:
+        print(f"tgtwatch: {reconciler.state_warning}", file=err)
+    reconciler.on_lane_done = waiter.lane_done
+    backend = reconciler.backend
+
+    def pids_of(observed: Observed, desired: Desired) -> list[int]:
+        if isinstance(backend, DirectBackend):
+            backend.reap()
+        return managed_pids(observed, desired, set(reconciler.applied.entries))
+
+    daemon = Daemon(
+        settings,
+        reconciler,
+        make_watcher(settings.watcher.value, waiter.triggers),
+        waiter,
+        SystemdNotifier.from_env(env),
+        reload_settings=lambda: load(settings_path, required=False),
+        pids_of=pids_of,
+        observe_light=lambda: backend.observe(()),
+        watchdog_interval_s=watchdog_interval(env, os.getpid()),
+        log=err,
+    )
+    return daemon.run()

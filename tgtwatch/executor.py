@@ -1,0 +1,72 @@
+"""One serial lane per port, lanes in parallel up to a bound: a long drain delays no other port."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from tgtwatch.backend import Outcome, Result
+from tgtwatch.structs import Action
+
+DEFAULT_LANES = 8
+
+
+class Executor:
+    """Runs each port's actions in order; a port with a lane under way takes no new one."""
+
+    def __init__(self, max_lanes: int = DEFAULT_LANES) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max_lanes, thread_name_prefix="lane")
+        self._lock = threading.Lock()
+        self._lanes: dict[int, Future[None]] = {}
+
+    def busy(self) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._lanes)
+
+    def submit(
+        self,
+        port: int,
+        actions: Sequence[Action],
+        run: Callable[[Action], Outcome],
+        done: Callable[[int], None] | None = None,
+    ) -> bool:
+        """Queue a lane for `port`; False when one is already under way for it."""
+        with self._lock:
+            if port in self._lanes:
+                return False
+            future = self._pool.submit(self._lane, port, tuple(actions), run, done)
+            self._lanes[port] = future
+            return True
+
+    def _lane(
+        self,
+        port: int,
+        actions: tuple[Action, ...],
+        run: Callable[[Action], Outcome],
+        done: Callable[[int], None] | None,
+    ) -> None:
+        try:
+            for action in actions:
+                # A failed step ends the lane: a Start must not follow a DrainStop that failed.
+                if run(action).result is Result.FAILED:
+                    break
+        finally:
+            with self._lock:
+                self._lanes.pop(port, None)
+            if done is not None:
+                done(port)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every lane has ended; False on timeout."""
+        with self._lock:
+            futures = list(self._lanes.values())
+        for future in futures:
+            try:
+                future.result(timeout=timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    def shutdown(self, wait: bool) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
