@@ -21,7 +21,7 @@ class Outcome:
     message: str
     output: str = ""  # what the failing command printed
     pid: int | None = None
-    pending: tuple[str, ...] = ()  # targets tgt-admin left untouched because they are in use
+    busy: tuple[str, ...] = ()  # targets tgt-admin left untouched because they are in use
     draining: bool = False  # DrainStop only: sessions remain, the port stays offline
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from tgtwatch import __version__, commands, inventory
 from tgtwatch.app import make_backend
@@ -59,8 +59,11 @@ def _settings(path: Path | None) -> Settings:
     return load(path or DEFAULT_SETTINGS_PATH, required=path is not None)
 
 
-def _observe(settings: Settings) -> Observed:
-    return make_backend(settings).observe(None)
+class _Observer(Protocol):
+    def observe(self, detail: Collection[int] | None = None) -> Observed: ...
+
+
+BackendFactory = Callable[[Settings], _Observer]
 
 
 def cmd_check(settings: Settings, out: TextIO, err: TextIO) -> int:
@@ -78,10 +81,12 @@ def cmd_check(settings: Settings, out: TextIO, err: TextIO) -> int:
     return EXIT_PROBLEMS if desired.problems else EXIT_OK
 
 
-def cmd_plan(settings: Settings, as_json: bool, out: TextIO) -> int:
+def cmd_plan(
+    settings: Settings, as_json: bool, out: TextIO, backend_factory: BackendFactory = make_backend
+) -> int:
     applied, warning = StateFile(settings.state_dir).load()
     desired = inventory.scan(settings, applied)
-    result = plan(desired, applied, _observe(settings))
+    result = plan(desired, applied, backend_factory(settings).observe(None))
     if as_json:
         body = plan_json(result, desired.problems, desired.notes + ((warning,) if warning else ()))
         json.dump(body, out, indent=2)
@@ -95,14 +100,18 @@ def cmd_plan(settings: Settings, as_json: bool, out: TextIO) -> int:
 
 
 def main(
-    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+    argv: Sequence[str] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    *,
+    backend_factory: BackendFactory = make_backend,
 ) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args.config)
-        return _dispatch(args, settings, out, err)
+        return _dispatch(args, settings, out, err, backend_factory)
     except SettingsError as exc:
         print(f"tgtwatch: {exc}", file=err)
         return EXIT_USAGE
@@ -113,11 +122,17 @@ def main(
         return EXIT_PROBLEMS
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
+def _dispatch(
+    args: argparse.Namespace,
+    settings: Settings,
+    out: TextIO,
+    err: TextIO,
+    backend_factory: BackendFactory,
+) -> int:
     if args.command == "check":
         return cmd_check(settings, out, err)
     if args.command == "plan":
-        return cmd_plan(settings, args.json, out)
+        return cmd_plan(settings, args.json, out, backend_factory)
     if args.command == "apply":
         return commands.apply(settings, out, err)
     if args.command == "status":

@@ -87,19 +87,12 @@ def portal_listens(portal: str, timeout_s: float = 1.0) -> bool:
 
 
 def _admin_outcome(what: str, report: AdminReport, pid: int | None, output: str) -> Outcome:
-    """OK, or PARTIAL when tgt-admin exited 0 but skipped a busy target or a device."""
+    """OK (busy targets named: the reconciler tells which are pending), or PARTIAL when
+    tgt-admin exited 0 but skipped a device (missing, or opened by another tgtd)."""
     if report.problems:
         problems = "; ".join(p.message for p in report.problems)
         return Outcome(Result.PARTIAL, f"{what}, but: {problems}", output, pid, report.busy_names)
-    if report.busy:
-        return Outcome(
-            Result.PARTIAL,
-            f"{what}; in use, left as they were: {', '.join(report.busy_names)}",
-            "",
-            pid,
-            report.busy_names,
-        )
-    return Outcome(Result.OK, what, "", pid)
+    return Outcome(Result.OK, what, "", pid, report.busy_names)
 
 
 class DirectBackend:

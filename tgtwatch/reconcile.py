@@ -42,6 +42,26 @@ class AuditSink(Protocol):
     def record(self, record: AuditRecord) -> None: ...
 
 
+def pending_targets(
+    spec: InstanceSpec, entry: AppliedEntry | None, busy: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Busy targets whose config differs from what they run (unknown counts as differing)."""
+    running = dict(entry.targets) if entry is not None else {}
+    wanted = {t.name: t.digest for t in spec.targets}
+    return tuple(name for name in busy if name not in running or wanted.get(name) != running[name])
+
+
+def running_targets(
+    spec: InstanceSpec, entry: AppliedEntry | None, pending: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
+    """What each target runs with after an action: the new config, but a pending one its old."""
+    running = dict(entry.targets) if entry is not None else {}
+    now = {t.name: t.digest for t in spec.targets}
+    for name in pending:
+        now[name] = running.get(name, "")
+    return tuple(sorted(now.items()))
+
+
 def backoff_s(failures: int) -> float:
     """Delay before the next attempt: the first retry is immediate, then 1 s, 2 s, 4 s ..."""
     if failures <= 1:
@@ -174,23 +194,34 @@ class Reconciler:
             self._audit(AuditAction.START, action.spec, outcome, self._ms_since(started), crashed)
             return outcome
         if isinstance(action, Reload):
-            outcome = self.backend.reload(action.spec)
+            outcome = self._with_pending(action.spec, self.backend.reload(action.spec))
             kind = AuditAction.ADOPT if action.adopt else AuditAction.RELOAD
             self._audit(kind, action.spec, outcome, self._ms_since(started))
-            if outcome.pending:
+            if outcome.busy:
                 self._audit(
                     AuditAction.PENDING,
                     action.spec,
                     replace(
                         outcome,
-                        result=Result.PARTIAL,
                         message="in use, applied once their sessions end: "
-                        + ", ".join(outcome.pending),
+                        + ", ".join(outcome.busy),
                     ),
                     0,
                 )
             return outcome
         return self._drain(action, started)
+
+    def _with_pending(self, spec: InstanceSpec, outcome: Outcome) -> Outcome:
+        """Keep only the busy targets whose config really changed: tgt-admin reports every
+        target with a session as in use, changed or not. Those are pending: PARTIAL."""
+        with self._lock:
+            entry = self.applied.entries.get(spec.port)
+        pending = pending_targets(spec, entry, outcome.busy)
+        if not pending:
+            return replace(outcome, busy=())
+        result = Result.FAILED if outcome.result is Result.FAILED else Result.PARTIAL
+        message = f"{outcome.message}; in use, left as they were: {', '.join(pending)}"
+        return replace(outcome, result=result, busy=pending, message=message)
 
     def _drain(self, action: DrainStop, started: float) -> Outcome:
         force = self.settings.on_drain_timeout is DrainTimeoutPolicy.FORCE
@@ -237,8 +268,9 @@ class Reconciler:
                         spec.config,
                         spec.sha256,
                         now,
-                        outcome.pending,
+                        outcome.busy,
                         spec.kind,
+                        running_targets(spec, entries.get(spec.port), outcome.busy),
                     )
                     if isinstance(action, Start):
                         self._started_at[spec.port] = self.clock()

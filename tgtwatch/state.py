@@ -32,6 +32,7 @@ def to_json(applied: Applied, failed: Mapping[int, str] | None = None) -> dict[s
                 "applied_at": e.applied_at,
                 "pending": list(e.pending),
                 "kind": e.kind.value,
+                "targets": dict(e.targets),
             }
             for port, e in sorted(applied.entries.items())
         },
@@ -53,6 +54,7 @@ def from_json(data: Any) -> Applied:
             applied_at=float(e["applied_at"]),
             pending=tuple(str(p) for p in e.get("pending", [])),
             kind=InstanceKind(e.get("kind", InstanceKind.DROPIN.value)),
+            targets=tuple(sorted((str(k), str(v)) for k, v in e.get("targets", {}).items())),
         )
     return Applied(entries)
 

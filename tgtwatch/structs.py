@@ -67,6 +67,9 @@ class TargetSpec:
 
     name: str
     luns: int
+    # Of what tgt-admin reads for this target: tells a busy target whose config really
+    # changed (pending) from one tgt-admin merely reports as in use.
+    digest: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,8 @@ class AppliedEntry:
     applied_at: float
     pending: tuple[str, ...] = ()  # targets tgt-admin skipped because they were in use
     kind: InstanceKind = InstanceKind.DROPIN
+    # target name -> digest of the config it runs with (a pending target keeps its old one)
+    targets: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

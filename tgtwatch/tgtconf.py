@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from tgtwatch.structs import Problem, Rule, TargetSpec
 
@@ -287,9 +287,22 @@ class _Reader:
             self.load(match, stack, (path, line))
 
 
+def _feed(block: _Block, digest: Any) -> None:
+    for option in block.options:
+        digest.update(f"{option.key}\0{option.value}\n".encode())
+    for child in block.blocks:
+        digest.update(f"<{child.kind}\0{child.name}>\n".encode())
+        _feed(child, digest)
+        digest.update(b"</>\n")
+
+
 def _targets(root: _Block, problems: list[Problem]) -> tuple[TargetSpec, ...]:
     """Targets after Config::General's -MergeDuplicateBlocks, with distinct LUN paths."""
     luns: dict[str, list[str]] = {}
+    digests: dict[str, Any] = {}
+    globals_digest = hashlib.sha256()
+    for option in root.options:
+        globals_digest.update(f"{option.key}\0{option.value}\n".encode())
     for block in root.blocks:
         if block.kind != "target":
             continue
@@ -297,6 +310,7 @@ def _targets(root: _Block, problems: list[Problem]) -> tuple[TargetSpec, ...]:
             problems.append(Problem(block.path, Rule.SYNTAX, "<target> without a name", block.line))
             continue
         paths = luns.setdefault(block.name, [])
+        _feed(block, digests.setdefault(block.name, globals_digest.copy()))
         for key in LUN_KEYS:
             as_options = [o.value for o in block.options if o.key == key]
             as_blocks = [b.name for b in block.blocks if b.kind == key]
@@ -313,7 +327,10 @@ def _targets(root: _Block, problems: list[Problem]) -> tuple[TargetSpec, ...]:
             for lun in as_options + as_blocks:
                 if lun and lun not in paths:
                     paths.append(lun)
-    return tuple(TargetSpec(name, len(paths)) for name, paths in sorted(luns.items()))
+    return tuple(
+        TargetSpec(name, len(paths), digests[name].hexdigest())
+        for name, paths in sorted(luns.items())
+    )
 
 
 def parse(path: Path, source: FileSource, base_dir: Path | None = None) -> ParsedConfig:

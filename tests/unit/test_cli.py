@@ -15,6 +15,7 @@ from conftest import instance_text, write
 
 from tgtwatch import __version__, cli
 from tgtwatch.cli import EXIT_INTERNAL, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, main
+from tgtwatch.structs import Observed
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sample-conf"
@@ -22,9 +23,16 @@ SAMPLE = REPO / "sample-conf"
 ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="trust policy wants root-owned files")
 
 
+class NothingRuns:
+    """The backend boundary faked: no tgtd runs (unit tests must not see the host's)."""
+
+    def observe(self, detail: object = None) -> Observed:
+        return Observed()
+
+
 def run(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), out, err)
+    code = main(list(argv), out, err, backend_factory=lambda _settings: NothingRuns())
     return code, out.getvalue(), err.getvalue()
 
 
