@@ -15,8 +15,9 @@ from tgtwatch.direct import DirectBackend
 from tgtwatch.executor import Executor
 from tgtwatch.journal import JournalClient, socket_path_from_env
 from tgtwatch.reconcile import Reconciler
-from tgtwatch.settings import BackendKind, Settings, SettingsError
+from tgtwatch.settings import BackendKind, Settings
 from tgtwatch.state import StateFile
+from tgtwatch.systemd_backend import SystemdBackend
 from tgtwatch.trust import TrustPolicy
 
 SYSTEMD_RUNNING = Path("/run/systemd/system")
@@ -32,9 +33,7 @@ def backend_kind(settings: Settings, systemd_running: Path = SYSTEMD_RUNNING) ->
 def make_backend(settings: Settings) -> Backend:
     kind = backend_kind(settings)
     if kind is BackendKind.SYSTEMD:
-        raise SettingsError(
-            "backend systemd is not available yet; set `backend: direct` in the settings"
-        )
+        return SystemdBackend(settings)
     return DirectBackend(
         settings.state_dir / "log", default_portal_port=settings.default_instance.portal.port
     )

@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from tgtwatch import __version__, commands, inventory
+from tgtwatch import __version__, commands, envfile, inventory
 from tgtwatch.app import make_backend
 from tgtwatch.plan import plan
 from tgtwatch.report import plan_json, plan_lines
@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     drain_cmd.add_argument("--port", type=int, required=True)
     drain_cmd.add_argument("--timeout", type=float, default=None, metavar="S")
     drain_cmd.add_argument("--force", action="store_true")
+    env_cmd = commands.add_parser(
+        "render-env", help="validate NAME.conf and write the env file tgtd@NAME.service reads"
+    )
+    env_cmd.add_argument("--instance", required=True, metavar="NAME")
     return parser
 
 
@@ -139,6 +143,13 @@ def _dispatch(
         return commands.status(settings, args.json, out)
     if args.command == "drain":
         return commands.drain(settings, args.port, args.timeout, args.force, out, err)
+    if args.command == "render-env":
+        try:
+            print(envfile.write(settings, args.instance), file=out)
+        except envfile.EnvFileError as exc:
+            print(f"tgtwatch: {exc}", file=err)
+            return EXIT_PROBLEMS
+        return EXIT_OK
     if args.command == "run":
         return commands.run(args.config or DEFAULT_SETTINGS_PATH, settings, err)
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover

@@ -1,0 +1,243 @@
+"""The systemd backend: each instance is its own unit, tgtd@NAME.service, driven by systemctl."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tgtwatch import envfile
+from tgtwatch.backend import Outcome, Result
+from tgtwatch.direct import DRAIN_POLL_S, DirectBackend, portal_listens
+from tgtwatch.gateway import TgtCommandError, TgtControl, TgtPrograms, child_env
+from tgtwatch.settings import Settings
+from tgtwatch.structs import DrainStop, InstanceKind, InstanceSpec, Observed
+from tgtwatch.tgtoutput import SystemState
+
+UNIT_TEMPLATE = "tgtd@{name}.service"
+SYSTEMCTL_TIMEOUT_S = 120.0
+
+
+def unit_for(name: str) -> str:
+    return UNIT_TEMPLATE.format(name=name)
+
+
+def unit_of_pid(pid: int, proc_root: Path = Path("/proc")) -> str | None:
+    """The service unit a process belongs to, from its cgroup path (cheap, no D-Bus)."""
+    try:
+        text = (proc_root / str(pid) / "cgroup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        for part in reversed(line.rpartition(":")[2].split("/")):
+            if part.endswith(".service"):
+                return part
+    return None
+
+
+@dataclass(frozen=True)
+class SystemctlError(Exception):
+    argv: tuple[str, ...]
+    returncode: int | None
+    output: str
+
+    def __str__(self) -> str:
+        last = self.output.strip().splitlines()[-1:] or [""]
+        return f"{' '.join(self.argv)}: exit {self.returncode}: {last[0]}"
+
+
+@dataclass(frozen=True)
+class Systemctl:
+    """The only code that runs systemctl and journalctl."""
+
+    program: str = "systemctl"
+    timeout_s: float = SYSTEMCTL_TIMEOUT_S
+
+    def run(self, *args: str) -> str:
+        argv = (self.program, *args)
+        try:
+            done = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout_s,
+                env=child_env(os.environ),
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SystemctlError(argv, None, str(exc)) from None
+        if done.returncode != 0:
+            raise SystemctlError(argv, done.returncode, done.stdout + done.stderr)
+        return done.stdout
+
+    def activating(self) -> set[str]:
+        out = self.run(
+            "list-units",
+            "--type=service",
+            "--state=activating",
+            "--plain",
+            "--no-legend",
+            "tgtd@*",
+        )
+        return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+    def journal_tail(self, unit: str, lines: int = 20) -> str:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            return subprocess.run(
+                ("journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"),
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            ).stdout
+        return ""
+
+
+class SystemdBackend:
+    """Start and stop through systemd; query and reload tgtd itself through the gateway.
+
+    A reload runs the same `tgt-admin --update ALL` as the unit's ExecReload, but through
+    the gateway: only its output says which targets were left alone because they are in
+    use, and `systemctl reload` sends that output to the journal, not to us.
+    """
+
+    name = "systemd"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        programs: TgtPrograms | None = None,
+        systemctl: Systemctl | None = None,
+        proc_root: Path = Path("/proc"),
+    ) -> None:
+        self.settings = settings
+        self.programs = programs or TgtPrograms()
+        self.systemctl = systemctl or Systemctl()
+        self.proc_root = proc_root
+        self.direct = DirectBackend(
+            settings.state_dir / "log",
+            programs=self.programs,
+            default_portal_port=settings.default_instance.portal.port,
+            proc_root=proc_root,
+        )
+
+    def observe(self, detail: Collection[int] | None = None) -> Observed:
+        observed = self.direct.observe(detail)
+        try:
+            activating = self.systemctl.activating()
+        except SystemctlError:
+            activating = set()
+        instances = {}
+        for port, running in observed.instances.items():
+            unit = unit_of_pid(running.pid, self.proc_root) if running.pid else None
+            instances[port] = replace(
+                running, unit=unit, starting=running.starting or unit in activating
+            )
+        return Observed(instances)
+
+    def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
+        unit = unit_for(spec.name)
+        self._write_env(spec)
+        started = time.monotonic()
+        try:
+            # Returns once ExecStartPost has set the system ready: the targets are loaded.
+            self.systemctl.run("start", unit)
+            pid = int(self.systemctl.run("show", "-p", "MainPID", "--value", unit).strip() or 0)
+        except SystemctlError as exc:
+            return Outcome(
+                Result.FAILED, f"{unit} did not start: {exc}", self.systemctl.journal_tail(unit)
+            )
+        control = TgtControl(spec.control_port, self.programs)
+        try:
+            portals = control.portals()
+            loaded = {t.name: t.luns for t in control.targets()}
+        except TgtCommandError as exc:
+            return Outcome(Result.FAILED, f"{unit} started but tgtd does not answer: {exc}")
+        if not any(p.port == spec.port for p in portals) or not portal_listens(spec.portal):
+            with contextlib.suppress(SystemctlError):
+                self.systemctl.run("stop", unit)
+            return Outcome(
+                Result.FAILED,
+                f"{unit}: tgtd could not bind portal {spec.portal} (in use?); stopped",
+                self.systemctl.journal_tail(unit),
+            )
+        what = f"{unit} pid {pid} ready on {spec.portal} after {time.monotonic() - started:.2f} s"
+        missing = [
+            f"{t.name} has {loaded.get(t.name, 0)} of {t.luns} LUNs"
+            for t in spec.targets
+            if loaded.get(t.name, 0) < t.luns
+        ]
+        if missing:
+            # tgt-admin exits 0 when it skips a backing store (missing, or open elsewhere).
+            return Outcome(
+                Result.PARTIAL,
+                f"{what}, but: {'; '.join(missing)}",
+                self.systemctl.journal_tail(unit),
+                pid,
+            )
+        return Outcome(Result.OK, what, "", pid)
+
+    def _write_env(self, spec: InstanceSpec) -> None:
+        path = envfile.env_path(self.settings, spec.name)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(envfile.render(spec), encoding="ascii")
+        tmp.chmod(0o644)
+        tmp.replace(path)
+
+    def reload(self, spec: InstanceSpec) -> Outcome:
+        if spec.kind is InstanceKind.DROPIN:
+            self._write_env(spec)
+        return self.direct.reload(spec)
+
+    def drain_stop(
+        self, action: DrainStop, timeout_s: float | None, force: bool, cancel: threading.Event
+    ) -> Outcome:
+        running = self.direct.observe((action.port,)).instances.get(action.port)
+        unit = unit_of_pid(running.pid, self.proc_root) if running and running.pid else None
+        if running is None or unit is None or not unit.startswith("tgtd@"):
+            return self.direct.drain_stop(action, timeout_s, force, cancel)
+        control = TgtControl(action.control_port, self.programs)
+        waited = self._wait_sessions(control, timeout_s, cancel)
+        if waited is not None:
+            if not waited.draining or not force or cancel.is_set():
+                return waited
+            self.direct.drain_stop(action, 0.0, True, cancel)  # force: cut the sessions off
+        try:
+            # ExecStop (`tgtwatch drain`) finds no sessions: removes the targets, tgtd exits.
+            self.systemctl.run("stop", unit)
+        except SystemctlError as exc:
+            return Outcome(
+                Result.FAILED,
+                f"{unit} did not stop: {exc}",
+                self.systemctl.journal_tail(unit),
+                running.pid,
+            )
+        return Outcome(
+            Result.OK, f"{unit} (pid {running.pid}) drained and stopped", pid=running.pid
+        )
+
+    def _wait_sessions(
+        self, control: TgtControl, timeout_s: float | None, cancel: threading.Event
+    ) -> Outcome | None:
+        """Offline (no new logins), then wait for sessions; None once there are none."""
+        try:
+            control.set_state(SystemState.OFFLINE)
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            while sessions := sum(t.sessions for t in control.targets()):
+                if cancel.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                    return Outcome(
+                        Result.PARTIAL,
+                        f"{sessions} sessions remain; port stays offline",
+                        draining=True,
+                    )
+                cancel.wait(DRAIN_POLL_S)
+        except TgtCommandError as exc:
+            return Outcome(Result.FAILED, f"drain failed: {exc}", exc.output)
+        return None
