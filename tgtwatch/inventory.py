@@ -61,6 +61,18 @@ def instance_from(path: Path, parsed: ParsedConfig) -> tuple[InstanceSpec | None
                 option.line,
             )
         )
+    for target in parsed.targets:
+        for store in target.stores:
+            if not store.startswith("/"):
+                # tgtd opens it from its own working directory, which is not the file's.
+                problems.append(
+                    Problem(
+                        path,
+                        Rule.SYNTAX,
+                        f"target {target.name}: backing store {store!r} is relative; "
+                        "use an absolute path",
+                    )
+                )
     if problems:
         return None, problems
     try:

@@ -70,6 +70,7 @@ class TargetSpec:
     # Of what tgt-admin reads for this target: tells a busy target whose config really
     # changed (pending) from one tgt-admin merely reports as in use.
     digest: str = field(default="", compare=False)
+    stores: tuple[str, ...] = field(default=(), compare=False)  # backing/direct-store paths
 
 
 @dataclass(frozen=True)

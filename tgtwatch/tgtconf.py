@@ -328,7 +328,7 @@ def _targets(root: _Block, problems: list[Problem]) -> tuple[TargetSpec, ...]:
                 if lun and lun not in paths:
                     paths.append(lun)
     return tuple(
-        TargetSpec(name, len(paths), digests[name].hexdigest())
+        TargetSpec(name, len(paths), digests[name].hexdigest(), tuple(paths))
         for name, paths in sorted(luns.items())
     )
 

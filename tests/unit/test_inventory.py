@@ -328,3 +328,23 @@ def test_a_fifo_named_x_conf(settings: Settings, policy: TrustPolicy) -> None:
     os.mkfifo(settings.instances_dir / "x.conf", 0o644)
     [problem] = scan(settings, Applied(), policy).problems
     assert (problem.path.name, problem.rule) == ("x.conf", Rule.TRUST)
+
+
+def test_a_relative_backing_store_is_refused(settings: Settings, policy: TrustPolicy) -> None:
+    # tgtd opens backing stores from its own working directory, not the file's: a relative
+    # path would serve whatever file happens to sit there.
+    text = 'SOCKET_OPTS="3263"\n<target iqn.x:a>\n    backing-store disks/a.img\n</target>\n'
+    path = write(settings.instances_dir / "rel.conf", text)
+    desired = scan(settings, Applied(), policy)
+    assert desired.instances == {}
+    assert [(p.path, p.rule) for p in desired.problems] == [(path, Rule.SYNTAX)]
+    assert "'disks/a.img' is relative" in desired.problems[0].message
+
+
+def test_targets_carry_their_backing_stores(settings: Settings, policy: TrustPolicy) -> None:
+    write(settings.instances_dir / "a.conf", instance_text(3263, "iqn.x:a", "iqn.x:b"))
+    targets = scan(settings, Applied(), policy).instances[3263].targets
+    assert [(t.name, t.stores) for t in targets] == [
+        ("iqn.x:a", ("/srv/0.img",)),
+        ("iqn.x:b", ("/srv/1.img",)),
+    ]
