@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from tgtwatch import __version__, commands, envfile, inventory
+from tgtwatch import __version__, commands, envfile, install, inventory
 from tgtwatch.app import make_backend
 from tgtwatch.plan import plan
 from tgtwatch.report import plan_json, plan_lines
@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         "render-env", help="validate NAME.conf and write the env file tgtd@NAME.service reads"
     )
     env_cmd.add_argument("--instance", required=True, metavar="NAME")
+    units_cmd = commands.add_parser(
+        "install-units", help="install the systemd units, settings and /etc/mytgt/conf.d"
+    )
+    units_cmd.add_argument("--root", type=Path, default=Path("/"), help="install below this root")
+    units_cmd.add_argument("--no-reload", action="store_true", help="skip systemctl daemon-reload")
     return parser
 
 
@@ -147,6 +152,15 @@ def _dispatch(
         try:
             print(envfile.write(settings, args.instance), file=out)
         except envfile.EnvFileError as exc:
+            print(f"tgtwatch: {exc}", file=err)
+            return EXIT_PROBLEMS
+        return EXIT_OK
+    if args.command == "install-units":
+        try:
+            reload = not args.no_reload and args.root == Path("/")
+            for line in install.install(args.root, install.units_source(), daemon_reload=reload):
+                print(line, file=out)
+        except install.InstallError as exc:
             print(f"tgtwatch: {exc}", file=err)
             return EXIT_PROBLEMS
         return EXIT_OK
