@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -48,8 +49,10 @@ class Executor:
     ) -> None:
         try:
             for action in actions:
-                # A failed step ends the lane: a Start must not follow a DrainStop that failed.
-                if run(action).result is Result.FAILED:
+                # A failed step ends the lane: a Start must not follow a DrainStop that failed,
+                # nor one still draining (its tgtd holds the port until its sessions end).
+                outcome = run(action)
+                if outcome.result is Result.FAILED or outcome.draining:
                     break
         finally:
             with self._lock:
@@ -58,12 +61,15 @@ class Executor:
                 done(port)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until every lane has ended; False on timeout."""
+        """Block until every lane under way now has ended; False on timeout (of the whole
+        wait, not of each lane). A lane that raised has ended too: its error is its own."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             futures = list(self._lanes.values())
         for future in futures:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                future.result(timeout=timeout)
+                future.exception(timeout=left)
             except TimeoutError:
                 return False
         return True

@@ -34,6 +34,21 @@ from tgtwatch.trust import TrustPolicy
 CRASH_WINDOW_S = 60.0
 MAX_BACKOFF_S = 300.0
 FAILED_AFTER = 3  # consecutive failures before status says `failed`
+START_FAILED = "start failed"
+KEEPS_DYING = "tgtd keeps dying after start"
+
+
+def _crashed(exc: Exception) -> Outcome:
+    return Outcome(Result.FAILED, f"{type(exc).__name__}: {exc}")
+
+
+def _guarded(call: Callable[[], Outcome]) -> Outcome:
+    """A backend call whose exception (a bug, an unexpected OS error) is a failed outcome,
+    so it is audited like any failure and fails this port only."""
+    try:
+        return call()
+    except Exception as exc:
+        return _crashed(exc)
 
 
 class AuditSink(Protocol):
@@ -123,9 +138,14 @@ class Reconciler:
         # The daemon keeps a drain past its timeout going (`wait`); `apply` must return.
         self.keep_draining = keep_draining
         self.cancel = threading.Event()
-        self._lock = threading.Lock()
+        # Reentrant: _settle holds it while _save asks failures(). Lanes and the loop share
+        # applied, troubles and the retry times through it.
+        self._lock = threading.RLock()
         self.applied, self.state_warning = state.load()
         self.troubles: dict[int, Trouble] = {}
+        # Ports whose next attempt waits for a time: deferred by their backoff, or whose
+        # start just failed (its first retry is due at once). The daemon wakes for these.
+        self._retry_at: dict[int, float] = {}
         self._reports: list[ActionReport] = []
         self._started_at: dict[int, float] = {}
         self._rejected: set[str] = set()
@@ -143,27 +163,45 @@ class Reconciler:
         observed = self.backend.observe(detail)
         result = plan(desired, applied, observed)
         self._forget_gone(desired, observed)
+        self._forget_troubles(desired, observed)
         by_port: dict[int, list[Action]] = {}
         for action in result.actions:
             by_port.setdefault(action.port, []).append(action)
         deferred: dict[int, str] = {}
         busy = self.executor.busy()
         now = self.clock()
+        retry_at: dict[int, float] = {}
+        submit: list[tuple[int, list[Action]]] = []
         for port, actions in by_port.items():
             if port in busy:
+                # Its lane's end brings the daemon back (lane_done): no timed retry needed.
                 deferred[port] = "an action is under way on this port"
                 continue
-            trouble = self.troubles.get(port)
-            if trouble is not None and now < trouble.not_before:
+            with self._lock:
+                trouble = self.troubles.get(port)
+            # The backoff holds back (re)starts only: a reload or a drain of a tgtd that
+            # runs now has nothing to do with why it kept failing to start or dying.
+            starts = any(isinstance(a, Start) for a in actions)
+            if trouble is not None and starts and now < trouble.not_before:
                 deferred[port] = f"retrying in {trouble.not_before - now:.1f} s: {trouble.message}"
+                retry_at[port] = trouble.not_before
                 continue
+            submit.append((port, actions))
+        with self._lock:
+            # Before any lane starts (its failure sets its own retry): a start that failed
+            # since `busy` was read keeps its retry; every other is submitted below,
+            # deferred above, or no longer wanted.
+            retry_at.update({p: t for p, t in self._retry_at.items() if p in busy})
+            self._retry_at = retry_at
+        for port, actions in submit:
             self.executor.submit(port, actions, self._run, self.on_lane_done)
         return CycleReport(desired, observed, result, deferred, self.state_warning)
 
     def next_retry(self) -> float | None:
-        """Monotonic time of the earliest deferred retry, for the daemon's wake-up."""
-        waiting = [t.not_before for t in self.troubles.values() if t.not_before > self.clock()]
-        return min(waiting) if waiting else None
+        """Monotonic time of the earliest retry waiting for its time (the daemon wakes then
+        and runs a cycle); it may be now or past: a failed start's first retry is at once."""
+        with self._lock:
+            return min(self._retry_at.values(), default=None)
 
     # ---- running one action ----------------------------------------------------------------
 
@@ -171,8 +209,8 @@ class Reconciler:
         started = self.clock()
         try:
             outcome = self._dispatch(action, started)
-        except Exception as exc:  # a bug or an unexpected OS error fails this port only
-            outcome = Outcome(Result.FAILED, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug of ours: fails this port only
+            outcome = _crashed(exc)
         self._settle(action, outcome)
         with self._lock:
             self._reports.append(ActionReport(action, outcome, self._ms_since(started)))
@@ -190,11 +228,13 @@ class Reconciler:
     def _dispatch(self, action: Action, started: float) -> Outcome:
         if isinstance(action, Start):
             crashed = self._crash_note(action.spec)
-            outcome = self.backend.start(action.spec, self.cancel)
+            outcome = _guarded(lambda: self.backend.start(action.spec, self.cancel))
             self._audit(AuditAction.START, action.spec, outcome, self._ms_since(started), crashed)
             return outcome
         if isinstance(action, Reload):
-            outcome = self._with_pending(action.spec, self.backend.reload(action.spec))
+            outcome = self._with_pending(
+                action.spec, _guarded(lambda: self.backend.reload(action.spec))
+            )
             kind = AuditAction.ADOPT if action.adopt else AuditAction.RELOAD
             self._audit(kind, action.spec, outcome, self._ms_since(started))
             if outcome.busy:
@@ -225,11 +265,12 @@ class Reconciler:
 
     def _drain(self, action: DrainStop, started: float) -> Outcome:
         force = self.settings.on_drain_timeout is DrainTimeoutPolicy.FORCE
-        outcome = self.backend.drain_stop(action, self.settings.drain_timeout_s, force, self.cancel)
+        timeout = self.settings.drain_timeout_s
+        outcome = _guarded(lambda: self.backend.drain_stop(action, timeout, force, self.cancel))
         if outcome.draining and self.keep_draining and not self.cancel.is_set():
             # `wait`: say so once, then keep the port offline until its last session leaves.
             self._audit_drop(AuditAction.DRAIN, action, outcome, self._ms_since(started))
-            outcome = self.backend.drain_stop(action, None, False, self.cancel)
+            outcome = _guarded(lambda: self.backend.drain_stop(action, None, False, self.cancel))
         kind = AuditAction.DRAIN if outcome.draining else AuditAction.STOP
         self._audit_drop(kind, action, outcome, self._ms_since(started))
         return outcome
@@ -238,17 +279,20 @@ class Reconciler:
         """Note a Start of a port whose tgtd died; back off if it keeps dying."""
         with self._lock:
             entry = self.applied.entries.get(spec.port)
-        if entry is None or entry.config != spec.config:
-            return ""
-        now = self.clock()
-        started = self._started_at.get(spec.port)
-        trouble = self.troubles.get(spec.port)
-        failures = trouble.failures if trouble else 0
-        if started is not None and now - started > CRASH_WINDOW_S:
-            failures = 0
-        self.troubles[spec.port] = Trouble(
-            failures + 1, now + backoff_s(failures + 2), "tgtd keeps dying after start"
-        )
+            if entry is None or entry.config != spec.config:
+                return ""
+            now = self.clock()
+            started = self._started_at.get(spec.port)
+            trouble = self.troubles.get(spec.port)
+            if trouble is not None and trouble.message.startswith(START_FAILED):
+                return ""  # a retry of a start that failed: it did not die again
+            failures = trouble.failures if trouble else 0
+            if started is not None and now - started > CRASH_WINDOW_S:
+                failures = 0
+            # This restart is at once; should it die again, the next one waits 1 s, 2 s ...
+            self.troubles[spec.port] = Trouble(
+                failures + 1, now + backoff_s(failures + 2), KEEPS_DYING
+            )
         return f"tgtd for {spec.name} on port {spec.port} had died; restarted"
 
     def _settle(self, action: Action, outcome: Outcome) -> None:
@@ -275,7 +319,7 @@ class Reconciler:
                     if isinstance(action, Start):
                         self._started_at[spec.port] = self.clock()
                         trouble = self.troubles.get(spec.port)
-                        if trouble is not None and trouble.message.startswith("start failed"):
+                        if trouble is not None and trouble.message.startswith(START_FAILED):
                             del self.troubles[spec.port]
             elif not outcome.draining and outcome.result is not Result.FAILED:
                 entries.pop(action.port, None)
@@ -284,19 +328,21 @@ class Reconciler:
             self._save()
 
     def _fail(self, port: int, message: str) -> None:
+        """A failed start: retry at once the first time, then after 1 s, 2 s, 4 s ..."""
         previous = self.troubles.get(port)
         failures = (previous.failures if previous else 0) + 1
-        self.troubles[port] = Trouble(
-            failures, self.clock() + backoff_s(failures + 1), f"start failed: {message}"
-        )
+        not_before = self.clock() + backoff_s(failures)
+        self.troubles[port] = Trouble(failures, not_before, f"{START_FAILED}: {message}")
+        self._retry_at[port] = not_before
 
     def failures(self) -> dict[int, str]:
         """Ports whose start failed or whose tgtd keeps dying, with why."""
-        return {
-            p: t.message
-            for p, t in self.troubles.items()
-            if t.failures >= FAILED_AFTER or t.message.startswith("start failed")
-        }
+        with self._lock:
+            return {
+                p: t.message
+                for p, t in self.troubles.items()
+                if t.failures >= FAILED_AFTER or t.message.startswith(START_FAILED)
+            }
 
     def _save(self) -> None:
         try:
@@ -322,6 +368,26 @@ class Reconciler:
                 self.applied = Applied(
                     {p: e for p, e in self.applied.entries.items() if p not in gone}
                 )
+                self._save()
+
+    def _forget_troubles(self, desired: Desired, observed: Observed) -> None:
+        """Drop troubles of ports no file wants any more, and of tgtds that stay up now."""
+        now = self.clock()
+        with self._lock:
+            stale = [
+                port
+                for port, trouble in self.troubles.items()
+                if port not in desired.instances
+                or (
+                    trouble.message == KEEPS_DYING
+                    and port in observed.instances
+                    and now - self._started_at.get(port, now) > CRASH_WINDOW_S
+                )
+            ]
+            for port in stale:
+                del self.troubles[port]
+                self._retry_at.pop(port, None)
+            if stale:
                 self._save()
 
     # ---- audit -----------------------------------------------------------------------------
@@ -378,11 +444,16 @@ class Reconciler:
         self._rejected = set(current)
 
     def _audit_problem(self, problem: Problem) -> None:
+        # The port a file ran on keeps its last good config: name it (None for a new file).
+        with self._lock:
+            port = next(
+                (p for p, e in self.applied.entries.items() if e.config == problem.path), None
+            )
         self.audit.record(
             AuditRecord(
                 action=AuditAction.REJECT,
                 instance=problem.path.name.removesuffix(".conf"),
-                port=None,
+                port=port,
                 config=str(problem.path),
                 sha256="",
                 result=Result.SKIPPED,

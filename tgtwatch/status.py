@@ -77,12 +77,14 @@ def instance_states(
         sessions = running.sessions if running else 0
         pid = running.pid if running else None
         if running is None:
+            message = failures.get(port, "")
             if spec is None:
-                continue  # applied long ago, nothing runs, nothing wants it: gone
+                if entry is None or not desired.is_troubled(entry.config):
+                    continue  # applied long ago, nothing runs, nothing wants it: gone
+                # Held: its file is refused, so nothing starts it until the file is fixed.
+                message = message or f"not started: {entry.config} is refused"
             state = InstanceState.FAILED if port in failures else InstanceState.STOPPED
-            result.append(
-                InstanceStatus(name, port, config, state, None, (), 0, True, failures.get(port, ""))
-            )
+            result.append(InstanceStatus(name, port, config, state, None, (), 0, True, message))
             continue
         if spec is None and entry is None:
             result.append(
@@ -97,10 +99,13 @@ def instance_states(
             wanted = True
         state = _running_state(running, sha_applied, bool(entry and entry.pending), wanted)
         message = failures.get(port, "")
-        if entry is not None and entry.pending:
-            message = "in use, waiting to apply: " + ", ".join(entry.pending)
+        pending = entry.pending if entry is not None else ()
+        if pending:
+            message = "in use, waiting to apply: " + ", ".join(pending)
         result.append(
-            InstanceStatus(name, port, config, state, pid, targets, sessions, True, message)
+            InstanceStatus(
+                name, port, config, state, pid, targets, sessions, True, message, pending
+            )
         )
     return result
 

@@ -1,0 +1,531 @@
+"""The daemon's loop on fakes: readiness, status, debounce, timers, signals, watchdog.
+
+Time is a FakeClock that only the FakeWaiter moves (by the timeout the loop asked for);
+lanes run on the real Executor against the FakeBackend, and by default every wait
+first lets them end, so the loop sees each lane's end at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import THREAD_TIMEOUT_S, FakeWaiter, Host, Scripted
+from prometheus_client.parser import text_string_to_metric_families
+
+from tgtwatch.daemon import EXTEND_BY_S, EXTEND_EVERY_S, Daemon, managed_pids
+from tgtwatch.debounce import Trigger, TriggerKind
+from tgtwatch.notify import RecordingNotifier
+from tgtwatch.settings import BackendKind, Settings, SettingsError
+from tgtwatch.structs import Desired, Observed
+from tgtwatch.wakeup import Wake
+from tgtwatch.watch import FakeWatcher
+
+T1 = "iqn.2026-01.com.example:t1"
+FILE = Trigger(TriggerKind.FILE)
+
+
+class Rig:
+    """A Daemon wired to fakes, and what it did: notifications, cycles, log lines."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        watchdog: float | None = None,
+        sync_lanes: bool = True,
+        stop_at: float | None = None,
+        **changes: Any,
+    ) -> None:
+        self.host = Host(settings, **changes)
+        self.clock = self.host.clock
+        self.backend = self.host.backend
+        self.rec = self.host.rec
+        self.waiter = FakeWaiter(
+            self.clock,
+            stop_at=None if stop_at is None else self.clock() + stop_at,
+            before_wait=self.settle if sync_lanes else None,
+        )
+        forward = self.rec.on_lane_done
+        assert forward is not None
+
+        def lane_done(port: int) -> None:
+            self.waiter.lane_done(port)
+            forward(port)
+
+        self.rec.on_lane_done = lane_done
+        self.watcher = FakeWatcher(self.waiter.triggers)
+        self.notifier = RecordingNotifier()
+        self.log = io.StringIO()
+        self.next_settings: Settings | SettingsError = self.host.settings
+        self.cycles: list[float] = []
+        real_cycle = self.rec.cycle
+
+        def counted() -> Any:
+            self.cycles.append(self.clock())
+            return real_cycle()
+
+        self.rec.cycle = counted  # type: ignore[method-assign]
+        self.daemon = Daemon(
+            self.host.settings,
+            self.rec,
+            self.watcher,
+            self.waiter,
+            self.notifier,
+            reload_settings=self._reload,
+            pids_of=self._pids_of,
+            observe_light=lambda: self.backend.observe(()),
+            watchdog_interval_s=watchdog,
+            log=self.log,
+            clock=self.clock,
+            wall_clock=self.host.wall,
+        )
+        self.t0 = self.clock()
+
+    def settle(self) -> None:
+        assert self.host.executor.wait(THREAD_TIMEOUT_S), "a lane did not end"
+
+    def _reload(self) -> Settings:
+        if isinstance(self.next_settings, SettingsError):
+            raise self.next_settings
+        return self.next_settings
+
+    def _pids_of(self, observed: Observed, desired: Desired) -> list[int]:
+        return managed_pids(observed, desired, set(self.rec.applied.entries))
+
+    def then(
+        self, after: float = 0.0, action: Callable[[], object] | None = None, **wake: Any
+    ) -> None:
+        self.waiter.then(after, action, **wake)
+
+    def stop(self, after: float = 0.0) -> None:
+        self.then(after, signals=[signal.SIGTERM])
+
+    def run(self) -> int:
+        return self.daemon.run()
+
+    def messages(self, prefix: str = "") -> list[str]:
+        return [m for m in self.notifier.messages if m.startswith(prefix)]
+
+    def index(self, message: str) -> int:
+        return self.notifier.messages.index(message)
+
+    def cycles_since_start(self) -> list[float]:
+        return [round(t - self.t0, 6) for t in self.cycles]
+
+    def close(self) -> None:
+        self.host.close()
+
+
+@pytest.fixture
+def make(settings: Settings) -> Iterator[Callable[..., Rig]]:
+    rigs: list[Rig] = []
+
+    def build(**kw: Any) -> Rig:
+        rig = Rig(settings, **kw)
+        rigs.append(rig)
+        return rig
+
+    yield build
+    for rig in rigs:
+        rig.close()
+
+
+# --- readiness ----------------------------------------------------------------------------
+
+
+def test_ready_at_once_when_the_first_cycle_has_nothing_to_do(make: Callable[..., Rig]) -> None:
+    rig = make()
+    rig.stop()
+    assert rig.run() == 0
+    assert rig.notifier.messages == ["STATUS=no instances", "READY=1", "STOPPING=1"]
+    assert rig.watcher.started and rig.watcher.stopped and rig.waiter.closed
+
+
+def test_ready_only_after_the_first_cycles_starts_finished(make: Callable[..., Rig]) -> None:
+    rig = make(sync_lanes=False)
+    rig.host.write("alpha", 3261)
+    gate = rig.backend.gate("start", 3261)
+
+    def release() -> None:
+        gate.wait_entered()
+        assert "READY=1" not in rig.notifier.messages
+        gate.open()
+        rig.settle()
+
+    rig.then(1.0, release)
+    rig.stop()
+    assert rig.run() == 0
+    ready = rig.index("READY=1")
+    assert rig.notifier.messages[ready - 1] == "STATUS=1 running"
+    assert rig.messages("STATUS=")[0] == "STATUS=1 stopped"  # the first cycle's own
+    assert 3261 in rig.backend.running
+
+
+def test_extend_timeout_while_the_first_reconcile_is_slow(make: Callable[..., Rig]) -> None:
+    rig = make(sync_lanes=False)
+    rig.host.write("alpha", 3261)
+    gate = rig.backend.gate("start", 3261)
+
+    def release() -> None:
+        gate.open()
+        rig.settle()
+
+    rig.then(25.0, release)
+    rig.stop()
+    rig.run()
+    extends = rig.messages("EXTEND_TIMEOUT_USEC=")
+    assert extends == [f"EXTEND_TIMEOUT_USEC={int(EXTEND_BY_S * 1_000_000)}"] * 3  # 0, 10, 20 s
+    assert rig.waiter.timeouts[:2] == [EXTEND_EVERY_S] * 2
+    assert rig.index("READY=1") > rig.notifier.messages.index(extends[-1])
+    # Once ready, no more extensions.
+    assert rig.notifier.messages[-1] == "STOPPING=1"
+
+
+def test_ready_does_not_wait_for_a_start_held_back_by_its_backoff(
+    make: Callable[..., Rig],
+) -> None:
+    rig = make()
+    rig.host.write("alpha", 3261)
+    rig.backend.fail("start", 3261, times=100)
+    rig.stop(0.5)
+    rig.run()
+    assert "READY=1" in rig.notifier.messages
+    assert rig.messages("STATUS=")[-1] == "STATUS=1 failed"
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+def test_status_after_each_cycle_and_not_resent_when_unchanged(make: Callable[..., Rig]) -> None:
+    rig = make(stop_at=1000.0, resync_interval_s=100.0)
+    rig.host.write("alpha", 3261)
+
+    def add_beta() -> None:
+        rig.host.write("beta", 3262)
+        rig.watcher.push(FILE)
+
+    rig.then(450.0, add_beta)
+    assert rig.run() == 0
+    assert len(rig.cycles) > 10
+    # The cycle's own (before its lanes), then once its start ended; nothing while idle.
+    assert rig.messages("STATUS=") == [
+        "STATUS=1 stopped",
+        "STATUS=1 running",
+        "STATUS=1 running, 1 stopped",
+        "STATUS=2 running",
+    ]
+
+
+def test_a_problem_shows_in_status(make: Callable[..., Rig]) -> None:
+    rig = make()
+    rig.host.write("alpha", 3261)
+    rig.host.write("beta", 3261)
+    rig.stop()
+    rig.run()
+    assert rig.messages("STATUS=")[-1].startswith("STATUS=1 running, 1 problem (beta.conf: port")
+
+
+# --- triggers, debounce, timers -----------------------------------------------------------
+
+
+def test_a_burst_of_file_triggers_is_one_cycle_after_the_quiet(make: Callable[..., Rig]) -> None:
+    rig = make(debounce_ms=250)
+    for _ in range(5):
+        rig.then(0.1, lambda: rig.watcher.push(FILE))
+    rig.stop(10.0)
+    rig.run()
+    # The first cycle at start, then one 250 ms after the last trigger (at 0.5 s).
+    assert rig.cycles_since_start() == [0.0, 0.75]
+
+
+def test_a_never_quiet_stream_still_cycles_within_the_bound(make: Callable[..., Rig]) -> None:
+    rig = make(debounce_ms=250)  # bound: max(10 x 0.25 s, 2 s) = 2.5 s
+    for _ in range(60):  # a trigger every 0.1 s for 6 s
+        rig.then(0.1, lambda: rig.watcher.push(FILE))
+    rig.stop(10.0)
+    rig.run()
+    cycles = rig.cycles_since_start()
+    assert cycles[:3] == [0.0, 2.6, 5.1]  # first trigger at 0.1 s, then every 2.5 s
+    assert cycles[-1] == pytest.approx(6.25)  # the tail, after the quiet
+
+
+@pytest.mark.parametrize("kind", [TriggerKind.OVERFLOW, TriggerKind.ERROR, TriggerKind.RESYNC])
+def test_an_overflow_is_an_immediate_cycle(make: Callable[..., Rig], kind: TriggerKind) -> None:
+    rig = make(debounce_ms=250)
+    rig.then(3.0, lambda: rig.watcher.push(Trigger(kind, detail="lost events")))
+    rig.stop(1.0)
+    rig.run()
+    assert rig.cycles_since_start() == [0.0, 3.0]
+
+
+def test_an_idle_daemon_cycles_only_at_the_resync_interval(make: Callable[..., Rig]) -> None:
+    rig = make(stop_at=3599.0, resync_interval_s=300.0)
+    rig.host.write("alpha", 3261)
+    assert rig.run() == 0
+    assert rig.cycles_since_start() == [300.0 * i for i in range(12)]
+    # No busy loop: one wait per resync, each as long as the interval.
+    assert len(rig.waiter.timeouts) <= 14
+    assert rig.backend.ops() == ["start"]
+
+
+def test_an_idle_daemon_with_a_watchdog_pings_and_does_not_cycle_more(
+    make: Callable[..., Rig],
+) -> None:
+    rig = make(stop_at=3599.0, resync_interval_s=300.0, watchdog=15.0)
+    assert rig.run() == 0
+    assert len(rig.cycles) == 12
+    pings = rig.messages("WATCHDOG=1")
+    assert 239 <= len(pings) <= 241  # every 15 s for an hour
+    assert all(t is not None and t > 0 for t in rig.waiter.timeouts[1:])
+
+
+def test_watchdog_pings_come_from_the_loop_itself(make: Callable[..., Rig]) -> None:
+    rig = make(watchdog=10.0)
+    rig.host.write("alpha", 3261)
+    # A loop that never iterates (cycles alone, however many) sends no ping.
+    for _ in range(5):
+        rig.daemon.cycle()
+        rig.clock.advance(30.0)
+    assert rig.messages("WATCHDOG=1") == []
+
+
+def test_watchdog_pings_at_the_interval(make: Callable[..., Rig]) -> None:
+    rig = make(watchdog=10.0, stop_at=55.0)
+    rig.run()
+    assert len(rig.messages("WATCHDOG=1")) == 6  # 0, 10, 20, 30, 40, 50
+    assert rig.waiter.timeouts[1:-1] == [10.0] * 5
+
+
+# --- lanes and exits ----------------------------------------------------------------------
+
+
+def test_a_tgtd_exit_is_an_immediate_cycle_that_restarts_it(make: Callable[..., Rig]) -> None:
+    rig = make()
+    rig.host.write("alpha", 3261)
+    pids: list[int] = []
+
+    def crash() -> None:
+        # The tgtd dies; its pidfd wakes the loop.
+        pids.append(rig.backend.crash(3261))
+        rig.waiter.script.insert(0, Scripted(0.0, Wake(exited=[pids[0]])))
+
+    rig.then(7.0, crash)
+    rig.stop(1.0)
+    rig.run()
+    assert pids and any(pids[0] in watched for watched in rig.waiter.watched)
+    assert rig.cycles_since_start() == [0.0, 7.0]
+    assert rig.backend.ops() == ["start", "start"]
+    assert 3261 in rig.backend.running
+    assert "exited" in rig.log.getvalue()
+    assert rig.backend.running[3261].pid in rig.waiter.watched[-1]
+
+
+def test_a_lane_ending_for_a_deferred_port_is_a_cycle(make: Callable[..., Rig]) -> None:
+    rig = make(sync_lanes=False, debounce_ms=100)
+    rig.host.write("alpha", 3261)
+    gate = rig.backend.gate("start", 3261)
+
+    def edit() -> None:
+        gate.wait_entered()
+        rig.host.write("alpha", 3261, {T1: "/srv/t1.img"})
+        rig.watcher.push(FILE)
+
+    def release() -> None:
+        gate.open()
+        rig.settle()
+
+    rig.then(1.0, edit)
+    rig.then(5.0, release)
+    rig.then(1.0, rig.settle)
+    rig.stop(1.0)
+    rig.run()
+    # start (held), the edit's cycle defers the port, the lane's end runs the reload now.
+    assert rig.cycles_since_start() == [0.0, 1.1, 6.0]
+    assert rig.backend.ops() == ["start", "reload"]
+
+
+def test_a_failed_start_is_retried_at_once_then_after_its_backoff(
+    make: Callable[..., Rig],
+) -> None:
+    rig = make(stop_at=20.0)
+    rig.host.write("alpha", 3261)
+    rig.backend.fail("start", 3261, times=3)
+    rig.run()
+    assert rig.backend.ops() == ["start"] * 4
+    # The first retry at once, then 1 s, then 2 s later.
+    assert rig.cycles_since_start() == [0.0, 0.0, 1.0, 3.0]
+    assert rig.messages("STATUS=")[-1] == "STATUS=1 running"
+
+
+# --- signals ------------------------------------------------------------------------------
+
+
+def test_sighup_reloads_settings_and_says_reloading_then_ready(make: Callable[..., Rig]) -> None:
+    rig = make()
+    rig.host.write("alpha", 3261)
+    rig.next_settings = dataclasses.replace(rig.host.settings, resync_interval_s=50.0)
+    rig.then(5.0, signals=[signal.SIGHUP])
+    rig.stop(120.0)
+    rig.run()
+    fields = rig.notifier.fields()
+    reloading = next(i for i, f in enumerate(fields) if f.get("RELOADING") == "1")
+    assert int(fields[reloading]["MONOTONIC_USEC"]) > 0
+    assert fields[reloading + 1 :].count({"READY": "1"}) == 1
+    assert rig.daemon.settings.resync_interval_s == 50.0
+    assert rig.rec.settings.resync_interval_s == 50.0
+    assert rig.cycles_since_start() == [0.0, 5.0, 55.0, 105.0]
+
+
+def test_sighup_ready_waits_for_the_reloads_it_started(make: Callable[..., Rig]) -> None:
+    rig = make(sync_lanes=False)
+    rig.host.write("alpha", 3261)
+    rig.then(0.0, rig.settle)
+
+    gate = rig.backend.gate("reload", 3261)
+
+    def hup_edit() -> None:
+        rig.host.write("alpha", 3261, {T1: "/srv/t1.img"})
+
+    def release() -> None:
+        assert rig.notifier.messages[-1].startswith("RELOADING=1")
+        gate.open()
+        rig.settle()
+
+    rig.then(1.0, hup_edit, signals=[signal.SIGHUP])
+    rig.then(2.0, release)
+    rig.stop(1.0)
+    rig.run()
+    msgs = rig.notifier.messages
+    reloading = next(i for i, m in enumerate(msgs) if m.startswith("RELOADING=1"))
+    assert "READY=1" in msgs[reloading:]
+    assert rig.backend.ops() == ["start", "reload"]
+
+
+def test_bad_settings_on_sighup_keep_the_old_ones_and_log_one_line(
+    make: Callable[..., Rig],
+) -> None:
+    rig = make()
+    old = rig.daemon.settings
+    rig.next_settings = SettingsError("/etc/tgtwatch/tgtwatch.yaml: debounce_ms: must be >= 0")
+    rig.then(5.0, signals=[signal.SIGHUP])
+    rig.stop()
+    rig.run()
+    assert rig.daemon.settings is old and rig.rec.settings is old
+    lines = rig.log.getvalue().splitlines()
+    assert lines == [
+        "tgtwatch: settings not reloaded, keeping the old ones: "
+        "/etc/tgtwatch/tgtwatch.yaml: debounce_ms: must be >= 0"
+    ]
+    msgs = rig.notifier.messages
+    reloading = next(i for i, m in enumerate(msgs) if m.startswith("RELOADING=1"))
+    assert msgs[reloading + 1 :] == ["READY=1", "STOPPING=1"]
+
+
+def test_a_backend_change_on_sighup_waits_for_a_restart(make: Callable[..., Rig]) -> None:
+    rig = make()
+    rig.next_settings = dataclasses.replace(
+        rig.host.settings, backend=BackendKind.SYSTEMD, debounce_ms=10
+    )
+    rig.then(1.0, signals=[signal.SIGHUP])
+    rig.stop()
+    rig.run()
+    assert rig.daemon.settings.backend is rig.host.settings.backend
+    assert rig.daemon.settings.debounce_ms == 10
+    assert "restarts" in rig.log.getvalue()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_says_stopping_and_run_returns_0_leaving_tgtds(
+    make: Callable[..., Rig], signum: int
+) -> None:
+    rig = make()
+    rig.host.write("alpha", 3261)
+    rig.then(3.0, signals=[signum])
+    assert rig.run() == 0
+    assert rig.notifier.messages[-1] == "STOPPING=1"
+    assert 3261 in rig.backend.running
+    assert rig.rec.cancel.is_set()
+    assert rig.waiter.closed and rig.watcher.stopped
+
+
+def test_a_lost_notification_is_logged_not_fatal(make: Callable[..., Rig]) -> None:
+    rig = make()
+    rig.notifier.fail = OSError(111, "Connection refused")
+    rig.stop()
+    assert rig.run() == 0
+    assert "Connection refused" in rig.log.getvalue()
+
+
+# --- next_deadline ------------------------------------------------------------------------
+
+
+def test_next_deadline_is_the_earliest_of_every_timer(make: Callable[..., Rig]) -> None:
+    rig = make(watchdog=20.0, resync_interval_s=300.0, debounce_ms=250)
+    d = rig.daemon
+    now = rig.clock()
+    d.state.ready = True
+    d.deadlines.resync_at = now + 300.0
+    d.deadlines.watchdog_at = now + 20.0
+    assert d.next_deadline(now) == now + 20.0
+    d.debouncer.add(FILE, now)
+    assert d.next_deadline(now) == pytest.approx(now + 0.25)
+    d.debouncer.take_batch(now + 1.0)
+    assert d.next_deadline(now) == now + 20.0
+    d.deadlines.watchdog_at = None
+    assert d.next_deadline(now) == now + 300.0
+    # A start that failed twice waits 1 s for its retry.
+    rig.host.write("alpha", 3261)
+    rig.backend.fail("start", 3261, times=2)
+    rig.host.cycle()
+    rig.host.cycle()
+    assert d.next_deadline(now) == now + 1.0
+    # Not ready: the EXTEND_TIMEOUT deadline counts too.
+    d.state.ready = False
+    d.deadlines.extend_at = now + 0.5
+    assert d.next_deadline(now) == now + 0.5
+
+
+def test_ready_does_not_wait_for_a_drain_that_waits_for_sessions(
+    settings: Settings,
+) -> None:
+    # alpha ran on 3261 before tgtwatch restarted; meanwhile its file became beta's.
+    seed = Host(settings)
+    seed.write("alpha", 3261, {T1: "/srv/t1.img"})
+    seed.cycle()
+    seed.close()
+    rig = Rig(settings, sync_lanes=False, drain_timeout_s=1.0)
+    try:
+        rig.backend.running = seed.backend.running
+        rig.backend.connect(3261, T1)
+        rig.host.remove("alpha")
+        rig.host.write("beta", 3261)
+        rig.stop(60.0)
+        assert rig.run() == 0
+        assert "READY=1" in rig.notifier.messages
+        assert len(rig.messages("EXTEND_TIMEOUT_USEC=")) <= 1
+        assert rig.backend.ops() == ["drain_stop", "drain_stop"]  # still draining at the end
+    finally:
+        rig.close()
+
+
+def test_metrics_are_written_after_cycles_and_lanes(
+    make: Callable[..., Rig], tmp_path: Path
+) -> None:
+    path = tmp_path / "tgtwatch.prom"
+    rig = make(metrics_file=path)
+    rig.host.write("alpha", 3261)
+    rig.stop(1.0)
+    rig.run()
+    got = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(path.read_text())
+        for s in family.samples
+    }
+    assert got[("tgtwatch_instances", (("state", "running"),))] == 1
+    assert got[("tgtwatch_actions", (("action", "start"), ("result", "ok")))] == 1
