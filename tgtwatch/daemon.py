@@ -13,10 +13,10 @@ from typing import TextIO
 from tgtwatch import metrics
 from tgtwatch.debounce import Debouncer
 from tgtwatch.notify import Notifier, NotifyError
-from tgtwatch.reconcile import CycleReport, Reconciler
+from tgtwatch.reconcile import START_FAILED, CycleReport, Reconciler
 from tgtwatch.settings import Settings, SettingsError
 from tgtwatch.status import InstanceStatus, instance_states, status_line
-from tgtwatch.structs import Desired, InstanceKind, Observed, Reload, Start
+from tgtwatch.structs import Desired, DrainStop, InstanceKind, Observed, Reload, Start
 from tgtwatch.wakeup import Waiter, Wake
 from tgtwatch.watch import Watcher
 
@@ -47,6 +47,7 @@ class DaemonState:
     last_status: str = ""
     cycle_seconds: float = 0.0
     cycle_timestamp: float = 0.0
+    watched: dict[int, int] = field(default_factory=dict)  # tgtd pid -> port, for messages
     actions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
@@ -95,6 +96,8 @@ class Daemon:
             self.deadlines.watchdog_at = now
         self.deadlines.extend_at = now
         self.cycle()
+        # Nothing to start or reload: the first reconcile is already done.
+        self._check_ready(self.clock())
         while not self.state.stopping:
             self.iterate()
         self.shutdown()
@@ -122,7 +125,9 @@ class Daemon:
             self.debouncer.add(trigger, now)
         if wake.exited:
             # A tgtd died: the very fault this design isolates. Restart it now, not at resync.
-            self._say(f"tgtd pid(s) {', '.join(map(str, wake.exited))} exited")
+            # (Also after a drain's tgtd exits: the cycle is cheap and a crash mistaken for
+            # a drain's exit would otherwise wait for the resync.)
+            self._report_exits(wake.exited)
             run_cycle = True
         if any(port in self.state.deferred for port in wake.lanes_done):
             run_cycle = True
@@ -137,8 +142,34 @@ class Daemon:
         if run_cycle:
             self.cycle()
         elif wake.lanes_done:
-            self.refresh(self.observe_light())
+            observed = self.observe_light()
+            self.refresh(observed)
+            if self._died_unwatched(wake.lanes_done, observed):
+                self.cycle()
         self._check_ready(now)
+
+    def _died_unwatched(self, ports: list[int], observed: Observed) -> bool:
+        """A lane ended and its wanted port runs no tgtd: it died before we watched its pid
+        (a zombie is not in `observed`, so no pidfd was ever opened for it). Look again now,
+        not at the resync: the cycle restarts it or schedules its retry."""
+        last = self.state.last
+        if last is None:
+            return False
+        busy = self.reconciler.executor.busy()
+        troubles = dict(self.reconciler.troubles)
+
+        def start_failed(port: int) -> bool:  # its retry is already scheduled
+            trouble = troubles.get(port)
+            return trouble is not None and trouble.message.startswith(START_FAILED)
+
+        return any(
+            port in last.desired.instances
+            and last.desired.instances[port].kind is not InstanceKind.DEFAULT
+            and port not in observed.instances
+            and port not in busy
+            and not start_failed(port)
+            for port in ports
+        )
 
     def next_deadline(self, now: float) -> float | None:
         candidates = [self.deadlines.resync_at]
@@ -167,8 +198,15 @@ class Daemon:
         }
         self.deadlines.resync_at = self.clock() + self.settings.resync_interval_s
         if not self.state.ready or self.state.reloading:
+            # Only lanes this cycle started, and none that drains first: a drain waits for
+            # the last session to leave, without limit, and READY=1 must not wait for that.
+            draining = {a.port for a in report.plan.actions if isinstance(a, DrainStop)}
             self.state.waiting_for |= {
-                a.port for a in report.plan.actions if isinstance(a, Start | Reload)
+                a.port
+                for a in report.plan.actions
+                if isinstance(a, Start | Reload)
+                and a.port not in report.deferred
+                and a.port not in draining
             }
         self.watcher.set_paths(self.watch_paths(report.desired))
         self.refresh(report.observed)
@@ -178,7 +216,10 @@ class Daemon:
         last = self.state.last
         if last is None:
             return
-        self.waiter.watch_pids(self.pids_of(observed, last.desired))
+        pids = self.pids_of(observed, last.desired)
+        ports = {r.pid: port for port, r in observed.instances.items() if r.pid is not None}
+        self.state.watched = {pid: ports[pid] for pid in pids if pid in ports}
+        self.waiter.watch_pids(pids)
         statuses = self.statuses(last.desired, observed)
         line = status_line(statuses, last.desired.problems)
         if line != self.state.last_status:
@@ -241,6 +282,19 @@ class Daemon:
         self.settings = settings
         self.reconciler.settings = settings
         self.debouncer = Debouncer.from_ms(settings.debounce_ms)
+
+    def _report_exits(self, pids: list[int]) -> None:
+        """Say which tgtds died on their own; a tgtd we drained or tore down is no news."""
+        last = self.state.last
+        desired = last.desired.instances if last is not None else {}
+        busy = self.reconciler.executor.busy()
+        for pid in pids:
+            port = self.state.watched.get(pid)
+            if port is None:
+                self._say(f"tgtd pid {pid} exited")
+            elif port in desired and port not in busy:
+                spec = desired[port]
+                self._say(f"tgtd pid {pid} of {spec.name} on port {port} exited; restarting it")
 
     def _notify(self, send: Callable[[], None]) -> None:
         try:

@@ -85,6 +85,7 @@ class SelectWaiter:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._pipe.read_fd, selectors.EVENT_READ, None)
         self._pidfds: dict[int, int] = {}  # pid -> fd
+        self._gone: list[int] = []  # asked to watch, already exited: reported by the next wait
         self._previous: dict[int, Callable[..., object] | int | None] = {}
         for signum in signals:
             self._previous[signum] = signal.signal(signum, self._on_signal)
@@ -111,7 +112,11 @@ class SelectWaiter:
             try:
                 fd = os.pidfd_open(pid)
             except ProcessLookupError:
-                continue  # already gone: the next cycle sees that
+                # It died (and was reaped) between the scan that saw it and now: that is an
+                # exit like any other, or nothing would look again until the resync.
+                self._gone.append(pid)
+                self._pipe.poke()
+                continue
             self._pidfds[pid] = fd
             self._selector.register(fd, selectors.EVENT_READ, pid)
 
@@ -131,6 +136,8 @@ class SelectWaiter:
                 wake.exited.append(key.data)
         for pid in wake.exited:
             self._forget(pid)
+        wake.exited += self._gone
+        self._gone = []
         while self._signals:
             wake.signals.append(self._signals.pop(0))
         while True:

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.journal_proto import decode_entry
 from tgtwatch.journal import (
     DEFAULT_SOCKET,
     MEMFD_SEALS,
@@ -58,26 +59,6 @@ def _path(sock: socket.socket) -> str:
     name = sock.getsockname()
     assert isinstance(name, str)
     return name
-
-
-def decode_entry(data: bytes) -> list[tuple[str, bytes]]:
-    """The server side of the protocol, as journald parses it."""
-    fields: list[tuple[str, bytes]] = []
-    i = 0
-    while i < len(data):
-        eol = data.index(b"\n", i)
-        line = data[i:eol]
-        if b"=" in line:
-            key, _, value = line.partition(b"=")
-            fields.append((key.decode("ascii"), value))
-            i = eol + 1
-        else:
-            (size,) = struct.unpack("<Q", data[eol + 1 : eol + 9])
-            start = eol + 9
-            fields.append((line.decode("ascii"), data[start : start + size]))
-            assert data[start + size : start + size + 1] == b"\n"
-            i = start + size + 1
-    return fields
 
 
 # --- encoding -----------------------------------------------------------------------------

@@ -1,0 +1,757 @@
+"""`tgtwatch run` as a real process, with systemd's and journald's sockets played by the test.
+
+`DaemonWorld` (fixture `world`) is one test's world: a settings file in tmp_path (backend
+direct, the default instance unmanaged, small debounce, state, audit_log and metrics in
+tmp_path), an instances directory, sparse backing files, and instance ports reserved from
+13200-13399 with the harness' cooperative port locks (tgtd_harness.reserve_port).
+
+`world.start()` runs `.venv/bin/tgtwatch -c SETTINGS run` with
+- NOTIFY_SOCKET: an AF_UNIX SOCK_DGRAM socket the test binds; a thread keeps every
+  datagram (`Datagram`: arrival time + KEY=VALUE fields) in a thread-safe list;
+- TGTWATCH_JOURNAL_SOCKET: another datagram socket; a thread decodes each entry with the
+  native protocol (tests/journal_proto.py, memfd entries included) into `Record`s.
+`wait_for_notify("READY=1")` and `wait_for_record(action=..., instance=...)` block on a
+condition variable with a deadline: nothing here sleeps a fixed time.
+
+Cleanup (the fixture's finalizer, also when the test failed): SIGTERM to every daemon still
+running, wait with a deadline (SIGKILL after it), then stop every tgtd whose *control
+port* is one of the test's reserved ports — the only tgtds this test can have caused,
+wherever they listen — and never any other: `tgt-admin -f --update ALL -c /dev/null`
+(drops targets and sessions), `tgtadm --op delete --mode system`, SIGKILL as last resort;
+in parallel, since a test may leave 200 of them.
+
+Zombies: PID 1 in this sandbox does not reap orphans. The daemon's tgtds are its children
+(the direct backend spawns them); when the daemon exits they are orphaned and would stay
+zombies forever once they exit. The `world` fixture therefore makes the pytest process a
+child subreaper (prctl PR_SET_CHILD_SUBREAPER) for the duration of the test: orphans of
+its descendants become pytest's children, and the finalizer reaps them — only zombies
+named `tgtd` or `tgtd-killer` (the fault-injection helper below), by pid, never
+`waitpid(-1)`, which would steal the exit status of the daemon's or the tools' Popen.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import io
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from journal_proto import decode_entry
+
+# tgtd_harness puts tests/ on sys.path: helpers and journal_proto import from there.
+from tgtd_harness import PORT_LOCK_DIR, TGTD_RUN_DIR, wait_for
+
+from tgtwatch import cli
+from tgtwatch import gateway as g
+from tgtwatch.direct import scan_tgtd, wait_exit
+
+DAEMON_PORTS = range(13200, 13400)
+TGTWATCH = Path(sys.executable).parent / "tgtwatch"
+PR_SET_CHILD_SUBREAPER = 36
+STOP_TIMEOUT_S = 15.0
+DAEMON_EXIT_TIMEOUT_S = 30.0
+IQN_PREFIX = "iqn.2026-11.test.tgtwatch-daemon"
+# The real programs (pytest's PATH has no wrappers): what wrappers exec and cleanup uses.
+REAL = g.TgtPrograms()
+# The fields DESIGN.md's contract promises in every audit record sent to the journal.
+JOURNAL_FIELDS = (
+    "SYSLOG_IDENTIFIER",
+    "TGTWATCH_ACTION",
+    "TGTWATCH_INSTANCE",
+    "TGTWATCH_PORT",
+    "TGTWATCH_CONFIG",
+    "TGTWATCH_SHA256",
+    "TGTWATCH_RESULT",
+    "TGTWATCH_DURATION_MS",
+    "MESSAGE_ID",
+    "PRIORITY",
+    "MESSAGE",
+)
+AUDIT_LOG_KEYS = (
+    "ts",
+    "action",
+    "instance",
+    "port",
+    "config",
+    "sha256",
+    "result",
+    "duration_ms",
+    "message",
+)
+
+
+def iqn(name: str, disk: int = 1) -> str:
+    return f"{IQN_PREFIX}:{name}-disk{disk}"
+
+
+def config_digest(path: Path) -> str:
+    """TGTWATCH_SHA256 of a file without includes: tgtconf hashes path, length, then bytes."""
+    data = path.read_bytes()
+    return hashlib.sha256(f"{path}\0{len(data)}\0".encode() + data).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# processes
+
+
+def set_child_subreaper(on: bool) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat split after the comm: [state, ppid, ...]; None when there is none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return [text[text.index("(") + 1 : text.rindex(")")], *text[text.rindex(")") + 2 :].split()]
+
+
+def process_gone(pid: int) -> bool:
+    fields = proc_stat(pid)
+    return fields is None or fields[1] in ("Z", "X")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process (all its threads), in seconds."""
+    fields = proc_stat(pid)
+    assert fields is not None, f"pid {pid} is gone"
+    # After the comm: state(3) ppid(4) ... utime(14) stime(15) -> indexes 12, 13 here.
+    ticks = int(fields[12]) + int(fields[13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def reap_orphans(names: Sequence[str] = ("tgtd", "tgtd-killer")) -> list[int]:
+    """Collect zombies that are pytest's children (orphans handed to the subreaper)."""
+    me = os.getpid()
+    reaped = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = proc_stat(int(entry))
+        if fields is None or fields[0] not in names or fields[1] != "Z" or int(fields[2]) != me:
+            continue
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(int(entry), os.WNOHANG)
+            reaped.append(int(entry))
+    return reaped
+
+
+def tgtd_pids(control_ports: Sequence[int] | range) -> dict[int, int]:
+    """Live tgtds by control port, for these control ports only."""
+    wanted = set(control_ports)
+    return {p.cmdline.control_port: p.pid for p in scan_tgtd() if p.cmdline.control_port in wanted}
+
+
+def stop_tgtd(control_port: int, pid: int) -> None:
+    """Remove every target (dropping sessions), delete the system, SIGKILL as last resort."""
+    control = g.TgtControl(control_port, REAL, timeout_s=30)
+    with contextlib.suppress(g.TgtCommandError):
+        control.remove_all(force=True)
+    with contextlib.suppress(g.TgtCommandError):
+        control.delete_system()
+    if not wait_exit(pid, STOP_TIMEOUT_S):
+        # Only this pid: it runs with one of our reserved control ports.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_exit(pid, STOP_TIMEOUT_S)
+
+
+def _port_is_free(port: int) -> bool:
+    """No tgtd answers on the control socket and 127.0.0.1:port can be listened on.
+
+    Unlike tgtd_harness._port_is_free, the probe binds with SO_REUSEADDR, as tgtd does:
+    connections of an earlier test (iscsi-ls, a killed tgtd) linger in TIME_WAIT for a
+    minute and would make a plain bind fail although tgtd can listen there.
+    """
+    sock_path = TGTD_RUN_DIR / f"socket.{port}"
+    if sock_path.exists():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(sock_path))
+                return False
+            except OSError:
+                pass  # stale socket left by an exited tgtd
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+            probe.listen(1)
+        except OSError:
+            return False
+    return True
+
+
+def reserve_port(ports: range, held: Mapping[int, object]) -> tuple[int, IO[str]]:
+    """Lock a port of `ports` not in `held` that is free; the same lock files as
+    tgtd_harness.reserve_port (cooperative between concurrent pytest runs)."""
+    PORT_LOCK_DIR.mkdir(mode=0o755, exist_ok=True)
+    for port in ports:
+        if port in held:
+            continue
+        lock = (PORT_LOCK_DIR / f"{port}.lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        if _port_is_free(port):
+            return port, lock
+        lock.close()
+    raise RuntimeError(f"no free test port in {ports.start}-{ports.stop - 1}")
+
+
+# ---------------------------------------------------------------------------
+# the initiator
+
+
+def run_tool(argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def portal_url(port: int, target: str = "", lun: int | None = None) -> str:
+    url = f"iscsi://127.0.0.1:{port}/{target}"
+    return f"{url}/{lun}" if lun is not None else url
+
+
+def listed_targets(port: int) -> list[str]:
+    """The targets an initiator discovers on the portal (iscsi-ls must succeed)."""
+    done = run_tool(["iscsi-ls", "-s", portal_url(port)])
+    assert done.returncode == 0, f"iscsi-ls on {port}: {done.stdout}{done.stderr}"
+    return sorted(
+        line.split()[0].removeprefix("Target:")
+        for line in done.stdout.splitlines()
+        if line.startswith("Target:")
+    )
+
+
+def lun_answers(port: int, target: str, lun: int) -> bool:
+    done = run_tool(["iscsi-inq", portal_url(port, target, lun)])
+    return done.returncode == 0 and "Peripheral Device Type" in done.stdout
+
+
+# ---------------------------------------------------------------------------
+# the two datagram sockets
+
+
+@dataclass(frozen=True)
+class Datagram:
+    """One sd_notify message: when it arrived (monotonic) and its KEY=VALUE lines."""
+
+    at: float
+    fields: Mapping[str, str]
+    raw: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One journal entry: when it arrived (monotonic) and its fields (last one wins)."""
+
+    at: float
+    fields: Mapping[str, str]
+
+    def get(self, key: str) -> str | None:
+        return self.fields.get(key)
+
+    @property
+    def action(self) -> str:
+        return self.fields.get("TGTWATCH_ACTION", "")
+
+    @property
+    def instance(self) -> str:
+        return self.fields.get("TGTWATCH_INSTANCE", "")
+
+    def matches(self, **want: object) -> bool:
+        return all(self.fields.get(f"TGTWATCH_{k.upper()}") == str(v) for k, v in want.items())
+
+
+class DatagramCollector:
+    """Binds a SOCK_DGRAM socket and keeps what arrives, from a thread, until close()."""
+
+    def __init__(self, path: Path, parse: Callable[[float, bytes], Any]) -> None:
+        self.path = path
+        self._parse = parse
+        self.items: list[Any] = []
+        self.errors: list[str] = []
+        self.cond = threading.Condition()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(path))
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self._stop_r, self._stop_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name=f"collect {path.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ)
+        sel.register(self._stop_r, selectors.EVENT_READ)
+        while True:
+            for key, _ in sel.select():
+                if key.fileobj == self._stop_r:
+                    sel.close()
+                    return
+                data, fds = self._receive()
+                at = time.monotonic()
+                try:
+                    for fd in fds:  # a big entry comes as a sealed memfd (journal protocol)
+                        with os.fdopen(fd, "rb") as memfd:
+                            data = memfd.read()
+                    item = self._parse(at, data)
+                except Exception as exc:  # a malformed datagram fails the test, later
+                    with self.cond:
+                        self.errors.append(f"{exc!r}: {data!r}")
+                    continue
+                with self.cond:
+                    self.items.append(item)
+                    self.cond.notify_all()
+
+    def _receive(self) -> tuple[bytes, list[int]]:
+        fds = array.array("i")
+        data, ancdata, _, _ = self._sock.recvmsg(1 << 20, socket.CMSG_SPACE(4 * fds.itemsize))
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        return data, list(fds)
+
+    def snapshot(self) -> list[Any]:
+        with self.cond:
+            return list(self.items)
+
+    def wait(self, predicate: Callable[[list[Any]], Any], timeout: float, what: str) -> Any:
+        """Block until predicate(items) is truthy; return its value; fail after timeout."""
+        with self.cond:
+            value = self.cond.wait_for(lambda: predicate(self.items), timeout)
+            if not value:
+                raise AssertionError(
+                    f"timed out after {timeout:g}s waiting for {what}; got {len(self.items)}"
+                )
+            return value
+
+    def close(self) -> None:
+        os.write(self._stop_w, b"x")
+        self._thread.join(10)
+        self._sock.close()
+        os.close(self._stop_r)
+        os.close(self._stop_w)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def _parse_notify(at: float, data: bytes) -> Datagram:
+    raw = data.decode("utf-8")
+    fields = dict(line.partition("=")[::2] for line in raw.split("\n") if line)
+    return Datagram(at, fields, raw)
+
+
+def _parse_journal(at: float, data: bytes) -> Record:
+    return Record(at, {k: v.decode("utf-8") for k, v in decode_entry(data)})
+
+
+# ---------------------------------------------------------------------------
+# one daemon
+
+
+@dataclass
+class Daemon:
+    """One `tgtwatch run` process and what it told systemd and the journal."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    notify: DatagramCollector
+    journal: DatagramCollector | None
+    started_at: float
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_bytes().decode("utf-8", "replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    # -- sd_notify --
+
+    def notes(self, key: str | None = None) -> list[Datagram]:
+        items: list[Datagram] = self.notify.snapshot()
+        return [d for d in items if key is None or key in d.fields]
+
+    def wait_for_notify(self, message: str, *, after: float = 0.0, timeout: float = 60) -> Datagram:
+        """The first datagram holding the line KEY=VALUE that arrived after `after`."""
+        key, _, value = message.partition("=")
+
+        def found(items: list[Datagram]) -> Datagram | None:
+            self._check_alive()
+            for d in items:
+                if d.at > after and key in d.fields and (not value or d.fields[key] == value):
+                    return d
+            return None
+
+        return self._wait(self.notify, found, timeout, f"{message} from the daemon")
+
+    # -- journal --
+
+    def records(self, **want: object) -> list[Record]:
+        assert self.journal is not None, "this daemon has no journal socket"
+        items: list[Record] = self.journal.snapshot()
+        return [r for r in items if r.matches(**want)]
+
+    def wait_for_record(self, *, timeout: float = 60, count: int = 1, **want: object) -> Record:
+        """The `count`-th journal record whose TGTWATCH_* fields match `want`."""
+        assert self.journal is not None, "this daemon has no journal socket"
+
+        def found(items: list[Record]) -> Record | None:
+            self._check_alive()
+            hits = [r for r in items if r.matches(**want)]
+            return hits[count - 1] if len(hits) >= count else None
+
+        return self._wait(self.journal, found, timeout, f"record {want} (#{count})")
+
+    def _wait(
+        self,
+        collector: DatagramCollector,
+        found: Callable[[list[Any]], Any],
+        timeout: float,
+        what: str,
+    ) -> Any:
+        # The condition is re-checked at least every 0.5 s to notice a daemon that died.
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return collector.wait(found, min(0.5, max(left, 0.0)), what)
+            except AssertionError:
+                if left <= 0.5:
+                    raise AssertionError(
+                        f"timed out after {timeout:g}s waiting for {what}\n--- daemon log\n"
+                        f"{self.log()}"
+                    ) from None
+
+    def _check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+
+    # -- stopping --
+
+    def terminate(self, timeout: float = DAEMON_EXIT_TIMEOUT_S) -> int:
+        """SIGTERM and wait for the exit (SIGKILL after `timeout`); the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+                raise AssertionError(
+                    f"daemon ignored SIGTERM for {timeout}s:\n{self.log()}"
+                ) from None
+        return self.proc.returncode
+
+    def close(self) -> None:
+        with contextlib.suppress(AssertionError):
+            self.terminate()
+        self.notify.close()
+        if self.journal is not None:
+            self.journal.close()
+
+
+# ---------------------------------------------------------------------------
+# the world
+
+
+@dataclass
+class DaemonWorld:
+    """One test's tgtwatch tree, daemons and ports; see the module docstring."""
+
+    root: Path
+    sock_dir: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    ports: list[int] = field(default_factory=list)
+    daemons: list[Daemon] = field(default_factory=list)
+    _locks: dict[int, IO[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for d in (self.instances_dir, self.tgt_dir, self.backing_dir, self.staging_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.bin_dir.mkdir(exist_ok=True)
+        self.write_settings()
+
+    # -- paths and settings --
+
+    @property
+    def instances_dir(self) -> Path:
+        return self.root / "conf.d"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Same file system as instances_dir: files are written here, then moved in."""
+        return self.root / "staging"
+
+    @property
+    def tgt_dir(self) -> Path:
+        return self.root / "tgt"
+
+    @property
+    def backing_dir(self) -> Path:
+        return self.root / "backing"
+
+    @property
+    def bin_dir(self) -> Path:
+        """Put first on the daemon's PATH: wrappers of tgt programs a test installs."""
+        return self.root / "bin"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.root / "audit.jsonl"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.root / "tgtwatch.prom"
+
+    @property
+    def settings_path(self) -> Path:
+        return self.root / "tgtwatch.yaml"
+
+    def write_settings(self, **overrides: Any) -> None:
+        self.settings.update(overrides)
+        body: dict[str, Any] = {
+            "tgt_dir": str(self.tgt_dir),
+            "instances_dir": str(self.instances_dir),
+            "backend": "direct",
+            "default_instance": {"manage": False},
+            "debounce_ms": 100,
+            "state_dir": str(self.state_dir),
+            "drain_timeout_s": 2,
+            "on_drain_timeout": "force",
+            "audit_log": str(self.audit_log),
+            "metrics_file": str(self.metrics_file),
+            **self.settings,
+        }
+        self.settings_path.write_text(json.dumps(body, indent=1) + "\n")  # JSON is YAML
+
+    # -- ports, backing files, instance files --
+
+    def reserve_port(self) -> int:
+        port, lock = reserve_port(DAEMON_PORTS, self._locks)
+        self._locks[port] = lock
+        self.ports.append(port)
+        return port
+
+    def backing(self, name: str, size: int = 1 << 20) -> Path:
+        """A sparse backing file, created once (never truncated: it may be a LUN in use)."""
+        path = self.backing_dir / name
+        with path.open("ab") as f:
+            if f.tell() == 0:
+                f.truncate(size)
+        return path
+
+    def instance_text(
+        self, name: str, port: int, targets: Mapping[str, Sequence[Path]] | None = None
+    ) -> str:
+        if targets is None:
+            targets = {iqn(name): [self.backing(f"{name}-1.img")]}
+        lines = [f'SOCKET_OPTS="{port}"', f'PORTAL_OPTS="127.0.0.1:{port}"', ""]
+        for target, stores in targets.items():
+            lines.append(f"<target {target}>")
+            lines += [f"    backing-store {store}" for store in stores]
+            lines += ["    initiator-address ALL", "</target>", ""]
+        return "\n".join(lines)
+
+    def conf(self, name: str) -> Path:
+        return self.instances_dir / f"{name}.conf"
+
+    def move_in(self, name: str, text: str) -> Path:
+        """Write NAME.conf beside the directory, then rename it in (one atomic event)."""
+        staged = self.staging_dir / f"{name}.conf"
+        staged.write_text(text)
+        staged.chmod(0o644)
+        staged.replace(self.conf(name))
+        return self.conf(name)
+
+    def write_instance(
+        self, name: str, port: int, targets: Mapping[str, Sequence[Path]] | None = None
+    ) -> Path:
+        return self.move_in(name, self.instance_text(name, port, targets))
+
+    def install_wrapper(self, name: str, body: str) -> Path:
+        """A program named `name` first on the daemon's PATH (a shell script)."""
+        path = self.bin_dir / name
+        path.write_text(body)
+        path.chmod(0o755)
+        return path
+
+    # -- daemons --
+
+    def env(self, *, journal: bool, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        drop = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+        env = {k: v for k, v in os.environ.items() if k not in drop}
+        env["PATH"] = f"{self.bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
+        env["PYTHONUNBUFFERED"] = "1"
+        n = len(self.daemons)
+        env["NOTIFY_SOCKET"] = str(self.sock_dir / f"notify{n}")
+        env["TGTWATCH_JOURNAL_SOCKET"] = str(
+            self.sock_dir / (f"journal{n}" if journal else "no-such-journal")
+        )
+        return {**env, **(extra or {})}
+
+    def start(
+        self, *, journal: bool = True, env: Mapping[str, str] | None = None, wait_ready: bool = True
+    ) -> Daemon:
+        """`tgtwatch -c SETTINGS run` in the background; by default wait for READY=1."""
+        full_env = self.env(journal=journal, extra=env)
+        notify = DatagramCollector(Path(full_env["NOTIFY_SOCKET"]), _parse_notify)
+        journal_collector = (
+            DatagramCollector(Path(full_env["TGTWATCH_JOURNAL_SOCKET"]), _parse_journal)
+            if journal
+            else None
+        )
+        log_path = self.root / f"daemon{len(self.daemons)}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [str(TGTWATCH), "-c", str(self.settings_path), "run"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=full_env,
+            )
+        daemon = Daemon(proc, log_path, notify, journal_collector, time.monotonic())
+        self.daemons.append(daemon)
+        if wait_ready:
+            daemon.wait_for_notify("READY=1", timeout=120)
+        return daemon
+
+    # -- what tgtwatch says --
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """`tgtwatch status --json` instances on this test's ports, by name."""
+        out, err = io.StringIO(), io.StringIO()
+        cli.main(["-c", str(self.settings_path), "status", "--json"], out, err)
+        body = json.loads(out.getvalue())
+        return {i["name"]: i for i in body["instances"] if i["port"] in self.ports}
+
+    def audit(self) -> list[dict[str, Any]]:
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line]
+
+    def pids(self) -> dict[int, int]:
+        """The live tgtd on each of this test's ports, by port (control port == port)."""
+        return tgtd_pids(self.ports)
+
+    # -- cleanup --
+
+    def cleanup(self) -> None:
+        """Daemons first (SIGTERM), then every tgtd on our control ports; reap; release."""
+        errors: list[str] = []
+        for daemon in self.daemons:
+            try:
+                daemon.close()
+            except Exception as exc:
+                errors.append(f"daemon {daemon.pid}: {exc}")
+        running = tgtd_pids(self.ports)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            futures = {port: pool.submit(stop_tgtd, port, pid) for port, pid in running.items()}
+        for port, future in futures.items():
+            try:
+                future.result()
+            except Exception as exc:
+                errors.append(f"port {port}: {exc}")
+        reap_orphans()
+        left = tgtd_pids(self.ports)
+        if left:
+            errors.append(f"tgtds left running: {left}")
+        for port in self.ports:
+            if port not in left:
+                # tgtd leaves its socket and lock file behind; it held them, so they are ours
+                for name in (f"socket.{port}", f"socket.{port}.lock"):
+                    with contextlib.suppress(FileNotFoundError):
+                        (TGTD_RUN_DIR / name).unlink()
+        for lock in self._locks.values():
+            lock.close()
+        self._locks.clear()
+        if errors:
+            raise AssertionError("cleanup: " + "; ".join(errors))
+
+
+@pytest.fixture(name="world")
+def world_fixture(
+    tgt_programs: g.TgtPrograms, iscsi_tools: None, tmp_path: Path
+) -> Iterator[DaemonWorld]:
+    """A tgtwatch tree in tmp_path; every daemon and tgtd it caused is stopped at the end."""
+    # sun_path holds 108 bytes: the sockets live in a short directory of their own.
+    sock_dir = Path(tempfile.mkdtemp(prefix="twd", dir="/tmp"))
+    set_child_subreaper(True)
+    w = DaemonWorld(tmp_path / "tw", sock_dir)
+    try:
+        yield w
+    finally:
+        try:
+            w.cleanup()
+        finally:
+            reap_orphans()
+            set_child_subreaper(False)
+            shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+__all__ = [
+    "AUDIT_LOG_KEYS",
+    "JOURNAL_FIELDS",
+    "REAL",
+    "Daemon",
+    "DaemonWorld",
+    "Datagram",
+    "Record",
+    "config_digest",
+    "cpu_seconds",
+    "iqn",
+    "listed_targets",
+    "lun_answers",
+    "proc_stat",
+    "process_gone",
+    "reap_orphans",
+    "rss_kib",
+    "run_tool",
+    "wait_for",
+    "world_fixture",
+]
