@@ -13,7 +13,7 @@ from typing import TextIO
 from tgtwatch import inventory
 from tgtwatch.app import make_backend, make_reconciler
 from tgtwatch.audit import AuditAction, AuditRecord
-from tgtwatch.backend import Result
+from tgtwatch.backend import Outcome, Result
 from tgtwatch.daemon import Daemon, managed_pids
 from tgtwatch.direct import DirectBackend
 from tgtwatch.notify import SystemdNotifier, watchdog_interval
@@ -38,6 +38,7 @@ def apply(settings: Settings, out: TextIO, err: TextIO) -> int:
     reconciler.executor.wait()
     reconciler.executor.shutdown(wait=True)
     converged = not report.desired.problems and not report.deferred
+    acted: set[int] = set()
     for done in reconciler.take_reports():
         print(
             f"{done.action.kind.value} {done.action.name} port {done.action.port}: "
@@ -45,12 +46,27 @@ def apply(settings: Settings, out: TextIO, err: TextIO) -> int:
             file=out,
         )
         converged &= done.outcome.result is Result.OK
+        acted.add(done.action.port)
     for port, why in sorted(report.deferred.items()):
         print(f"deferred port {port}: {why}", file=out)
+    # Targets an earlier run left as they were (in use): the host does not match the files
+    # until their sessions end and an apply lands them.
+    waiting = {
+        port: entry
+        for port, entry in reconciler.applied.entries.items()
+        if entry.pending and port not in acted
+    }
+    for port, entry in sorted(waiting.items()):
+        print(
+            f"pending {entry.name} port {port}: in use, waiting to apply: "
+            + ", ".join(entry.pending),
+            file=out,
+        )
+        converged = False
     for problem in report.desired.problems:
         print(f"problem {problem}", file=out)
     if not report.plan.actions:
-        print("nothing to do", file=out)
+        print("nothing to do" + (" until those sessions end" if waiting else ""), file=out)
     return EXIT_OK if converged else EXIT_PROBLEMS
 
 
@@ -108,29 +124,38 @@ def drain(
     cancel = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: cancel.set())
+    audit = make_reconciler(settings, stderr=err, backend=backend).audit
     started = time.monotonic()
+
+    def record(outcome: Outcome) -> None:
+        audit.record(
+            AuditRecord(
+                ts=time.time(),
+                action=AuditAction.DRAIN if outcome.draining else AuditAction.STOP,
+                instance=action.name,
+                port=port,
+                config=str(action.config),
+                sha256=entry.sha256 if entry else "",
+                result=outcome.result,
+                duration_ms=int((time.monotonic() - started) * 1000),
+                message=outcome.message,
+                output=outcome.output,
+            )
+        )
+
     outcome = backend.drain_stop(action, timeout, force, cancel)
     if outcome.draining and not cancel.is_set():
+        # `wait`: say so (on stdout and in the audit trail), then wait for the last session.
+        record(outcome)
         print(f"port {port}: {outcome.message}; waiting", file=out, flush=True)
         outcome = backend.drain_stop(action, None, False, cancel)
-    kind = AuditAction.DRAIN if outcome.draining else AuditAction.STOP
-    audit = make_reconciler(settings, stderr=err, backend=backend).audit
-    audit.record(
-        AuditRecord(
-            ts=time.time(),
-            action=kind,
-            instance=action.name,
-            port=port,
-            config=str(action.config),
-            sha256=entry.sha256 if entry else "",
-            result=outcome.result,
-            duration_ms=int((time.monotonic() - started) * 1000),
-            message=outcome.message,
-            output=outcome.output,
-        )
-    )
+    record(outcome)
     if not outcome.draining and outcome.result is not Result.FAILED and entry is not None:
-        state.save(Applied({p: e for p, e in applied.entries.items() if p != port}))
+        # Re-read: an apply may have changed the state while this drain waited.
+        applied, _ = state.load()
+        kept = Applied({p: e for p, e in applied.entries.items() if p != port})
+        failed = {p: m for p, m in state.load_failed().items() if p != port}
+        state.save(kept, failed)
     print(f"port {port}: {outcome.result.value}: {outcome.message}", file=out)
     return EXIT_OK if outcome.result is Result.OK else EXIT_PROBLEMS
 

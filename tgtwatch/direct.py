@@ -17,7 +17,13 @@ from pathlib import Path
 from tgtwatch.backend import Outcome, Result
 from tgtwatch.gateway import TgtCommandError, TgtControl, TgtPrograms, spawn_tgtd, tgtd_argv
 from tgtwatch.structs import DrainStop, InstanceSpec, Observed, ObservedInstance, ObservedTarget
-from tgtwatch.tgtoutput import AdminReport, SystemState, TgtdCmdline, parse_tgtd_cmdline
+from tgtwatch.tgtoutput import (
+    AdminReport,
+    SystemState,
+    TgtdCmdline,
+    error_summary,
+    parse_tgtd_cmdline,
+)
 
 START_TIMEOUT_S = 10.0
 EXIT_TIMEOUT_S = 5.0
@@ -164,11 +170,12 @@ class DirectBackend:
 
     # ---- start -----------------------------------------------------------------------------
 
-    def _log_tail(self, path: Path) -> str:
+    def _log_tail(self, path: Path, since: int = 0) -> str:
+        """The end of what tgtd wrote to its log since offset `since` (this start's part)."""
         try:
             with path.open("rb") as log:
                 log.seek(0, os.SEEK_END)
-                log.seek(max(0, log.tell() - LOG_TAIL_BYTES))
+                log.seek(max(since, log.tell() - LOG_TAIL_BYTES))
                 return log.read().decode("utf-8", "replace")
         except OSError:
             return ""
@@ -179,6 +186,8 @@ class DirectBackend:
         log_path = self.log_dir / f"tgtd-{spec.port}.log"
         argv = tgtd_argv(self.programs, spec.portal, spec.control_port)
         try:
+            # The log is appended to across starts: an error names this start's lines only.
+            since = log_path.stat().st_size if log_path.exists() else 0
             proc = spawn_tgtd(argv, log_path=log_path)
         except TgtCommandError as exc:
             return Outcome(Result.FAILED, f"cannot start tgtd: {exc}", exc.output)
@@ -186,7 +195,7 @@ class DirectBackend:
             self._children[proc.pid] = proc
 
         def tail() -> str:
-            return self._log_tail(log_path)
+            return self._log_tail(log_path, since)
 
         try:
             waited = control.wait_answering(
@@ -195,9 +204,13 @@ class DirectBackend:
         except TgtCommandError as exc:
             code = proc.poll()
             if code is not None:
+                self.reap()
+                said = error_summary(tail())
                 return Outcome(
                     Result.FAILED,
-                    f"tgtd exited with code {code} during start (log {log_path})",
+                    f"tgtd exited with code {code} during start"
+                    + (f": {said}" if said else "")
+                    + f" (log {log_path})",
                     tail(),
                 )
             self._teardown(control, proc.pid, spec.port)

@@ -301,6 +301,7 @@ class AdminReport:
 _BUSY_RE = re.compile(r"^# Target with tid (\d+) \((.*)\) is in use, it won't be (\w+)\.\s*$")
 _ADDED_RE = re.compile(r"^# Adding target: (\S+)\s*$")
 _REMOVED_RE = re.compile(r"^# Removing target: (\S+)\s*$")
+_SKIPPED_MISSING_RE = re.compile(r"^# Skipping device: (.+?)\s*$")
 _EXITED_RE = re.compile(r"^exited with code: (\d+)\.?\s*$")
 _TOOL_ERROR_RE = re.compile(r"^(tgtadm|tgtd): (.+)$")
 _CONFIG_ERROR_MARKERS = (
@@ -329,6 +330,10 @@ def parse_admin_output(text: str) -> AdminReport:
             added.append(m.group(1))
         elif m := _REMOVED_RE.match(stripped):
             removed.append(m.group(1))
+        elif m := _SKIPPED_MISSING_RE.match(stripped):
+            # tgt-admin says only this when the backing store does not exist
+            message = f"skipped device {m.group(1)}: it does not exist"
+            problems.append(AdminProblem(AdminProblemKind.DEVICE_SKIPPED, message))
         elif stripped.startswith("# Skipping device"):
             problems.append(AdminProblem(AdminProblemKind.DEVICE_SKIPPED, stripped.lstrip("# ")))
         elif m := _EXITED_RE.match(stripped):

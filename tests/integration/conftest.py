@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+# tgtwatch-on-real-tgtd fixtures (ports 13100-13199): tree, initiators, child_subreaper
+from instances import child_subreaper, initiators, tree  # noqa: F401
 from tgtd_harness import RunningTgtd, SessionHolder, TgtdFactory
 
 from tgtwatch import gateway as g

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -99,6 +100,28 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+def reserve_port(ports: range, held: Container[int]) -> tuple[int, IO[str]]:
+    """Lock a port of `ports` that is not in `held` and nothing listens on.
+
+    The lock file under PORT_LOCK_DIR stays locked while the returned file is open:
+    close it to release the port.
+    """
+    PORT_LOCK_DIR.mkdir(mode=0o755, exist_ok=True)
+    for port in ports:
+        if port in held:
+            continue
+        lock = (PORT_LOCK_DIR / f"{port}.lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        if _port_is_free(port):
+            return port, lock
+        lock.close()
+    raise RuntimeError(f"no free test port in {ports.start}-{ports.stop - 1}")
+
+
 class TgtdFactory:
     """Starts real tgtds (control port == portal port, portal 127.0.0.1:PORT) for one test."""
 
@@ -110,21 +133,9 @@ class TgtdFactory:
 
     def reserve_port(self) -> int:
         """A test port no other fixture user holds and nothing listens on."""
-        PORT_LOCK_DIR.mkdir(mode=0o755, exist_ok=True)
-        for port in TEST_PORTS:
-            if port in self._locks:
-                continue
-            lock = (PORT_LOCK_DIR / f"{port}.lock").open("w")
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.close()
-                continue
-            if _port_is_free(port):
-                self._locks[port] = lock
-                return port
-            lock.close()
-        raise RuntimeError("no free test port in 13000-13099")
+        port, lock = reserve_port(TEST_PORTS, self._locks)
+        self._locks[port] = lock
+        return port
 
     def spawn(self, port: int, *, env: dict[str, str] | None = None) -> RunningTgtd:
         """Start tgtd on port without waiting for it (the port must be reserved or chosen)."""

@@ -170,6 +170,7 @@ def test_missing_backing_store_is_a_problem_despite_exit_0() -> None:
     report = parse_admin_output(data("admin_missing_backing.txt"))
     assert [p.kind for p in report.problems] == [AdminProblemKind.DEVICE_SKIPPED]
     assert "missing.img" in report.problems[0].message
+    assert report.problems[0].message.endswith("missing.img: it does not exist")
 
 
 def test_remove_busy_and_forced() -> None:

@@ -1,0 +1,102 @@
+"""Failure paths of `apply`: clear messages, nothing half-started, no harm to other ports."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from instances import (
+    InstanceTree,
+    iqn,
+    iscsi_inq,
+    listed_targets,
+    tgtd_pids,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def bystander(tree: InstanceTree) -> tuple[int, int]:
+    """An instance started before the failure: (port, pid). It must not notice anything."""
+    port = tree.reserve_port()
+    tree.write_instance("b", port)
+    ran = tree.apply()
+    assert ran.code == 0, str(ran)
+    return port, tree.pids()[port]
+
+
+def assert_bystander_untouched(tree: InstanceTree, port: int, pid: int) -> None:
+    assert tree.pids()[port] == pid
+    assert listed_targets(port) == [iqn("b")]
+
+
+def test_portal_taken_by_another_program(tree: InstanceTree) -> None:
+    port_b, pid_b = bystander(tree)
+    port = tree.reserve_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        tree.write_instance("x", port)
+        ran = tree.apply()
+        assert ran.code == 1, str(ran)
+        assert f"start x port {port}: failed" in ran.out, str(ran)
+        # tgtd falls back to 3260 when it cannot bind: the backend notices and undoes that.
+        assert f"could not bind portal 127.0.0.1:{port}" in ran.out, str(ran)
+        assert "was stopped" in ran.out, str(ran)
+        assert tgtd_pids([port]) == {}, "no tgtd is left on the control port"
+        assert not any(p == port for p in tree.pids())
+        record = tree.audit()[-1]
+        assert (record["action"], record["instance"], record["result"]) == ("start", "x", "failed")
+        assert f"127.0.0.1:{port}" in record["message"]
+        status = tree.assert_status_matches_tgtd()
+        assert (status[port]["state"], status[port]["pid"]) == ("failed", None), status[port]
+        assert f"127.0.0.1:{port}" in status[port]["message"]
+    assert_bystander_untouched(tree, port_b, pid_b)
+
+
+def test_missing_backing_file_is_a_partial_start(tree: InstanceTree) -> None:
+    port_b, pid_b = bystander(tree)
+    port = tree.reserve_port()
+    missing = tree.backing_dir / "never-created.img"
+    tree.write_instance("x", port, {iqn("x"): [missing]})
+    ran = tree.apply()
+    # tgt-admin exits 0 but skips the LUN: the start is partial, and says why.
+    assert ran.code == 1, str(ran)
+    assert f"start x port {port}: partial" in ran.out, str(ran)
+    assert f"skipped device {missing}: it does not exist" in ran.out, str(ran)
+    record = tree.audit()[-1]
+    assert (record["action"], record["instance"], record["result"]) == ("start", "x", "partial")
+    assert str(missing) in record["message"]
+    # The target exists, without the LUN.
+    assert listed_targets(port) == [iqn("x")]
+    assert iscsi_inq(port, iqn("x"), 1).returncode != 0
+    tree.assert_status_matches_tgtd()
+    assert_bystander_untouched(tree, port_b, pid_b)
+
+
+def test_tgtd_exiting_during_start(tree: InstanceTree, monkeypatch: pytest.MonkeyPatch) -> None:
+    port_b, pid_b = bystander(tree)
+    port = tree.reserve_port()
+    bindir = tree.root / "bin"
+    bindir.mkdir()
+    fake = bindir / "tgtd"
+    fake.write_text('#!/bin/sh\necho "tgtd: the flux capacitor is missing" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    # TgtPrograms finds tgtd on PATH: this one exits at once (tgtadm stays the real one).
+    monkeypatch.setenv("PATH", f"{bindir}:{Path('/usr/bin')}:{Path('/bin')}")
+    tree.write_instance("x", port)
+    ran = tree.apply()
+    assert ran.code == 1, str(ran)
+    line = next(x for x in ran.out.splitlines() if x.startswith(f"start x port {port}"))
+    assert ": failed " in line, str(ran)
+    assert "tgtd exited with code 1 during start" in line, line
+    assert "the flux capacitor is missing" in line, "tgtd's output is in the message"
+    record = tree.audit()[-1]
+    assert (record["action"], record["result"]) == ("start", "failed")
+    assert "the flux capacitor is missing" in record["message"]
+    assert tgtd_pids([port]) == {}
+    monkeypatch.undo()
+    status = tree.assert_status_matches_tgtd()
+    assert status[port]["state"] == "failed", status[port]
+    assert_bystander_untouched(tree, port_b, pid_b)
