@@ -17,10 +17,13 @@ from tgtwatch.direct import DRAIN_POLL_S, DirectBackend, portal_listens
 from tgtwatch.gateway import TgtCommandError, TgtControl, TgtPrograms, child_env
 from tgtwatch.settings import Settings
 from tgtwatch.structs import DrainStop, InstanceKind, InstanceSpec, Observed
-from tgtwatch.tgtoutput import SystemState
+from tgtwatch.tgtoutput import SystemState, parse_tgtd_cmdline
 
 UNIT_TEMPLATE = "tgtd@{name}.service"
 SYSTEMCTL_TIMEOUT_S = 120.0
+# A unit that still runs an instance's old port is polled this often until it has stopped.
+UNIT_POLL_S = 0.2
+UNIT_UP_STATES = frozenset({"active", "reloading", "deactivating"})
 
 
 def unit_for(name: str) -> str:
@@ -74,6 +77,10 @@ class Systemctl:
         if done.returncode != 0:
             raise SystemctlError(argv, done.returncode, done.stdout + done.stderr)
         return done.stdout
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.run("show", *(f"--property={p}" for p in props), unit)
+        return dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
 
     def activating(self) -> set[str]:
         out = self.run(
@@ -143,8 +150,12 @@ class SystemdBackend:
 
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
         unit = unit_for(spec.name)
-        self._write_env(spec)
         started = time.monotonic()
+        waited = self._wait_old_port(unit, spec, cancel)
+        if waited is not None:
+            return waited
+        # Only now: the old port's ExecStop reads the env file until its unit has stopped.
+        self._write_env(spec)
         try:
             # Returns once ExecStartPost has set the system ready: the targets are loaded.
             self.systemctl.run("start", unit)
@@ -183,6 +194,43 @@ class SystemdBackend:
             )
         return Outcome(Result.OK, what, "", pid)
 
+    def _control_port_of(self, pid: int) -> int | None:
+        try:
+            parsed = parse_tgtd_cmdline((self.proc_root / str(pid) / "cmdline").read_bytes())
+        except OSError:
+            return None
+        return parsed.control_port if parsed is not None else None
+
+    def _wait_old_port(
+        self, unit: str, spec: InstanceSpec, cancel: threading.Event
+    ) -> Outcome | None:
+        """A port change is DrainStop of the old port and Start of the new one, on two lanes
+        but one unit: wait until the drain lane has stopped the unit that runs the old port.
+        Starting it now would be a no-op on an active unit, and rewriting its env file would
+        make its ExecStop drain the new port instead of the old one."""
+        old: int | None = None
+        while True:
+            try:
+                props = self.systemctl.show(unit, "ActiveState", "MainPID")
+            except SystemctlError:
+                return None  # let `systemctl start` report what is wrong
+            state = props.get("ActiveState", "")
+            if state not in UNIT_UP_STATES:
+                return None
+            # While it stops (ExecStop runs on after tgtd exited) a start job would cancel
+            # the stop job: wait for that too.
+            if state != "deactivating" and old is None:
+                pid = int(props.get("MainPID") or 0)
+                running = self._control_port_of(pid) if pid else None
+                if running is None or running == spec.control_port:
+                    return None
+                old = running
+            if cancel.wait(UNIT_POLL_S):
+                return Outcome(
+                    Result.FAILED,
+                    f"{unit} still runs control port {old}; start on {spec.port} cancelled",
+                )
+
     def _write_env(self, spec: InstanceSpec) -> None:
         path = envfile.env_path(self.settings, spec.name)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -201,7 +249,14 @@ class SystemdBackend:
     ) -> Outcome:
         running = self.direct.observe((action.port,)).instances.get(action.port)
         unit = unit_of_pid(running.pid, self.proc_root) if running and running.pid else None
-        if running is None or unit is None or not unit.startswith("tgtd@"):
+        if (
+            running is None
+            or unit is None
+            or not unit.startswith("tgtd@")
+            # The unit's own ExecStop (`tgtwatch drain`): `systemctl stop` from there would
+            # wait for the very stop job it runs in (a deadlock until TimeoutStopSec).
+            or unit == unit_of_pid(os.getpid(), self.proc_root)
+        ):
             return self.direct.drain_stop(action, timeout_s, force, cancel)
         control = TgtControl(action.control_port, self.programs)
         waited = self._wait_sessions(control, timeout_s, cancel)
@@ -212,10 +267,19 @@ class SystemdBackend:
         try:
             # ExecStop (`tgtwatch drain`) finds no sessions: removes the targets, tgtd exits.
             self.systemctl.run("stop", unit)
+            # `systemctl stop` succeeds even when ExecStop failed and tgtd had to be killed.
+            result = self.systemctl.show(unit, "Result").get("Result", "")
         except SystemctlError as exc:
             return Outcome(
                 Result.FAILED,
                 f"{unit} did not stop: {exc}",
+                self.systemctl.journal_tail(unit),
+                running.pid,
+            )
+        if result not in ("success", ""):
+            return Outcome(
+                Result.PARTIAL,
+                f"{unit} (pid {running.pid}) stopped, but with result '{result}'",
                 self.systemctl.journal_tail(unit),
                 running.pid,
             )
