@@ -23,6 +23,9 @@ class Outcome:
     pid: int | None = None
     busy: tuple[str, ...] = ()  # targets tgt-admin left untouched because they are in use
     draining: bool = False  # DrainStop only: sessions remain, the port stays offline
+    # Start/Reload: tgt-admin exited 0 but skipped something (a backing store missing or
+    # open elsewhere): not what the file asks for, so it is applied again by later cycles.
+    incomplete: bool = False
 
 
 class Backend(Protocol):

@@ -97,7 +97,14 @@ def _admin_outcome(what: str, report: AdminReport, pid: int | None, output: str)
     tgt-admin exited 0 but skipped a device (missing, or opened by another tgtd)."""
     if report.problems:
         problems = "; ".join(p.message for p in report.problems)
-        return Outcome(Result.PARTIAL, f"{what}, but: {problems}", output, pid, report.busy_names)
+        return Outcome(
+            Result.PARTIAL,
+            f"{what}, but: {problems}",
+            output,
+            pid,
+            report.busy_names,
+            incomplete=True,
+        )
     return Outcome(Result.OK, what, "", pid, report.busy_names)
 
 

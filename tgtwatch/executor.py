@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from tgtwatch.backend import Outcome, Result
-from tgtwatch.structs import Action
+from tgtwatch.structs import Action, ActionKind
 
 DEFAULT_LANES = 8
+# Threads, not CPU: a drain mostly waits for sessions and holds none of the DEFAULT_LANES
+# slots, so ports stuck draining never delay a start or a reload elsewhere.
+MAX_THREADS = 512
 
 
 class Executor:
     """Runs each port's actions in order; a port with a lane under way takes no new one."""
 
-    def __init__(self, max_lanes: int = DEFAULT_LANES) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max_lanes, thread_name_prefix="lane")
+    def __init__(self, max_lanes: int = DEFAULT_LANES, max_threads: int = MAX_THREADS) -> None:
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(max_lanes, max_threads), thread_name_prefix="lane"
+        )
+        self._slots = threading.BoundedSemaphore(max_lanes)
         self._lock = threading.Lock()
         self._lanes: dict[int, Future[None]] = {}
 
@@ -51,7 +58,13 @@ class Executor:
             for action in actions:
                 # A failed step ends the lane: a Start must not follow a DrainStop that failed,
                 # nor one still draining (its tgtd holds the port until its sessions end).
-                outcome = run(action)
+                slot = (
+                    contextlib.nullcontext()
+                    if action.kind is ActionKind.DRAIN_STOP
+                    else self._slots
+                )
+                with slot:
+                    outcome = run(action)
                 if outcome.result is Result.FAILED or outcome.draining:
                     break
         finally:

@@ -310,7 +310,8 @@ class Reconciler:
                         spec.name,
                         spec.port,
                         spec.config,
-                        spec.sha256,
+                        # An empty digest never matches: later cycles apply it again.
+                        "" if outcome.incomplete else spec.sha256,
                         now,
                         outcome.busy,
                         spec.kind,

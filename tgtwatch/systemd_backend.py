@@ -191,6 +191,7 @@ class SystemdBackend:
                 f"{what}, but: {'; '.join(missing)}",
                 self.systemctl.journal_tail(unit),
                 pid,
+                incomplete=True,
             )
         return Outcome(Result.OK, what, "", pid)
 

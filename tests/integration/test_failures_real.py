@@ -73,6 +73,14 @@ def test_missing_backing_file_is_a_partial_start(tree: InstanceTree) -> None:
     assert iscsi_inq(port, iqn("x"), 1).returncode != 0
     tree.assert_status_matches_tgtd()
     assert_bystander_untouched(tree, port_b, pid_b)
+    # Once the backing file exists, the next apply completes it (the file did not change).
+    with missing.open("wb") as disk:
+        disk.truncate(16 * 1024 * 1024)
+    again = tree.apply()
+    assert again.code == 0, str(again)
+    assert f"reload x port {port}: ok" in again.out, str(again)
+    assert iscsi_inq(port, iqn("x"), 1).returncode == 0
+    assert_bystander_untouched(tree, port_b, pid_b)
 
 
 def test_tgtd_exiting_during_start(tree: InstanceTree, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,7 @@ from fakes import THREAD_TIMEOUT_S
 
 from tgtwatch.backend import Outcome, Result
 from tgtwatch.executor import Executor
-from tgtwatch.structs import Action, DrainStop
+from tgtwatch.structs import Action, DrainStop, InstanceKind, InstanceSpec, Start
 
 OK = Outcome(Result.OK, "ok")
 FAILED = Outcome(Result.FAILED, "no")
@@ -172,3 +172,59 @@ def test_wait_times_out_on_a_blocked_lane(executor: Executor) -> None:
 def test_wait_with_nothing_under_way_returns_at_once(executor: Executor) -> None:
     assert executor.wait(0) is True
     assert executor.busy() == frozenset()
+
+
+def test_drains_hold_no_lane_slot() -> None:
+    # One slot for starts and reloads; three drains stuck waiting for sessions must not
+    # keep a start on a fourth port from running.
+    executor = Executor(max_lanes=1)
+    try:
+        run = Recorder()
+        gates = [run.gate(f"drain{port}") for port in (1, 2, 3)]
+        for port in (1, 2, 3):
+            executor.submit(port, [step(port, f"drain{port}")], run)
+        for port in (1, 2, 3):
+            assert run.entered[f"drain{port}"].wait(THREAD_TIMEOUT_S)
+        started = threading.Event()
+
+        def start(action: Action) -> Outcome:
+            started.set()
+            return OK
+
+        spec = InstanceSpec("d", InstanceKind.DROPIN, 4, "0.0.0.0:4", 4, Path("/x/d.conf"), "")
+        executor.submit(4, [Start(spec)], start)
+        assert started.wait(THREAD_TIMEOUT_S)
+        for gate in gates:
+            gate.set()
+        assert executor.wait(THREAD_TIMEOUT_S)
+    finally:
+        executor.shutdown(wait=True)
+
+
+def test_starts_share_the_lane_slots() -> None:
+    executor = Executor(max_lanes=1)
+    try:
+        active, most = 0, 0
+        lock = threading.Lock()
+        first_in, release = threading.Event(), threading.Event()
+
+        def start(action: Action) -> Outcome:
+            nonlocal active, most
+            with lock:
+                active += 1
+                most = max(most, active)
+            first_in.set()
+            release.wait(THREAD_TIMEOUT_S)
+            with lock:
+                active -= 1
+            return OK
+
+        for port in (1, 2):
+            spec = InstanceSpec("s", InstanceKind.DROPIN, port, "0.0.0.0:1", port, Path("/x"), "")
+            executor.submit(port, [Start(spec)], start)
+        assert first_in.wait(THREAD_TIMEOUT_S)
+        release.set()
+        assert executor.wait(THREAD_TIMEOUT_S)
+        assert most == 1
+    finally:
+        executor.shutdown(wait=True)
