@@ -23,6 +23,11 @@ from tgtwatch.watch import Watcher
 # While the first reconcile runs, ask systemd for this much more start time, this often.
 EXTEND_BY_S = 30.0
 EXTEND_EVERY_S = 10.0
+# While targets wait for their sessions to end (pending), look this often: nothing else
+# says when the last session leaves. Only then: an idle daemon polls nothing.
+PENDING_POLL_S = 2.0
+# A cycle that failed outright (a bug, an unreadable /proc) is tried again this soon.
+CYCLE_RETRY_S = 5.0
 
 
 @dataclass
@@ -32,6 +37,7 @@ class LoopClock:
     resync_at: float = 0.0
     watchdog_at: float | None = None
     extend_at: float | None = None
+    pending_at: float | None = None
 
 
 @dataclass
@@ -135,6 +141,8 @@ class Daemon:
             run_cycle = True
         if now >= self.deadlines.resync_at:
             run_cycle = True
+        if self.deadlines.pending_at is not None and now >= self.deadlines.pending_at:
+            run_cycle = True
         retry = self.reconciler.next_retry()
         if retry is not None and now >= retry:
             run_cycle = True
@@ -180,6 +188,8 @@ class Daemon:
             candidates.append(self.deadlines.watchdog_at)
         if not self.state.ready and self.deadlines.extend_at is not None:
             candidates.append(self.deadlines.extend_at)
+        if self.deadlines.pending_at is not None:
+            candidates.append(self.deadlines.pending_at)
         retry = self.reconciler.next_retry()
         if retry is not None:
             candidates.append(retry)
@@ -189,7 +199,14 @@ class Daemon:
 
     def cycle(self) -> None:
         started = self.clock()
-        report = self.reconciler.cycle()
+        try:
+            report = self.reconciler.cycle()
+        except Exception as exc:  # keep serving: every port's tgtd runs on without us
+            self._say(
+                f"cycle failed, trying again in {CYCLE_RETRY_S:g} s: {type(exc).__name__}: {exc}"
+            )
+            self.deadlines.resync_at = self.clock() + CYCLE_RETRY_S
+            return
         self.state.cycle_seconds = self.clock() - started
         self.state.cycle_timestamp = self.wall_clock()
         self.state.last = report
@@ -197,6 +214,7 @@ class Daemon:
             port for port, why in report.deferred.items() if why.startswith("an action")
         }
         self.deadlines.resync_at = self.clock() + self.settings.resync_interval_s
+        self.deadlines.pending_at = None  # refresh() sets it again while targets are pending
         if not self.state.ready or self.state.reloading:
             # Only lanes this cycle started, and none that drains first: a drain waits for
             # the last session to leave, without limit, and READY=1 must not wait for that.
@@ -213,6 +231,10 @@ class Daemon:
 
     def refresh(self, observed: Observed) -> None:
         """STATUS=, metrics and the pidfds of the tgtds we manage, after a cycle or a lane."""
+        if not any(e.pending for e in self.reconciler.applied.entries.values()):
+            self.deadlines.pending_at = None
+        elif self.deadlines.pending_at is None:
+            self.deadlines.pending_at = self.clock() + PENDING_POLL_S
         last = self.state.last
         if last is None:
             return

@@ -529,3 +529,48 @@ def test_metrics_are_written_after_cycles_and_lanes(
     }
     assert got[("tgtwatch_instances", (("state", "running"),))] == 1
     assert got[("tgtwatch_actions", (("action", "start"), ("result", "ok")))] == 1
+
+
+# --- pending targets and failing cycles --------------------------------------------------
+
+
+def test_pending_targets_are_looked_at_until_their_sessions_end(make: Callable[..., Rig]) -> None:
+    rig = make(resync_interval_s=300.0)
+    rig.host.write("alpha", 3261, {T1: "/srv/a.img"})
+
+    def edit_while_in_use() -> None:
+        rig.backend.connect(3261, T1)
+        rig.host.write("alpha", 3261, {T1: "/srv/b.img"})
+        rig.waiter.triggers.put(FILE)
+
+    rig.then(1.0, edit_while_in_use)
+    rig.then(10.0, lambda: rig.backend.disconnect(3261))
+    rig.stop(20.0)
+    rig.run()
+    # Polled every PENDING_POLL_S while the edit waits; once applied, back to idle.
+    cycles = rig.cycles_since_start()
+    assert len(cycles) >= 5, cycles
+    assert all(c < 14.0 for c in cycles), cycles
+    assert rig.rec.applied.entries[3261].pending == ()
+    assert rig.backend.ops().count("reload") >= 2
+
+
+def test_a_cycle_that_fails_is_logged_and_tried_again(make: Callable[..., Rig]) -> None:
+    rig = make(resync_interval_s=300.0)
+    failures = [RuntimeError("cannot read /proc")]
+    real = rig.rec.backend.observe
+
+    def flaky(detail: object = None) -> Observed:
+        if failures:
+            raise failures.pop()
+        return real(detail)  # type: ignore[arg-type]
+
+    rig.rec.backend.observe = flaky  # type: ignore[method-assign]
+    rig.host.write("alpha", 3261)
+    rig.stop(30.0)
+    assert rig.run() == 0
+    assert (
+        "cycle failed, trying again in 5 s: RuntimeError: cannot read /proc" in rig.log.getvalue()
+    )
+    assert rig.cycles_since_start()[:2] == [0.0, 5.0]
+    assert 3261 in rig.backend.running
