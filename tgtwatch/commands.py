@@ -22,6 +22,7 @@ from tgtwatch.settings import DrainTimeoutPolicy, Settings, load
 from tgtwatch.state import StateFile
 from tgtwatch.status import instance_states, status_line
 from tgtwatch.structs import Applied, Desired, DrainStop, Observed
+from tgtwatch.systemd_backend import stop_marker
 from tgtwatch.wakeup import SelectWaiter
 from tgtwatch.watch import make_watcher
 
@@ -127,7 +128,12 @@ def drain(
     audit = make_reconciler(settings, stderr=err, backend=backend).audit
     started = time.monotonic()
 
+    # tgtwatch stopping the unit itself audits the stop; a stop by hand is audited here.
+    by_tgtwatch = stop_marker(settings.state_dir, port).exists()
+
     def record(outcome: Outcome) -> None:
+        if by_tgtwatch:
+            return
         audit.record(
             AuditRecord(
                 ts=time.time(),

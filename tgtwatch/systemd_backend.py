@@ -26,6 +26,11 @@ UNIT_POLL_S = 0.2
 UNIT_UP_STATES = frozenset({"active", "reloading", "deactivating"})
 
 
+def stop_marker(state_dir: Path, port: int) -> Path:
+    """Present while tgtwatch itself stops a unit: its ExecStop then records no audit."""
+    return state_dir / "stopping" / str(port)
+
+
 def unit_for(name: str) -> str:
     return UNIT_TEMPLATE.format(name=name)
 
@@ -265,8 +270,12 @@ class SystemdBackend:
             if not waited.draining or not force or cancel.is_set():
                 return waited
             self.direct.drain_stop(action, 0.0, True, cancel)  # force: cut the sessions off
+        marker = stop_marker(self.settings.state_dir, action.port)
         try:
             # ExecStop (`tgtwatch drain`) finds no sessions: removes the targets, tgtd exits.
+            # The marker tells it that this daemon audits the stop (one record per action).
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
             self.systemctl.run("stop", unit)
             # `systemctl stop` succeeds even when ExecStop failed and tgtd had to be killed.
             result = self.systemctl.show(unit, "Result").get("Result", "")
@@ -277,6 +286,8 @@ class SystemdBackend:
                 self.systemctl.journal_tail(unit),
                 running.pid,
             )
+        finally:
+            marker.unlink(missing_ok=True)
         if result not in ("success", ""):
             return Outcome(
                 Result.PARTIAL,
