@@ -72,6 +72,7 @@ class ParsedConfig:
     files: tuple[Path, ...]
     sha256: str
     problems: tuple[Problem, ...]
+    flat: str = ""  # the closure as one include-free config, for tgt-admin
 
     def values(self, key: str) -> tuple[Option, ...]:
         return tuple(o for o in self.options if o.key == key)
@@ -151,6 +152,11 @@ def _strip_comments(text: str) -> Iterator[_Line]:
         yield _Line(pending_line, "".join(pending).strip(), continued=True)
 
 
+def _escaped(text: str) -> str:
+    """A logical line written back so Config::General reads it the same (`#` was `\\#`)."""
+    return text.replace("#", "\\#")
+
+
 def _unquote(value: str) -> str:
     """Config::General: a value starting and ending with `"` loses both (`"` alone is empty)."""
     if value.startswith('"') and value.endswith('"'):
@@ -167,6 +173,9 @@ class _Reader:
         self.files: list[Path] = []
         self.digest = hashlib.sha256()
         self.problems: list[Problem] = []
+        # The config as tgt-admin will be given it: comments gone, continuations joined,
+        # includes replaced by what they included. Nothing is read again by name later.
+        self.flat: list[str] = []
 
     def load(self, path: Path, into: list[_Block], include_line: tuple[Path, int] | None) -> None:
         if path in self.files:
@@ -225,6 +234,7 @@ class _Reader:
                     )
                     return
                 stack.pop()
+                self.flat.append(line.text)
                 continue
             # Config::General's explicit empty block: `<name value/>` is `<name value>`
             # immediately closed.
@@ -237,6 +247,7 @@ class _Reader:
                 current.blocks.append(block)
                 if not empty:
                     stack.append(block)
+                self.flat.append(_escaped(line.text))
                 continue
             if line.text.startswith("<"):
                 self.problems.append(
@@ -258,6 +269,10 @@ class _Reader:
                 continue
             key, value = match.group(1), _unquote((match.group(2) or "").strip())
             current.options.append(Option(key, value, line.number, path))
+            if key.lower() not in ("include", "includeoptional"):
+                # (a continued `include` line is a plain option, and meaningless to tgt-admin:
+                # on one line it would become a real include)
+                self.flat.append(_escaped(line.text))
         if len(stack) > depth:
             block = stack[-1]
             self.problems.append(
@@ -287,6 +302,34 @@ class _Reader:
             self.load(match, stack, (path, line))
 
 
+# tgt-admin builds each tgtadm command as one string and runs it with system(), through
+# /bin/sh: these characters in a target's name or in any value inside a <target> would be
+# read by the shell (command substitution, a second command, a redirection, a glob).
+SHELL_SPECIAL = frozenset("`$;|&<>()\\\"'*?[\n\r")
+
+
+def shell_problem(text: str) -> str | None:
+    """Why tgt-admin's shell would not pass `text` through as one plain word, or None."""
+    bad = sorted({c for c in text if c in SHELL_SPECIAL})
+    return f"characters tgt-admin's shell would interpret: {''.join(bad)!r}" if bad else None
+
+
+def _shell_problems(block: _Block, problems: list[Problem], where: str) -> None:
+    for option in block.options:
+        why = shell_problem(option.value)
+        if why is not None:
+            problems.append(
+                Problem(option.path, Rule.SYNTAX, f"{where}: {option.key}: {why}", option.line)
+            )
+    for child in block.blocks:
+        why = shell_problem(child.name)
+        if why is not None:
+            problems.append(
+                Problem(child.path, Rule.SYNTAX, f"{where}: <{child.kind}>: {why}", child.line)
+            )
+        _shell_problems(child, problems, where)
+
+
 def _feed(block: _Block, digest: Any) -> None:
     for option in block.options:
         digest.update(f"{option.key}\0{option.value}\n".encode())
@@ -309,6 +352,11 @@ def _targets(root: _Block, problems: list[Problem]) -> tuple[TargetSpec, ...]:
         if not block.name:
             problems.append(Problem(block.path, Rule.SYNTAX, "<target> without a name", block.line))
             continue
+        why = shell_problem(block.name)
+        if why is not None:
+            problems.append(Problem(block.path, Rule.SYNTAX, f"target name: {why}", block.line))
+            continue
+        _shell_problems(block, problems, f"target {block.name}")
         paths = luns.setdefault(block.name, [])
         _feed(block, digests.setdefault(block.name, globals_digest.copy()))
         for key in LUN_KEYS:
@@ -351,6 +399,7 @@ def parse(path: Path, source: FileSource, base_dir: Path | None = None) -> Parse
         files=tuple(reader.files),
         sha256=reader.digest.hexdigest(),
         problems=tuple(problems),
+        flat="".join(f"{line}\n" for line in reader.flat),
     )
 
 

@@ -1,0 +1,227 @@
+"""Faults of the world: each gives a clear audit record and status, leaves the other ports
+alone, and the daemon converges once the fault is gone. Every fault is undone in a
+finally block (mounts unmounted, the host-wide inotify limit restored)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rel_harness import RelWorld, dh
+
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
+
+MAX_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
+
+
+def bystander(world: RelWorld) -> tuple[int, int, dh.Daemon]:
+    port = world.reserve_port()
+    world.write_instance("by", port)
+    daemon = world.start(env={"WATCHDOG_USEC": "1000000"})
+    return port, world.pids()[port], daemon
+
+
+def assert_bystander(world: RelWorld, port: int, pid: int) -> None:
+    assert world.pids()[port] == pid, "the other port's tgtd was touched"
+    assert world.targets_on(port) == ([f"{dh.iqn('by')}/1"], "ready")
+
+
+def no_tgtd_left(world: RelWorld, port: int) -> None:
+    """A failed start is retried (at once, then after 1 s, 2 s ...): between attempts no tgtd
+    is left on the port."""
+    dh.wait_for(lambda: world.tgtds_on(port) == [], 10, f"no tgtd left on {port}")
+
+
+def status_of(world: RelWorld, name: str) -> dict[str, object]:
+    return world.status().get(name, {})
+
+
+def converged(world: RelWorld, name: str, port: int) -> bool:
+    try:
+        return world.targets_on(port) == ([f"{dh.iqn(name)}/1"], "ready")
+    except dh.g.TgtCommandError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("program", "expect"),
+    [("tgt-admin", "injected failure"), ("tgtd", "exited with code 1 during start")],
+)
+def test_program_failing(world: RelWorld, program: str, expect: str) -> None:
+    by_port, by_pid, daemon = bystander(world)
+    world.fault(program, "fail")
+    port = world.reserve_port()
+    world.write_instance("x", port)
+    record = daemon.wait_for_record(action="start", instance="x", result="failed")
+    assert expect in (record.get("MESSAGE") or ""), record.fields
+    dh.wait_for(lambda: status_of(world, "x").get("state") == "failed", 30, "status failed")
+    no_tgtd_left(world, port)
+    assert_bystander(world, by_port, by_pid)
+    world.heal()
+    daemon.wait_for_record(action="start", instance="x", result="ok", timeout=30)
+    assert converged(world, "x", port)
+    assert status_of(world, "x").get("state") == "running"
+    assert_bystander(world, by_port, by_pid)
+
+
+def test_tgt_admin_hanging(world: RelWorld) -> None:
+    """A hung tgt-admin holds its own port's lane only: another port starts meanwhile and
+    the loop keeps pinging the watchdog; the gateway's timeout ends the hang."""
+    by_port, by_pid, daemon = bystander(world)
+    world.fault("tgt-admin", "hang")
+    port = world.reserve_port()
+    world.write_instance("x", port)
+    dh.wait_for(
+        lambda: any(c.program == "tgt-admin" and str(port) in c.args for c in world.calls()),
+        30,
+        "the hanging tgt-admin",
+    )
+    (world.faults_dir / "tgt-admin.hang").unlink()
+    other = world.reserve_port()
+    world.write_instance("y", other)
+    daemon.wait_for_record(action="start", instance="y", result="ok", timeout=30)
+    pings = len(daemon.notes("WATCHDOG"))
+    daemon.wait_for_notify("WATCHDOG=1", after=daemon.notes("WATCHDOG")[-1].at, timeout=5)
+    assert len(daemon.notes("WATCHDOG")) > pings
+    record = daemon.wait_for_record(action="start", instance="x", result="failed", timeout=60)
+    assert "timed out after 30s" in (record.get("MESSAGE") or ""), record.fields
+    daemon.wait_for_record(action="start", instance="x", result="ok", timeout=30)
+    assert converged(world, "x", port)
+    assert_bystander(world, by_port, by_pid)
+
+
+def test_port_taken_by_another_program(world: RelWorld) -> None:
+    by_port, by_pid, daemon = bystander(world)
+    port = world.reserve_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        world.write_instance("x", port)
+        record = daemon.wait_for_record(action="start", instance="x", result="failed")
+        assert f"could not bind portal 127.0.0.1:{port}" in (record.get("MESSAGE") or "")
+        dh.wait_for(lambda: status_of(world, "x").get("state") == "failed", 30, "failed")
+        no_tgtd_left(world, port)
+        assert_bystander(world, by_port, by_pid)
+    daemon.wait_for_record(action="start", instance="x", result="ok", timeout=30)
+    assert converged(world, "x", port)
+    assert_bystander(world, by_port, by_pid)
+
+
+@contextlib.contextmanager
+def mounted(argv: list[str], target: Path) -> Iterator[None]:
+    subprocess.run(argv, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.mark.parametrize("how", ["read-only", "full"])
+def test_state_dir_unwritable(world: RelWorld, how: str) -> None:
+    """Starts need the state directory (tgtd's log, the state file): with it read-only or
+    full they fail with a clear record and message; other ports keep running; once it is
+    writable again the instance starts and the state file is written."""
+    by_port, by_pid, daemon = bystander(world)
+    state = world.state_dir
+    if how == "read-only":
+        argv = ["mount", "--bind", "-o", "ro", str(state), str(state)]
+    else:
+        argv = ["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=64", "tgtwatch-test", str(state)]
+    saved = {p.relative_to(state): p.read_bytes() for p in state.rglob("*") if p.is_file()}
+    with mounted(argv, state):
+        if how == "full":
+            (state / "log").mkdir()
+            for rel, data in saved.items():
+                (state / rel).parent.mkdir(parents=True, exist_ok=True)
+                (state / rel).write_bytes(data)
+            fd = os.open(state / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                with contextlib.suppress(OSError):
+                    while os.write(fd, b"\0" * 4096):
+                        pass
+            finally:
+                os.close(fd)
+        port = world.reserve_port()
+        world.write_instance("x", port)
+        record = daemon.wait_for_record(action="start", instance="x", result="failed")
+        message = record.get("MESSAGE") or ""
+        # Read-only: opening tgtd's log fails and says so. Full: tgtd itself exits (it cannot
+        # write its log); the message names the log under the state directory.
+        expected = "Read-only file system" if how == "read-only" else str(state)
+        assert expected in message, message
+        no_tgtd_left(world, port)
+        assert_bystander(world, by_port, by_pid)
+        assert daemon.alive()
+        if how == "full":
+            (state / "filler").unlink()
+    daemon.wait_for_record(action="start", instance="x", result="ok", timeout=30)
+    assert converged(world, "x", port)
+    entries = json.loads((state / "applied.json").read_text())["ports"]
+    assert str(port) in entries and str(by_port) in entries
+    assert_bystander(world, by_port, by_pid)
+
+
+def test_watched_directory_removed_and_recreated(world: RelWorld) -> None:
+    """Removing instances_dir drains what it held (nothing asks for it any more); the
+    recreated directory is watched again: a file dropped there starts within a deadline."""
+    _port, pid, daemon = bystander(world)
+    shutil.rmtree(world.instances_dir)
+    daemon.wait_for_record(action="stop", instance="by", result="ok", timeout=30)
+    assert dh.process_gone(pid)
+    world.instances_dir.mkdir()
+    other = world.reserve_port()
+    world.write_instance("x", other)
+    daemon.wait_for_record(action="start", instance="x", result="ok", timeout=30)
+    assert converged(world, "x", other)
+
+
+def inotify_watches(pid: int) -> int:
+    """The inotify watches a process holds, from /proc/PID/fdinfo."""
+    count = 0
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        with contextlib.suppress(OSError):
+            count += info.read_text().count("inotify wd:")
+    return count
+
+
+@contextlib.contextmanager
+def no_inotify_watches() -> Iterator[None]:
+    """max_user_watches = 0: no new inotify watch can be added, host-wide.
+    Keep the block short; the limit is restored whatever happens."""
+    original = MAX_WATCHES.read_text()
+    try:
+        MAX_WATCHES.write_text("0\n")
+        yield
+    finally:
+        MAX_WATCHES.write_text(original)
+
+
+def test_inotify_watches_exhausted_still_converges(world: RelWorld) -> None:
+    """No inotify watch can be added: the daemon still converges (first cycle, then its
+    resync timer) and watches again once watches can be had (it re-arms every cycle)."""
+    world.write_settings(resync_interval_s=1)
+    port = world.reserve_port()
+    world.write_instance("x", port)
+    with no_inotify_watches():
+        daemon = world.start()  # READY=1: the watcher tried (and failed) before the cycle
+        assert inotify_watches(daemon.pid) == 0
+    assert converged(world, "x", port)
+    dh.wait_for(lambda: inotify_watches(daemon.pid) > 0, 30, "the daemon to watch again")
+    other = world.reserve_port()
+    world.write_instance("y", other)
+    daemon.wait_for_record(action="start", instance="y", result="ok", timeout=30)
+
+
+def test_inotify_watches_exhausted_is_reported(world: RelWorld) -> None:
+    with no_inotify_watches():
+        daemon = world.start()
+        # One line in the daemon's log (the journal under systemd) names the directory.
+        dh.wait_for(lambda: "cannot watch" in daemon.log(), 10, "the watch failure reported")
+    assert f"watcher: cannot watch {world.instances_dir}" in daemon.log(), daemon.log()
