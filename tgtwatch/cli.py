@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         "render-env", help="validate NAME.conf and write the env file tgtd@NAME.service reads"
     )
     env_cmd.add_argument("--instance", required=True, metavar="NAME")
+    env_cmd.add_argument(
+        "--same-port", action="store_true", help="refuse a port change (a reload cannot do it)"
+    )
     units_cmd = commands.add_parser(
         "install-units", help="install the systemd units, settings and /etc/mytgt/conf.d"
     )
@@ -150,7 +153,7 @@ def _dispatch(
         return commands.drain(settings, args.port, args.timeout, args.force, out, err)
     if args.command == "render-env":
         try:
-            print(envfile.write(settings, args.instance), file=out)
+            print(envfile.write(settings, args.instance, same_port=args.same_port), file=out)
         except envfile.EnvFileError as exc:
             print(f"tgtwatch: {exc}", file=err)
             return EXIT_PROBLEMS

@@ -17,6 +17,7 @@ from tgtwatch.backend import Outcome, Result
 from tgtwatch.daemon import Daemon, managed_pids
 from tgtwatch.direct import DirectBackend
 from tgtwatch.notify import SystemdNotifier, watchdog_interval
+from tgtwatch.reconcile import ActionReport
 from tgtwatch.report import problem_json
 from tgtwatch.settings import DrainTimeoutPolicy, Settings, load
 from tgtwatch.state import StateFile
@@ -37,17 +38,25 @@ def apply(settings: Settings, out: TextIO, err: TextIO) -> int:
         print(f"tgtwatch: {reconciler.state_warning}", file=err)
     report = reconciler.cycle()
     reconciler.executor.wait()
+    reports = reconciler.take_reports()
+    if _drained_then_incomplete(reports):
+        # A port move: the new port started while the old tgtd still held its backing
+        # stores (other lanes, in parallel). Those are free now: one more cycle lands them.
+        report = reconciler.cycle()
+        reconciler.executor.wait()
+        reports += reconciler.take_reports()
     reconciler.executor.shutdown(wait=True)
     converged = not report.desired.problems and not report.deferred
-    acted: set[int] = set()
-    for done in reconciler.take_reports():
+    last: dict[int, Result] = {}
+    for done in reports:
         print(
             f"{done.action.kind.value} {done.action.name} port {done.action.port}: "
             f"{done.outcome.result.value} in {done.duration_ms} ms: {done.outcome.message}",
             file=out,
         )
-        converged &= done.outcome.result is Result.OK
-        acted.add(done.action.port)
+        last[done.action.port] = done.outcome.result
+    converged &= all(result is Result.OK for result in last.values())
+    acted = set(last)
     for port, why in sorted(report.deferred.items()):
         print(f"deferred port {port}: {why}", file=out)
     # Targets an earlier run left as they were (in use): the host does not match the files
@@ -69,6 +78,12 @@ def apply(settings: Settings, out: TextIO, err: TextIO) -> int:
     if not report.plan.actions:
         print("nothing to do" + (" until those sessions end" if waiting else ""), file=out)
     return EXIT_OK if converged else EXIT_PROBLEMS
+
+
+def _drained_then_incomplete(reports: list[ActionReport]) -> bool:
+    return any(isinstance(r.action, DrainStop) and not r.outcome.draining for r in reports) and any(
+        r.outcome.incomplete for r in reports
+    )
 
 
 def status(settings: Settings, as_json: bool, out: TextIO) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tgtwatch import metrics
-from tgtwatch.debounce import Debouncer
+from tgtwatch.debounce import Debouncer, TriggerKind
 from tgtwatch.notify import Notifier, NotifyError
 from tgtwatch.reconcile import START_FAILED, CycleReport, Reconciler
 from tgtwatch.settings import Settings, SettingsError
@@ -128,6 +128,9 @@ class Daemon:
                 self._reload(now)
                 run_cycle = True
         for trigger in wake.triggers:
+            if trigger.kind in (TriggerKind.ERROR, TriggerKind.OVERFLOW) and trigger.detail:
+                # Events may be lost: say so (the rescan that follows catches up).
+                self._say(f"watcher: {trigger.detail}; rescanning")
             self.debouncer.add(trigger, now)
         if wake.exited:
             # A tgtd died: the very fault this design isolates. Restart it now, not at resync.

@@ -8,6 +8,7 @@ import select
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Collection
@@ -30,6 +31,32 @@ EXIT_TIMEOUT_S = 5.0
 # Sessions of a draining port are polled this often: only while a drain is under way.
 DRAIN_POLL_S = 0.1
 LOG_TAIL_BYTES = 2000
+
+
+SNAPSHOT_SUBDIR = "snapshots"
+
+
+def write_snapshot(directory: Path, spec: InstanceSpec) -> Path:
+    """The config tgt-admin reads: the very text tgtwatch checked, includes inlined.
+
+    tgt-admin reads its -c file by name and passes values to a shell: handing it the
+    instance file itself would let a file swapped after the check run as root. The
+    snapshot lives in a root-only directory. A spec without text (built by hand) is its file.
+    """
+    if not spec.text:
+        return spec.config
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.chmod(0o700)
+    path = directory / f"{spec.port}-{spec.name}.conf"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{spec.port}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(spec.text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 @dataclass(frozen=True)
@@ -123,6 +150,7 @@ class DirectBackend:
         start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
         self.log_dir = log_dir
+        self.snapshot_dir = log_dir.parent / SNAPSHOT_SUBDIR
         self.programs = programs or TgtPrograms()
         self.default_portal_port = default_portal_port
         self.proc_root = proc_root
@@ -235,7 +263,7 @@ class DirectBackend:
                     tail(),
                 )
             control.set_state(SystemState.OFFLINE)
-            loaded = control.execute(spec.config)
+            loaded = control.execute(write_snapshot(self.snapshot_dir, spec))
             control.set_state(SystemState.READY)
         except TgtCommandError as exc:
             self._teardown(control, proc.pid, spec.port)
@@ -269,7 +297,7 @@ class DirectBackend:
     def reload(self, spec: InstanceSpec) -> Outcome:
         control = self.control(spec.control_port)
         try:
-            updated = control.update(spec.config)
+            updated = control.update(write_snapshot(self.snapshot_dir, spec))
             # An adopted tgtd may have been left offline by an interrupted start.
             if control.system().state is SystemState.OFFLINE:
                 control.set_state(SystemState.READY)

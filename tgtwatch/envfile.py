@@ -49,18 +49,60 @@ def spec_for(settings: Settings, name: str) -> InstanceSpec:
     raise EnvFileError(f"{config}: no such instance file")
 
 
-def write(settings: Settings, name: str) -> Path:
-    """Validate NAME's file and write its env file atomically; EnvFileError when invalid."""
-    spec = spec_for(settings, name)
-    path = env_path(settings, name)
+def config_path(settings: Settings, name: str) -> Path:
+    """The unit's tgt-admin config: the checked text of NAME.conf with its includes inlined."""
+    return settings.state_dir / ENV_SUBDIR / f"{name}.conf"
+
+
+def _replace(path: Path, text: str, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(render(spec))
-        os.chmod(tmp, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_spec(settings: Settings, spec: InstanceSpec) -> Path:
+    """The env file and the config snapshot tgtd@NAME.service reads, both from one check.
+
+    The unit's tgt-admin reads the snapshot, never the instance file: a file swapped
+    after the check (tgt-admin passes values to a shell) is never what runs.
+    """
+    _replace(config_path(settings, spec.name), spec.text or spec.config.read_text(), 0o600)
+    path = env_path(settings, spec.name)
+    _replace(path, render(spec), 0o644)
     return path
+
+
+def written_port(settings: Settings, name: str) -> int | None:
+    """SOCKET_OPTS of the env file the unit runs with now, if any."""
+    try:
+        lines = env_path(settings, name).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key == "SOCKET_OPTS" and value.isdigit():
+            return int(value)
+    return None
+
+
+def write(settings: Settings, name: str, *, same_port: bool = False) -> Path:
+    """Validate NAME's file and write its env file and snapshot; EnvFileError when invalid.
+
+    With `same_port` (a reload) a port change is refused: the unit's ExecStop must drain
+    the port the unit runs on, so a new port needs a restart.
+    """
+    spec = spec_for(settings, name)
+    current = written_port(settings, name)
+    if same_port and current is not None and current != spec.control_port:
+        raise EnvFileError(
+            f"{spec.config}: port changed from {current} to {spec.control_port}; "
+            f"a reload cannot move it: restart tgtd@{name}"
+        )
+    return write_spec(settings, spec)

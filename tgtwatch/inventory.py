@@ -89,6 +89,7 @@ def instance_from(path: Path, parsed: ParsedConfig) -> tuple[InstanceSpec | None
         sha256=parsed.sha256,
         targets=parsed.targets,
         includes=parsed.files[1:],
+        text=parsed.flat,
     )
     return spec, []
 
@@ -170,6 +171,7 @@ def scan_default(
         sha256=parsed.sha256,
         targets=parsed.targets,
         includes=parsed.files[1:],
+        text=parsed.flat,
     )
     return spec, [], []
 

@@ -86,6 +86,9 @@ class InstanceSpec:
     sha256: str  # of the config file and its include closure, in order
     targets: tuple[TargetSpec, ...] = ()
     includes: tuple[Path, ...] = ()
+    # Exactly the checked bytes, includes inlined: what tgt-admin is given (a snapshot), so
+    # a file swapped after the check is never what runs. Empty: use `config` itself.
+    text: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)

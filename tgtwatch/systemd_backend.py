@@ -238,12 +238,7 @@ class SystemdBackend:
                 )
 
     def _write_env(self, spec: InstanceSpec) -> None:
-        path = envfile.env_path(self.settings, spec.name)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(envfile.render(spec), encoding="ascii")
-        tmp.chmod(0o644)
-        tmp.replace(path)
+        envfile.write_spec(self.settings, spec)
 
     def reload(self, spec: InstanceSpec) -> Outcome:
         if spec.kind is InstanceKind.DROPIN:

@@ -114,6 +114,10 @@ def assert_agree(config: Path) -> ParsedConfig:
     assert {o.key for o in ours.options if o.key in ("SOCKET_OPTS", "PORTAL_OPTS")} == set(
         theirs["options"]
     )
+    # What tgt-admin is given (the flattened snapshot) reads the same to Config::General.
+    flat = config.parent / ".flat-snapshot"
+    flat.write_text(ours.flat)
+    assert perl_view(flat) == theirs, ours.flat
     return ours
 
 
