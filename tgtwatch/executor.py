@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -12,19 +11,18 @@ from tgtwatch.backend import Outcome, Result
 from tgtwatch.structs import Action, ActionKind
 
 DEFAULT_LANES = 8
-# Threads, not CPU: a drain mostly waits for sessions and holds none of the DEFAULT_LANES
-# slots, so ports stuck draining never delay a start or a reload elsewhere.
-MAX_THREADS = 512
+# A lane that drains mostly waits for sessions: it gets a thread of its own (up to this
+# many), so ports stuck draining never delay a start or a reload elsewhere, while starts
+# and reloads share DEFAULT_LANES threads (a burst of 500 starts makes 8 threads, not 500).
+MAX_DRAINS = 512
 
 
 class Executor:
     """Runs each port's actions in order; a port with a lane under way takes no new one."""
 
-    def __init__(self, max_lanes: int = DEFAULT_LANES, max_threads: int = MAX_THREADS) -> None:
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(max_lanes, max_threads), thread_name_prefix="lane"
-        )
-        self._slots = threading.BoundedSemaphore(max_lanes)
+    def __init__(self, max_lanes: int = DEFAULT_LANES, max_drains: int = MAX_DRAINS) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max_lanes, thread_name_prefix="lane")
+        self._drains = ThreadPoolExecutor(max_workers=max_drains, thread_name_prefix="drain")
         self._lock = threading.Lock()
         self._lanes: dict[int, Future[None]] = {}
 
@@ -43,7 +41,9 @@ class Executor:
         with self._lock:
             if port in self._lanes:
                 return False
-            future = self._pool.submit(self._lane, port, tuple(actions), run, done)
+            drains = any(a.kind is ActionKind.DRAIN_STOP for a in actions)
+            pool = self._drains if drains else self._pool
+            future = pool.submit(self._lane, port, tuple(actions), run, done)
             self._lanes[port] = future
             return True
 
@@ -58,13 +58,7 @@ class Executor:
             for action in actions:
                 # A failed step ends the lane: a Start must not follow a DrainStop that failed,
                 # nor one still draining (its tgtd holds the port until its sessions end).
-                slot = (
-                    contextlib.nullcontext()
-                    if action.kind is ActionKind.DRAIN_STOP
-                    else self._slots
-                )
-                with slot:
-                    outcome = run(action)
+                outcome = run(action)
                 if outcome.result is Result.FAILED or outcome.draining:
                     break
         finally:
@@ -89,3 +83,4 @@ class Executor:
 
     def shutdown(self, wait: bool) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._drains.shutdown(wait=wait, cancel_futures=True)

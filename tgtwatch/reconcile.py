@@ -35,6 +35,7 @@ CRASH_WINDOW_S = 60.0
 MAX_BACKOFF_S = 300.0
 FAILED_AFTER = 3  # consecutive failures before status says `failed`
 START_FAILED = "start failed"
+RELOAD_FAILED = "reload failed"
 KEEPS_DYING = "tgtd keeps dying after start"
 
 
@@ -182,7 +183,8 @@ class Reconciler:
             # The backoff holds back (re)starts only: a reload or a drain of a tgtd that
             # runs now has nothing to do with why it kept failing to start or dying.
             starts = any(isinstance(a, Start) for a in actions)
-            if trouble is not None and starts and now < trouble.not_before:
+            held = starts or (trouble is not None and trouble.message.startswith(RELOAD_FAILED))
+            if trouble is not None and held and now < trouble.not_before:
                 deferred[port] = f"retrying in {trouble.not_before - now:.1f} s: {trouble.message}"
                 retry_at[port] = trouble.not_before
                 continue
@@ -303,8 +305,10 @@ class Reconciler:
             if isinstance(action, Start | Reload):
                 spec = action.spec
                 if outcome.result is Result.FAILED:
-                    if isinstance(action, Start):
-                        self._fail(spec.port, outcome.message)
+                    # The applied entry keeps the old digest: the retry reloads again (an
+                    # initiator logging in during tgt-admin --update makes it fail, exit 22).
+                    kind = START_FAILED if isinstance(action, Start) else RELOAD_FAILED
+                    self._fail(spec.port, outcome.message, kind)
                 else:
                     entries[spec.port] = AppliedEntry(
                         spec.name,
@@ -319,21 +323,23 @@ class Reconciler:
                     )
                     if isinstance(action, Start):
                         self._started_at[spec.port] = self.clock()
-                        trouble = self.troubles.get(spec.port)
-                        if trouble is not None and trouble.message.startswith(START_FAILED):
-                            del self.troubles[spec.port]
+                    trouble = self.troubles.get(spec.port)
+                    if trouble is not None and trouble.message.startswith(
+                        (START_FAILED, RELOAD_FAILED)
+                    ):
+                        del self.troubles[spec.port]
             elif not outcome.draining and outcome.result is not Result.FAILED:
                 entries.pop(action.port, None)
                 self.troubles.pop(action.port, None)
             self.applied = Applied(entries)
             self._save()
 
-    def _fail(self, port: int, message: str) -> None:
-        """A failed start: retry at once the first time, then after 1 s, 2 s, 4 s ..."""
+    def _fail(self, port: int, message: str, kind: str = START_FAILED) -> None:
+        """A failed start or reload: retry at once the first time, then after 1 s, 2 s, 4 s ..."""
         previous = self.troubles.get(port)
         failures = (previous.failures if previous else 0) + 1
         not_before = self.clock() + backoff_s(failures)
-        self.troubles[port] = Trouble(failures, not_before, f"{START_FAILED}: {message}")
+        self.troubles[port] = Trouble(failures, not_before, f"{kind}: {message}")
         self._retry_at[port] = not_before
 
     def failures(self) -> dict[int, str]:
@@ -342,7 +348,7 @@ class Reconciler:
             return {
                 p: t.message
                 for p, t in self.troubles.items()
-                if t.failures >= FAILED_AFTER or t.message.startswith(START_FAILED)
+                if t.failures >= FAILED_AFTER or t.message.startswith((START_FAILED, RELOAD_FAILED))
             }
 
     def _save(self) -> None:

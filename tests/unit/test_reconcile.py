@@ -679,3 +679,28 @@ def test_cancel_abandons_a_drain_and_keeps_the_port(host: Host) -> None:
     assert host.actions()[-1] == ("drain", "alpha", "partial")
     assert 3261 in host.rec.applied.entries
     assert host.backend.running[3261].system_state == "offline"
+
+
+def test_a_failed_reload_keeps_the_old_digest_and_is_retried_with_backoff(host: Host) -> None:
+    host.write("alpha", 3261, STORES)
+    host.cycle()
+    old = host.rec.applied.entries[3261].sha256
+    host.write("alpha", 3261, {T1: "/srv/changed.img"})
+    host.backend.fail("reload", 3261, "this target is still active", times=2)
+    host.cycle()
+    assert host.rec.applied.entries[3261].sha256 == old  # tgtd still runs the old config
+    assert "reload failed" in host.statuses()[3261].message
+    assert host.rec.next_retry() == host.clock()  # the first retry is immediate
+    host.cycle()  # fails again: now 1 s
+    retry = host.rec.next_retry()
+    assert retry == host.clock() + 1.0
+    assert host.cycle().deferred[3261].startswith("retrying in")
+    host.clock.set(retry)
+    host.cycle()
+    assert host.rec.applied.entries[3261].sha256 != old
+    assert host.statuses()[3261].message == ""
+    assert host.actions()[-3:] == [
+        ("reload", "alpha", "failed"),
+        ("reload", "alpha", "failed"),
+        ("reload", "alpha", "ok"),
+    ]
