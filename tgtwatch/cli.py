@@ -168,7 +168,11 @@ def _dispatch(
             return EXIT_PROBLEMS
         return EXIT_OK
     if args.command == "run":
-        return commands.run(args.config or DEFAULT_SETTINGS_PATH, settings, err)
+        # Imported here: the daemon's watcher and metrics cost 120 ms to import, and every
+        # `systemctl start/stop tgtd@NAME` runs `render-env` or `drain` in a fresh process.
+        from tgtwatch import runner  # noqa: PLC0415
+
+        return runner.run(args.config or DEFAULT_SETTINGS_PATH, settings, err)
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -14,18 +13,13 @@ from tgtwatch import inventory
 from tgtwatch.app import make_backend, make_reconciler
 from tgtwatch.audit import AuditAction, AuditRecord
 from tgtwatch.backend import Outcome, Result
-from tgtwatch.daemon import Daemon, managed_pids
-from tgtwatch.direct import DirectBackend
-from tgtwatch.notify import SystemdNotifier, watchdog_interval
 from tgtwatch.reconcile import ActionReport
 from tgtwatch.report import problem_json
-from tgtwatch.settings import DrainTimeoutPolicy, Settings, load
+from tgtwatch.settings import DrainTimeoutPolicy, Settings
 from tgtwatch.state import StateFile
 from tgtwatch.status import instance_states, status_line
-from tgtwatch.structs import Applied, Desired, DrainStop, Observed
+from tgtwatch.structs import Applied, DrainStop
 from tgtwatch.systemd_backend import stop_marker
-from tgtwatch.wakeup import SelectWaiter
-from tgtwatch.watch import make_watcher
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -179,36 +173,3 @@ def drain(
         state.save(kept, failed)
     print(f"port {port}: {outcome.result.value}: {outcome.message}", file=out)
     return EXIT_OK if outcome.result is Result.OK else EXIT_PROBLEMS
-
-
-def run(settings_path: Path, settings: Settings, err: TextIO) -> int:
-    """The daemon, in the foreground, until SIGTERM or SIGINT."""
-    env = dict(os.environ)
-    # Children must never see these: tgtd would tell systemd that *tgtwatch* is ready.
-    for name in ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"):
-        os.environ.pop(name, None)
-    waiter = SelectWaiter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
-    reconciler = make_reconciler(settings, env=env, stderr=err)
-    if reconciler.state_warning:
-        print(f"tgtwatch: {reconciler.state_warning}", file=err)
-    reconciler.on_lane_done = waiter.lane_done
-    backend = reconciler.backend
-
-    def pids_of(observed: Observed, desired: Desired) -> list[int]:
-        if isinstance(backend, DirectBackend):
-            backend.reap()
-        return managed_pids(observed, desired, set(reconciler.applied.entries))
-
-    daemon = Daemon(
-        settings,
-        reconciler,
-        make_watcher(settings.watcher.value, waiter.triggers),
-        waiter,
-        SystemdNotifier.from_env(env),
-        reload_settings=lambda: load(settings_path, required=False),
-        pids_of=pids_of,
-        observe_light=lambda: backend.observe(()),
-        watchdog_interval_s=watchdog_interval(env, os.getpid()),
-        log=err,
-    )
-    return daemon.run()
