@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import instance_text, write
+from builders import instance_text, write
 
 from tgtwatch import __version__, cli
 from tgtwatch.cli import EXIT_INTERNAL, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, main

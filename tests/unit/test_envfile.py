@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import instance_text, write
+from builders import instance_text, write
 
 from tgtwatch import envfile
 from tgtwatch.direct import write_snapshot

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import entry, instance_text, write
+from builders import entry, instance_text, write
 
 from tgtwatch.inventory import scan
 from tgtwatch.settings import DefaultInstanceSettings, Settings

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import default_spec, entry, entry_for
+from builders import default_spec, entry, entry_for
 
 from tgtwatch.state import STATE_FILE, StateError, StateFile, from_json, to_json
 from tgtwatch.structs import Applied, InstanceKind

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from conftest import SHA_A, SHA_B, default_spec, entry, entry_for, running, spec
+from builders import SHA_A, SHA_B, default_spec, entry, entry_for, running, spec
 
 from tgtwatch.status import InstanceStatus, instance_states, status_line
 from tgtwatch.structs import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, MemorySource
+from builders import ROOT, MemorySource
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import write
+from builders import write
 
 from tgtwatch.structs import Rule
 from tgtwatch.tgtconf import SourceError
