@@ -54,6 +54,11 @@ def config_path(settings: Settings, name: str) -> Path:
     return settings.state_dir / ENV_SUBDIR / f"{name}.conf"
 
 
+def fresh_token(settings: Settings, name: str) -> Path:
+    """Present from tgtwatch's own render until the unit's ExecStartPre removes it."""
+    return settings.state_dir / ENV_SUBDIR / f"{name}.fresh"
+
+
 def _replace(path: Path, text: str, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -161,6 +161,10 @@ class SystemdBackend:
             return waited
         # Only now: the old port's ExecStop reads the env file until its unit has stopped.
         self._write_env(spec)
+        # Just rendered from this very check: the unit's ExecStartPre consumes the token
+        # instead of validating again in a fresh Python process (about 200 ms per start).
+        fresh = envfile.fresh_token(self.settings, spec.name)
+        fresh.touch(mode=0o600)
         try:
             # Returns once ExecStartPost has set the system ready: the targets are loaded.
             self.systemctl.run("start", unit)
@@ -169,6 +173,8 @@ class SystemdBackend:
             return Outcome(
                 Result.FAILED, f"{unit} did not start: {exc}", self.systemctl.journal_tail(unit)
             )
+        finally:
+            fresh.unlink(missing_ok=True)
         control = TgtControl(spec.control_port, self.programs)
         try:
             portals = control.portals()

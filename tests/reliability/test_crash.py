@@ -29,6 +29,7 @@ import pytest
 from rel_harness import RelWorld, dh, wait_orphans_done
 
 from tgtwatch.state import StateFile, from_json
+from tgtwatch.structs import Applied
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -98,8 +99,10 @@ def check_converged(world: RelWorld, files: Files, pool: list[int], where: str) 
             names,
         )
         assert state == "ready", f"{where}: port {port} is {state}"
-    data = json.loads(StateFile(world.state_dir).path.read_text())
-    applied = from_json(data)
+    path = StateFile(world.state_dir).path
+    # No state file is the empty state (nothing was ever applied, e.g. every file removed
+    # before the first action); tgtwatch reads it so too.
+    applied = from_json(json.loads(path.read_text())) if path.exists() else Applied()
     got = {port: (e.name, e.config) for port, e in applied.entries.items()}
     assert got == {p: (name, world.conf(name)) for p, (name, _) in wanted.items()}, where
 
