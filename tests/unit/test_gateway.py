@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_for
 from tgtwatch import gateway as g
 from tgtwatch.tgtoutput import SystemState
 
@@ -192,10 +192,7 @@ def test_run_timeout_kills_the_whole_group(tmp_path: Path) -> None:
         # a zombie still accepts signal 0; it is gone for our purpose
         return Path(f"/proc/{child}/stat").read_text().split(") ")[1].startswith("Z")
 
-    deadline = time.monotonic() + 10
-    while not child_gone():
-        assert time.monotonic() < deadline, "the timed-out command's child is still alive"
-        time.sleep(0.02)
+    wait_for(child_gone, 10, "the timed-out command's child to be gone")
 
 
 def test_run_missing_program(tmp_path: Path) -> None:
