@@ -9,7 +9,6 @@ import re
 import shutil
 import socket
 import string
-import struct
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from tests.journal_proto import decode_entry
 from tgtwatch.audit import (
     MESSAGE_IDS,
     PRIORITIES,
@@ -99,21 +99,7 @@ def _client(sock: socket.socket) -> JournalClient:
 
 
 def _decode(data: bytes) -> list[tuple[str, str]]:
-    fields: list[tuple[str, str]] = []
-    i = 0
-    while i < len(data):
-        eol = data.index(b"\n", i)
-        line = data[i:eol]
-        if b"=" in line:
-            key, _, value = line.partition(b"=")
-            i = eol + 1
-        else:
-            key = line
-            (size,) = struct.unpack("<Q", data[eol + 1 : eol + 9])
-            value = data[eol + 9 : eol + 9 + size]
-            i = eol + 9 + size + 1
-        fields.append((key.decode(), value.decode()))
-    return fields
+    return [(key, value.decode()) for key, value in decode_entry(data)]
 
 
 # --- the contract's vocabulary ------------------------------------------------------------
