@@ -138,25 +138,53 @@ class SystemdBackend:
             default_portal_port=settings.default_instance.portal.port,
             proc_root=proc_root,
         )
+        # Each costs a systemctl process (~10 ms in the test container) on a start's path:
+        # tgtd pids whose units were seen active (a unit activates once per MainPID), the
+        # units the last observation saw a tgtd in, and the units this backend is stopping.
+        self._lock = threading.Lock()
+        self._settled: set[int] = set()
+        self._units_seen: frozenset[str] = frozenset()
+        self._stopping: set[str] = set()
 
     def observe(self, detail: Collection[int] | None = None) -> Observed:
         observed = self.direct.observe(detail)
-        try:
-            activating = self.systemctl.activating()
-        except SystemctlError:
-            activating = set()
-        instances = {}
-        for port, running in observed.instances.items():
-            unit = unit_of_pid(running.pid, self.proc_root) if running.pid else None
-            instances[port] = replace(
-                running, unit=unit, starting=running.starting or unit in activating
+        units = {
+            port: unit_of_pid(running.pid, self.proc_root) if running.pid else None
+            for port, running in observed.instances.items()
+        }
+        pids = {
+            running.pid: units[port]
+            for port, running in observed.instances.items()
+            if running.pid and (units[port] or "").startswith("tgtd@")
+        }
+        with self._lock:
+            self._settled &= pids.keys()  # a pid seen again after it died is a new tgtd
+            unsettled = pids.keys() - self._settled
+            self._units_seen = frozenset(u for u in units.values() if u is not None)
+        activating: set[str] = set()
+        if unsettled:
+            try:
+                activating = self.systemctl.activating()
+            except SystemctlError:
+                unsettled = set()  # unknown: ask again next time
+            with self._lock:
+                self._settled |= {pid for pid in unsettled if pids[pid] not in activating}
+        instances = {
+            port: replace(
+                running, unit=units[port], starting=running.starting or units[port] in activating
             )
+            for port, running in observed.instances.items()
+        }
         return Observed(instances)
 
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
         unit = unit_for(spec.name)
         started = time.monotonic()
-        waited = self._wait_old_port(unit, spec, cancel)
+        # Only a unit that ran a tgtd when last seen, or that this backend is stopping, can
+        # hold the old port of a port change; asking systemd costs every start ~10 ms.
+        with self._lock:
+            maybe_up = unit in self._units_seen or unit in self._stopping
+        waited = self._wait_old_port(unit, spec, cancel) if maybe_up else None
         if waited is not None:
             return waited
         # Only now: the old port's ExecStop reads the env file until its unit has stopped.
@@ -169,6 +197,8 @@ class SystemdBackend:
             # Returns once ExecStartPost has set the system ready: the targets are loaded.
             self.systemctl.run("start", unit)
             pid = int(self.systemctl.run("show", "-p", "MainPID", "--value", unit).strip() or 0)
+            with self._lock:
+                self._settled.add(pid)  # `systemctl start` returned: no longer activating
         except SystemctlError as exc:
             return Outcome(
                 Result.FAILED, f"{unit} did not start: {exc}", self.systemctl.journal_tail(unit)
@@ -265,6 +295,23 @@ class SystemdBackend:
             or unit == unit_of_pid(os.getpid(), self.proc_root)
         ):
             return self.direct.drain_stop(action, timeout_s, force, cancel)
+        with self._lock:
+            self._stopping.add(unit)
+        try:
+            return self._drain_unit(unit, running.pid or 0, action, timeout_s, force, cancel)
+        finally:
+            with self._lock:
+                self._stopping.discard(unit)
+
+    def _drain_unit(
+        self,
+        unit: str,
+        pid: int,
+        action: DrainStop,
+        timeout_s: float | None,
+        force: bool,
+        cancel: threading.Event,
+    ) -> Outcome:
         control = TgtControl(action.control_port, self.programs)
         waited = self._wait_sessions(control, timeout_s, cancel)
         if waited is not None:
@@ -285,20 +332,18 @@ class SystemdBackend:
                 Result.FAILED,
                 f"{unit} did not stop: {exc}",
                 self.systemctl.journal_tail(unit),
-                running.pid,
+                pid,
             )
         finally:
             marker.unlink(missing_ok=True)
         if result not in ("success", ""):
             return Outcome(
                 Result.PARTIAL,
-                f"{unit} (pid {running.pid}) stopped, but with result '{result}'",
+                f"{unit} (pid {pid}) stopped, but with result '{result}'",
                 self.systemctl.journal_tail(unit),
-                running.pid,
+                pid,
             )
-        return Outcome(
-            Result.OK, f"{unit} (pid {running.pid}) drained and stopped", pid=running.pid
-        )
+        return Outcome(Result.OK, f"{unit} (pid {pid}) drained and stopped", pid=pid)
 
     def _wait_sessions(
         self, control: TgtControl, timeout_s: float | None, cancel: threading.Event

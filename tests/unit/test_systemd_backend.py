@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import threading
 from pathlib import Path
 
 from tgtwatch.backend import Result
+from tgtwatch.gateway import TgtPrograms
 from tgtwatch.settings import Settings
-from tgtwatch.structs import InstanceKind, InstanceSpec
+from tgtwatch.structs import DrainStop, InstanceKind, InstanceSpec
 from tgtwatch.systemd_backend import Systemctl, SystemdBackend, unit_of_pid
 
 
@@ -99,3 +102,143 @@ def test_the_wait_ends_when_cancelled(tmp_path: Path) -> None:
     outcome = b._wait_old_port("tgtd@delta.service", spec(3401), cancel)
     assert outcome is not None and outcome.result is Result.FAILED
     assert "control port 3400" in outcome.message
+
+
+class CountingSystemctl(Systemctl):
+    """`list-units` answers the units in `activating`; `show` answers inactive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        object.__setattr__(self, "activating_units", set())
+        object.__setattr__(self, "calls", [])
+
+    def run(self, *args: str) -> str:
+        self.calls.append(args)  # type: ignore[attr-defined]
+        if args[0] == "list-units":
+            units: set[str] = self.activating_units  # type: ignore[attr-defined]
+            return "".join(f"{u} loaded activating start\n" for u in sorted(units))
+        if args[0] == "show":
+            return "0\n" if "--value" in args else "ActiveState=inactive\nMainPID=0\n"
+        return ""
+
+
+def unit_tgtd(proc: Path, pid: int, control_port: int, unit: str) -> None:
+    fake_tgtd(proc, pid, control_port)
+    (proc / str(pid) / "comm").write_text("tgtd\n")
+    (proc / str(pid) / "cgroup").write_text(f"0::/system.slice/system-tgtd.slice/{unit}\n")
+
+
+def counting_backend(tmp_path: Path) -> tuple[SystemdBackend, CountingSystemctl, Path]:
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    systemctl = CountingSystemctl()
+    settings = Settings(state_dir=tmp_path / "run")
+    programs = TgtPrograms("/bin/false", "/bin/false", "/bin/false")  # no tgtd answers
+    backend = SystemdBackend(settings, programs=programs, systemctl=systemctl, proc_root=proc)
+    return backend, systemctl, proc
+
+
+def asked(systemctl: CountingSystemctl, verb: str) -> int:
+    calls: list[tuple[str, ...]] = systemctl.calls  # type: ignore[attr-defined]
+    return sum(1 for c in calls if c[0] == verb)
+
+
+def test_an_activating_unit_is_starting_until_systemd_says_it_is_active(tmp_path: Path) -> None:
+    b, systemctl, proc = counting_backend(tmp_path)
+    unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
+    systemctl.activating_units.add("tgtd@delta.service")  # type: ignore[attr-defined]
+    assert b.observe(()).instances[3400].starting
+    assert b.observe(()).instances[3400].starting
+    systemctl.activating_units.clear()  # type: ignore[attr-defined]
+    running = b.observe(()).instances[3400]
+    assert not running.starting and running.unit == "tgtd@delta.service"
+    assert asked(systemctl, "list-units") == 3
+
+
+def test_a_settled_tgtd_costs_no_systemctl_call(tmp_path: Path) -> None:
+    b, systemctl, proc = counting_backend(tmp_path)
+    unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
+    for _ in range(3):
+        assert not b.observe(()).instances[3400].starting
+    assert asked(systemctl, "list-units") == 1
+
+
+def test_a_new_tgtd_on_a_pid_seen_before_is_asked_about_again(tmp_path: Path) -> None:
+    b, systemctl, proc = counting_backend(tmp_path)
+    unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
+    b.observe(())
+    shutil.rmtree(proc / "60")
+    assert b.observe(()).instances == {}
+    unit_tgtd(proc, 60, 3400, "tgtd@delta.service")  # the pid came round again
+    systemctl.activating_units.add("tgtd@delta.service")  # type: ignore[attr-defined]
+    assert b.observe(()).instances[3400].starting
+    assert asked(systemctl, "list-units") == 2
+
+
+def test_only_tgtd_units_are_asked_about(tmp_path: Path) -> None:
+    b, systemctl, proc = counting_backend(tmp_path)
+    unit_tgtd(proc, 61, 3260, "tgt.service")
+    assert b.observe(()).instances[3260].unit == "tgt.service"
+    assert asked(systemctl, "list-units") == 0
+
+
+def test_a_start_asks_for_the_old_unit_only_when_it_may_be_up(tmp_path: Path) -> None:
+    """Unseen and not being stopped: straight to `systemctl start` (no `show` first)."""
+    b, systemctl, proc = counting_backend(tmp_path)
+    new = dataclasses.replace(spec(3401), text="<target iqn.2026-11.t:delta>\n</target>\n")
+    b.start(new, threading.Event())
+    calls: list[tuple[str, ...]] = systemctl.calls  # type: ignore[attr-defined]
+    assert calls[0] == ("start", "tgtd@delta.service")
+    unit_tgtd(proc, 60, 3400, "tgtd@delta.service")  # now seen running the old port
+    b.observe(())
+    calls.clear()
+    b.start(new, threading.Event())
+    assert calls[0][0] == "show" and calls[1] == ("start", "tgtd@delta.service")
+
+
+class StoppingSystemctl(CountingSystemctl):
+    """The first `stop` blocks until released, as systemctl does while ExecStop drains."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        object.__setattr__(self, "in_stop", threading.Event())
+        object.__setattr__(self, "release", threading.Event())
+
+    def run(self, *args: str) -> str:
+        if args[0] == "stop" and not self.in_stop.is_set():  # type: ignore[attr-defined]
+            self.in_stop.set()  # type: ignore[attr-defined]
+            assert self.release.wait(10)  # type: ignore[attr-defined]
+        return super().run(*args)
+
+
+def test_a_start_waits_for_a_unit_this_backend_is_stopping(tmp_path: Path) -> None:
+    """tgtd has exited but `systemctl stop` has not returned (ExecStop still runs): a
+    start must ask systemd first, though no observation shows the unit any more."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    systemctl = StoppingSystemctl()
+    programs = TgtPrograms("/bin/false", "/bin/true", "/bin/false")  # tgtadm: no sessions
+    b = SystemdBackend(
+        Settings(state_dir=tmp_path / "run"), programs=programs, systemctl=systemctl, proc_root=proc
+    )
+    unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
+    drain = threading.Thread(
+        target=b.drain_stop,
+        args=(DrainStop(3400, 3400, "delta", spec(3400).config), None, False, threading.Event()),
+    )
+    drain.start()
+    try:
+        assert systemctl.in_stop.wait(10)  # type: ignore[attr-defined]
+        shutil.rmtree(proc / "60")
+        b.observe(())  # the unit is no longer seen
+        calls: list[tuple[str, ...]] = systemctl.calls  # type: ignore[attr-defined]
+        calls.clear()
+        new = dataclasses.replace(spec(3401), text="<target iqn.2026-11.t:delta>\n</target>\n")
+        b.start(new, threading.Event())
+        assert calls[0][0] == "show"
+    finally:
+        systemctl.release.set()  # type: ignore[attr-defined]
+        drain.join(10)
+    calls.clear()
+    b.start(new, threading.Event())  # stopped: no longer asked about
+    assert calls[0] == ("start", "tgtd@delta.service")
