@@ -11,16 +11,12 @@ from typing import Protocol, TextIO
 
 from tgtwatch import __version__, commands, envfile, install, inventory
 from tgtwatch.app import make_backend
+from tgtwatch.exits import EXIT_INTERNAL, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 from tgtwatch.plan import plan
 from tgtwatch.report import plan_json, plan_lines
 from tgtwatch.settings import DEFAULT_SETTINGS_PATH, Settings, SettingsError, load
 from tgtwatch.state import StateError, StateFile
 from tgtwatch.structs import Observed
-
-EXIT_OK = 0
-EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
-EXIT_INTERNAL = 70  # EX_SOFTWARE
 
 
 class _Parser(argparse.ArgumentParser):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -13,20 +14,40 @@ from tgtwatch import inventory
 from tgtwatch.app import make_backend, make_reconciler
 from tgtwatch.audit import AuditAction, AuditRecord
 from tgtwatch.backend import Outcome, Result
+from tgtwatch.exits import EXIT_BUSY, EXIT_OK, EXIT_PROBLEMS
+from tgtwatch.lock import Holder, LockBusy, StateLock
 from tgtwatch.reconcile import ActionReport
 from tgtwatch.report import problem_json
 from tgtwatch.settings import DrainTimeoutPolicy, Settings
 from tgtwatch.state import StateFile
 from tgtwatch.status import instance_states, status_line
 from tgtwatch.structs import Applied, DrainStop
-from tgtwatch.systemd_backend import stop_marker
+from tgtwatch.systemd_backend import stop_marker, unit_of_pid
 
-EXIT_OK = 0
-EXIT_PROBLEMS = 1
+
+def busy_line(holder: Holder, what: str) -> str:
+    """Why a command did nothing: another tgtwatch holds state_dir/lock."""
+    if holder.command == "run":
+        return (
+            f"tgtwatch: {holder} manages this host and applies every change itself; "
+            f"{what} (`tgtwatch status` shows where it stands)"
+        )
+    return f"tgtwatch: {holder} holds the lock; {what}, or try again when it has finished"
 
 
 def apply(settings: Settings, out: TextIO, err: TextIO) -> int:
     """One reconcile cycle; 0 when the host now matches the files, 1 otherwise."""
+    lock = StateLock(settings.state_dir)
+    try:
+        lock.acquire("apply")
+    except LockBusy as busy:
+        print(busy_line(busy.holder, "nothing applied"), file=err)
+        return EXIT_BUSY
+    with lock:
+        return _apply(settings, out, err)
+
+
+def _apply(settings: Settings, out: TextIO, err: TextIO) -> int:
     reconciler = make_reconciler(settings, stderr=err, keep_draining=False)
     if reconciler.state_warning:
         print(f"tgtwatch: {reconciler.state_warning}", file=err)
@@ -114,6 +135,13 @@ def drain(
     settings: Settings, port: int, timeout_s: float | None, force: bool, out: TextIO, err: TextIO
 ) -> int:
     """Drain and stop the tgtd on one port now (the unit's ExecStop runs this)."""
+    holder = StateLock(settings.state_dir).holder()
+    in_unit = (unit_of_pid(os.getpid()) or "").startswith("tgtd@")
+    if holder is not None and not in_unit:
+        # The daemon would start the port again while its file exists (and a drain it
+        # runs itself would race this one); the unit's own ExecStop is how it stops units.
+        print(busy_line(holder, f"port {port} not drained: delete its file instead"), file=err)
+        return EXIT_BUSY
     backend = make_backend(settings)
     running = backend.observe((port,)).instances.get(port)
     if running is None:

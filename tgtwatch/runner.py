@@ -10,6 +10,8 @@ from typing import TextIO
 from tgtwatch.app import make_reconciler
 from tgtwatch.daemon import Daemon, managed_pids
 from tgtwatch.direct import DirectBackend
+from tgtwatch.exits import EXIT_BUSY
+from tgtwatch.lock import LockBusy, StateLock
 from tgtwatch.notify import SystemdNotifier, watchdog_interval
 from tgtwatch.settings import Settings, load
 from tgtwatch.structs import Desired, Observed
@@ -19,6 +21,21 @@ from tgtwatch.watch import make_watcher
 
 def run(settings_path: Path, settings: Settings, err: TextIO) -> int:
     """The daemon, in the foreground, until SIGTERM or SIGINT."""
+    # First, before any signal handler: a blocked flock must still die on SIGTERM.
+    lock = StateLock(settings.state_dir)
+    try:
+        lock.acquire("run")
+    except LockBusy as busy:
+        if busy.holder.command == "run":
+            print(f"tgtwatch: {busy}: a daemon already runs; not starting another", file=err)
+            return EXIT_BUSY
+        print(f"tgtwatch: waiting for {busy.holder} to finish", file=err, flush=True)
+        lock.acquire("run", wait=True)
+    with lock:
+        return _run(settings_path, settings, err)
+
+
+def _run(settings_path: Path, settings: Settings, err: TextIO) -> int:
     env = dict(os.environ)
     # Children must never see these: tgtd would tell systemd that *tgtwatch* is ready.
     for name in ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"):

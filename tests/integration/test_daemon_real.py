@@ -24,6 +24,7 @@ from daemon_harness import (
     AUDIT_LOG_KEYS,
     JOURNAL_FIELDS,
     REAL,
+    TGTWATCH,
     Daemon,
     DaemonWorld,
     Record,
@@ -40,6 +41,7 @@ from daemon_harness import (
 )
 
 from tgtwatch.audit import MESSAGE_IDS, PRIORITIES, AuditAction, AuditResult
+from tgtwatch.exits import EXIT_BUSY
 
 pytestmark = pytest.mark.integration
 
@@ -584,3 +586,30 @@ exec {REAL.tgtd} "$@"
     assert world.status()["broken"]["state"] == "failed"
     assert "1 failed" in wait_status(daemon, "failed")
     assert doomed not in world.pids()
+
+
+def test_one_writer_per_state_dir_and_no_stale_lock_after_kill_9(world: DaemonWorld) -> None:
+    """A second daemon, an apply and a drain while a daemon runs do nothing and exit 75;
+    a daemon killed with SIGKILL leaves no lock behind (the kernel drops the flock)."""
+    port = world.reserve_port()
+    world.write_instance("solo", port)
+    first = world.start()
+    pid = world.pids()[port]
+    tool = [str(TGTWATCH), "-c", str(world.settings_path)]
+    second = world.start(wait_ready=False)
+    assert second.proc.wait(30) == EXIT_BUSY, second.log()
+    assert f"held by tgtwatch run (pid {first.pid})" in second.log()
+    for argv in (["apply"], ["drain", "--port", str(port)]):
+        done = run_tool([*tool, *argv])
+        assert done.returncode == EXIT_BUSY, done
+        assert f"tgtwatch run (pid {first.pid}) manages this host" in done.stderr, done
+    assert world.pids() == {port: pid}, "a refused command touched the tgtd"
+    assert listed_targets(port) == [iqn("solo")]
+
+    first.proc.kill()
+    first.proc.wait(30)
+    done = run_tool([*tool, "apply"])
+    assert (done.returncode, done.stdout.strip()) == (0, "nothing to do"), done
+    third = world.start()
+    wait_status(third, "1 running")
+    assert world.pids() == {port: pid}

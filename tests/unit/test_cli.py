@@ -14,7 +14,8 @@ import pytest
 from builders import instance_text, write
 
 from tgtwatch import __version__, cli
-from tgtwatch.cli import EXIT_INTERNAL, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, main
+from tgtwatch.cli import main
+from tgtwatch.exits import EXIT_INTERNAL, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 from tgtwatch.structs import Observed
 
 REPO = Path(__file__).resolve().parents[2]
