@@ -13,11 +13,11 @@ from pathlib import Path
 
 from tgtwatch import envfile
 from tgtwatch.backend import Outcome, Result
-from tgtwatch.direct import DRAIN_POLL_S, DirectBackend, portal_listens
+from tgtwatch.direct import DirectBackend, portal_listens
 from tgtwatch.gateway import TgtCommandError, TgtControl, TgtPrograms, child_env
 from tgtwatch.settings import Settings
 from tgtwatch.structs import DrainStop, InstanceKind, InstanceSpec, Observed
-from tgtwatch.tgtoutput import SystemState, parse_tgtd_cmdline
+from tgtwatch.tgtoutput import parse_tgtd_cmdline
 
 UNIT_TEMPLATE = "tgtd@{name}.service"
 SYSTEMCTL_TIMEOUT_S = 120.0
@@ -312,16 +312,17 @@ class SystemdBackend:
         force: bool,
         cancel: threading.Event,
     ) -> Outcome:
-        control = TgtControl(action.control_port, self.programs)
-        waited = self._wait_sessions(control, timeout_s, cancel)
-        if waited is not None:
-            if not waited.draining or not force or cancel.is_set():
-                return waited
-            self.direct.drain_stop(action, 0.0, True, cancel)  # force: cut the sessions off
+        # Drained here, as the direct backend drains: the port closes the moment tgtd
+        # exits, not after ExecStop's fresh Python process (~150 ms) has done the same.
+        # tgtd exits with code 0, so Restart=on-failure leaves it be.
+        drained = self.direct.drain_stop(action, timeout_s, force, cancel)
+        if drained.draining or drained.result is Result.FAILED:
+            return drained  # the unit keeps running, offline; the next cycle tries again
         marker = stop_marker(self.settings.state_dir, action.port)
         try:
-            # ExecStop (`tgtwatch drain`) finds no sessions: removes the targets, tgtd exits.
-            # The marker tells it that this daemon audits the stop (one record per action).
+            # ExecStop (`tgtwatch drain`) finds nothing left to drain. `systemctl stop`
+            # marks the unit stopped (and cancels the auto-restart of a tgtd the drain had
+            # to kill). The marker keeps ExecStop from auditing a stop this daemon audits.
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
             self.systemctl.run("stop", unit)
@@ -343,23 +344,11 @@ class SystemdBackend:
                 self.systemctl.journal_tail(unit),
                 pid,
             )
-        return Outcome(Result.OK, f"{unit} (pid {pid}) drained and stopped", pid=pid)
-
-    def _wait_sessions(
-        self, control: TgtControl, timeout_s: float | None, cancel: threading.Event
-    ) -> Outcome | None:
-        """Offline (no new logins), then wait for sessions; None once there are none."""
-        try:
-            control.set_state(SystemState.OFFLINE)
-            deadline = None if timeout_s is None else time.monotonic() + timeout_s
-            while sessions := sum(t.sessions for t in control.targets()):
-                if cancel.is_set() or (deadline is not None and time.monotonic() >= deadline):
-                    return Outcome(
-                        Result.PARTIAL,
-                        f"{sessions} sessions remain; port stays offline",
-                        draining=True,
-                    )
-                cancel.wait(DRAIN_POLL_S)
-        except TgtCommandError as exc:
-            return Outcome(Result.FAILED, f"drain failed: {exc}", exc.output)
-        return None
+        if drained.result is not Result.OK:
+            return replace(drained, message=f"{unit}: {drained.message}; unit stopped")
+        forced = drained.message.partition("; ")[2]  # "N sessions cut off (force)"
+        return Outcome(
+            Result.OK,
+            f"{unit} (pid {pid}) drained and stopped{'; ' + forced if forced else ''}",
+            pid=pid,
+        )

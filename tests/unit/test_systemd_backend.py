@@ -7,10 +7,10 @@ import shutil
 import threading
 from pathlib import Path
 
-from tgtwatch.backend import Result
+from tgtwatch.backend import Outcome, Result
 from tgtwatch.gateway import TgtPrograms
 from tgtwatch.settings import Settings
-from tgtwatch.structs import DrainStop, InstanceKind, InstanceSpec
+from tgtwatch.structs import DrainStop, InstanceKind, InstanceSpec, Observed, ObservedInstance
 from tgtwatch.systemd_backend import Systemctl, SystemdBackend, unit_of_pid
 
 
@@ -217,11 +217,12 @@ def test_a_start_waits_for_a_unit_this_backend_is_stopping(tmp_path: Path) -> No
     proc = tmp_path / "proc"
     proc.mkdir()
     systemctl = StoppingSystemctl()
-    programs = TgtPrograms("/bin/false", "/bin/true", "/bin/false")  # tgtadm: no sessions
+    programs = TgtPrograms("/bin/false", "/bin/false", "/bin/false")  # no tgtd answers
     b = SystemdBackend(
         Settings(state_dir=tmp_path / "run"), programs=programs, systemctl=systemctl, proc_root=proc
     )
     unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
+    b.direct = DrainingDirect(Outcome(Result.OK, "drained", pid=60))  # type: ignore[assignment]
     drain = threading.Thread(
         target=b.drain_stop,
         args=(DrainStop(3400, 3400, "delta", spec(3400).config), None, False, threading.Event()),
@@ -242,3 +243,89 @@ def test_a_start_waits_for_a_unit_this_backend_is_stopping(tmp_path: Path) -> No
     calls.clear()
     b.start(new, threading.Event())  # stopped: no longer asked about
     assert calls[0] == ("start", "tgtd@delta.service")
+
+
+class DrainingDirect:
+    """The direct backend's drain, faked: it ends as told and records that it ran."""
+
+    def __init__(self, ends: Outcome) -> None:
+        self.ends = ends
+        self.drains = 0
+
+    def observe(self, detail: object = None) -> Observed:
+        return Observed({3400: ObservedInstance(3400, 3400, 60)})
+
+    def drain_stop(self, *args: object) -> Outcome:
+        self.drains += 1
+        return self.ends
+
+
+class ResultSystemctl(CountingSystemctl):
+    def __init__(self, result: str) -> None:
+        super().__init__()
+        object.__setattr__(self, "result", result)
+
+    def run(self, *args: str) -> str:
+        if args[0] == "show" and "--property=Result" in args:
+            self.calls.append(args)  # type: ignore[attr-defined]
+            return f"Result={self.result}\n"  # type: ignore[attr-defined]
+        return super().run(*args)
+
+
+def drain_with(tmp_path: Path, ends: Outcome, result: str = "success") -> tuple[Outcome, list[str]]:
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
+    systemctl = ResultSystemctl(result)
+    b = SystemdBackend(Settings(state_dir=tmp_path / "run"), systemctl=systemctl, proc_root=proc)
+    direct = DrainingDirect(ends)
+    b.direct = direct  # type: ignore[assignment]
+    action = DrainStop(3400, 3400, "delta", spec(3400).config)
+    outcome = b.drain_stop(action, 5.0, False, threading.Event())
+    assert direct.drains == 1
+    calls: list[tuple[str, ...]] = systemctl.calls  # type: ignore[attr-defined]
+    assert not (tmp_path / "run" / "stopping" / "3400").exists()
+    return outcome, [c[0] for c in calls]
+
+
+def test_a_drained_unit_is_stopped_by_systemctl(tmp_path: Path) -> None:
+    outcome, verbs = drain_with(
+        tmp_path, Outcome(Result.OK, "tgtd pid 60 drained and exited after 0.1 s", pid=60)
+    )
+    assert verbs == ["stop", "show"]
+    assert (outcome.result, outcome.message) == (
+        Result.OK,
+        "tgtd@delta.service (pid 60) drained and stopped",
+    )
+
+
+def test_a_forced_drain_says_how_many_sessions_it_cut_off(tmp_path: Path) -> None:
+    cut = "tgtd pid 60 drained and exited after 5.0 s; 2 sessions cut off (force)"
+    outcome, _ = drain_with(tmp_path, Outcome(Result.OK, cut, pid=60))
+    assert outcome.message.endswith("drained and stopped; 2 sessions cut off (force)")
+
+
+def test_sessions_that_remain_leave_the_unit_running(tmp_path: Path) -> None:
+    remains = Outcome(Result.PARTIAL, "1 sessions remain", pid=60, draining=True)
+    outcome, verbs = drain_with(tmp_path, remains)
+    assert outcome == remains and verbs == []
+
+
+def test_a_failed_drain_leaves_the_unit_running_for_the_next_cycle(tmp_path: Path) -> None:
+    failed = Outcome(Result.FAILED, "drain failed: tgtadm: exit 107", pid=60)
+    outcome, verbs = drain_with(tmp_path, failed)
+    assert outcome == failed and verbs == []
+
+
+def test_a_tgtd_the_drain_had_to_kill_is_stopped_before_it_restarts(tmp_path: Path) -> None:
+    killed = Outcome(Result.PARTIAL, "tgtd pid 60 did not exit after delete system: killed")
+    outcome, verbs = drain_with(tmp_path, killed)
+    assert verbs == ["stop", "show"]  # Restart=on-failure would bring a killed tgtd back
+    assert outcome.result is Result.PARTIAL
+    assert outcome.message == f"tgtd@delta.service: {killed.message}; unit stopped"
+
+
+def test_a_unit_that_stopped_badly_is_partial(tmp_path: Path) -> None:
+    outcome, _ = drain_with(tmp_path, Outcome(Result.OK, "drained", pid=60), result="exit-code")
+    assert outcome.result is Result.PARTIAL
+    assert "stopped, but with result 'exit-code'" in outcome.message
