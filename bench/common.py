@@ -96,7 +96,7 @@ class PortPool:
             except BlockingIOError:
                 lock.close()
                 continue
-            if dh._port_is_free(port):
+            if dh.port_is_free(port):
                 self._locks[port] = lock
                 self._free.append(port)
             else:
@@ -382,7 +382,7 @@ class BenchWorld(dh.DaemonWorld):
 def bench_world(tag: str) -> Any:
     root = Path(tempfile.mkdtemp(prefix=f"twbench-{tag}.", dir="/var/tmp"))
     sock_dir = Path(tempfile.mkdtemp(prefix="twb", dir="/tmp"))
-    world = BenchWorld(root / "tw", sock_dir)
+    world = BenchWorld(root / "tw", sock_dir=sock_dir)
     try:
         yield world
     finally:

@@ -317,6 +317,7 @@ def plots(res: dict[str, Any], outdir: Path) -> list[str]:
     except ImportError:
         log("matplotlib not installed: no plots")
         return []
+    outdir.mkdir(parents=True, exist_ok=True)
     made = []
     life, sd = res.get("lifecycle"), res.get("systemd")
     if life:

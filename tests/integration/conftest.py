@@ -6,8 +6,6 @@ The classes behind them live in tgtd_harness.py: import them from there, never f
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,29 +13,15 @@ import pytest
 
 # tgtwatch-on-real-tgtd fixtures (ports 13100-13199): tree, initiators, child_subreaper
 from instances import child_subreaper, initiators, tree  # noqa: F401
-from tgtd_harness import RunningTgtd, SessionHolder, TgtdFactory
+from tgtd_harness import (  # noqa: F401
+    RunningTgtd,
+    SessionHolder,
+    TgtdFactory,
+    iscsi_tools_fixture,
+    tgt_programs_fixture,
+)
 
 from tgtwatch import gateway as g
-
-
-@pytest.fixture(scope="session")
-def tgt_programs() -> g.TgtPrograms:
-    """The real tgt programs; skips every test that needs them when they cannot be used."""
-    if os.geteuid() != 0:
-        pytest.skip("integration tests with tgtd need root")
-    programs = g.TgtPrograms()
-    for path in (programs.tgtd, programs.tgtadm, programs.tgt_admin):
-        if not (Path(path).is_file() and os.access(path, os.X_OK)):
-            pytest.skip(f"{Path(path).name} is not installed")
-    return programs
-
-
-@pytest.fixture(scope="session")
-def iscsi_tools() -> None:
-    """libiscsi's command-line initiator (iscsi-ls, iscsi-inq, iscsi-perf)."""
-    for name in ("iscsi-ls", "iscsi-inq", "iscsi-perf"):
-        if shutil.which(name) is None:
-            pytest.skip(f"{name} (libiscsi-bin) is not installed")
 
 
 @pytest.fixture

@@ -14,27 +14,19 @@ tmp_path), an instances directory, sparse backing files, and instance ports rese
 condition variable with a deadline: nothing here sleeps a fixed time.
 
 Cleanup (the fixture's finalizer, also when the test failed): SIGTERM to every daemon still
-running, wait with a deadline (SIGKILL after it), then stop every tgtd whose *control
-port* is one of the test's reserved ports — the only tgtds this test can have caused,
-wherever they listen — and never any other: `tgt-admin -f --update ALL -c /dev/null`
-(drops targets and sessions), `tgtadm --op delete --mode system`, SIGKILL as last resort;
-in parallel, since a test may leave 200 of them.
+running, wait with a deadline (SIGKILL after it), then `TgtTree.stop_tgtds` (tgt_tree.py):
+only the tgtds on the test's own control ports, never any other.
 
-Zombies: PID 1 in this sandbox does not reap orphans. The daemon's tgtds are its children
-(the direct backend spawns them); when the daemon exits they are orphaned and would stay
-zombies forever once they exit. The `world` fixture therefore makes the pytest process a
-child subreaper (prctl PR_SET_CHILD_SUBREAPER) for the duration of the test: orphans of
-its descendants become pytest's children, and the finalizer reaps them — only zombies
-named `tgtd` or `tgtd-killer` (the fault-injection helper below), by pid, never
-`waitpid(-1)`, which would steal the exit status of the daemon's or the tools' Popen.
+Zombies: the daemon's tgtds are its children (the direct backend spawns them); when the
+daemon exits they are orphaned. The `world` fixture makes the pytest process a child
+subreaper for the duration of the test and reaps zombies named `tgtd` or `tgtd-killer`
+(the fault-injection helper below) by pid (tgt_tree.py says why).
 """
 
 from __future__ import annotations
 
 import array
 import contextlib
-import ctypes
-import fcntl
 import hashlib
 import io
 import json
@@ -44,34 +36,41 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from journal_proto import decode_entry
+from tgt_tree import (
+    REAL,
+    TGTWATCH,
+    TgtTree,
+    listed_targets,
+    portal_url,
+    proc_stat,
+    process_gone,
+    reap_orphans,
+    run_tool,
+    set_child_subreaper,
+    stop_tgtd,
+    tgtd_pids,
+)
 
 # tgtd_harness puts tests/ on sys.path: helpers and journal_proto import from there.
-from tgtd_harness import PORT_LOCK_DIR, TGTD_RUN_DIR, wait_for
+from tgtd_harness import port_is_free, reserve_port, wait_for
 
 from tgtwatch import cli
 from tgtwatch import gateway as g
-from tgtwatch.direct import scan_tgtd, wait_exit
+from tgtwatch.direct import scan_tgtd
 
 DAEMON_PORTS = range(13200, 13400)
-TGTWATCH = Path(sys.executable).parent / "tgtwatch"
-PR_SET_CHILD_SUBREAPER = 36
-STOP_TIMEOUT_S = 15.0
 DAEMON_EXIT_TIMEOUT_S = 30.0
 IQN_PREFIX = "iqn.2026-11.test.tgtwatch-daemon"
-# The real programs (pytest's PATH has no wrappers): what wrappers exec and cleanup uses.
-REAL = g.TgtPrograms()
 # The fields DESIGN.md's contract promises in every audit record sent to the journal.
 JOURNAL_FIELDS = (
     "SYSLOG_IDENTIFIER",
@@ -113,27 +112,6 @@ def config_digest(path: Path) -> str:
 # processes
 
 
-def set_child_subreaper(on: bool) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), "prctl(PR_SET_CHILD_SUBREAPER)")
-
-
-def proc_stat(pid: int) -> list[str] | None:
-    """/proc/PID/stat split after the comm: [state, ppid, ...]; None when there is none."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return [text[text.index("(") + 1 : text.rindex(")")], *text[text.rindex(")") + 2 :].split()]
-
-
-def process_gone(pid: int) -> bool:
-    fields = proc_stat(pid)
-    return fields is None or fields[1] in ("Z", "X")
-
-
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a live process (all its threads), in seconds."""
     fields = proc_stat(pid)
@@ -150,115 +128,8 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def reap_orphans(names: Sequence[str] = ("tgtd", "tgtd-killer")) -> list[int]:
-    """Collect zombies that are pytest's children (orphans handed to the subreaper)."""
-    me = os.getpid()
-    reaped = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = proc_stat(int(entry))
-        if fields is None or fields[0] not in names or fields[1] != "Z" or int(fields[2]) != me:
-            continue
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(int(entry), os.WNOHANG)
-            reaped.append(int(entry))
-    return reaped
-
-
-def tgtd_pids(control_ports: Sequence[int] | range) -> dict[int, int]:
-    """Live tgtds by control port, for these control ports only."""
-    wanted = set(control_ports)
-    return {p.cmdline.control_port: p.pid for p in scan_tgtd() if p.cmdline.control_port in wanted}
-
-
-def stop_tgtd(control_port: int, pid: int) -> None:
-    """Remove every target (dropping sessions), delete the system, SIGKILL as last resort."""
-    control = g.TgtControl(control_port, REAL, timeout_s=30)
-    with contextlib.suppress(g.TgtCommandError):
-        control.remove_all(force=True)
-    with contextlib.suppress(g.TgtCommandError):
-        control.delete_system()
-    if not wait_exit(pid, STOP_TIMEOUT_S):
-        # Only this pid: it runs with one of our reserved control ports.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        wait_exit(pid, STOP_TIMEOUT_S)
-
-
-def _port_is_free(port: int) -> bool:
-    """No tgtd answers on the control socket and 127.0.0.1:port can be listened on.
-
-    Unlike tgtd_harness._port_is_free, the probe binds with SO_REUSEADDR, as tgtd does:
-    connections of an earlier test (iscsi-ls, a killed tgtd) linger in TIME_WAIT for a
-    minute and would make a plain bind fail although tgtd can listen there.
-    """
-    sock_path = TGTD_RUN_DIR / f"socket.{port}"
-    if sock_path.exists():
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(str(sock_path))
-                return False
-            except OSError:
-                pass  # stale socket left by an exited tgtd
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-            probe.listen(1)
-        except OSError:
-            return False
-    return True
-
-
-def reserve_port(ports: range, held: Mapping[int, object]) -> tuple[int, IO[str]]:
-    """Lock a port of `ports` not in `held` that is free; the same lock files as
-    tgtd_harness.reserve_port (cooperative between concurrent pytest runs)."""
-    PORT_LOCK_DIR.mkdir(mode=0o755, exist_ok=True)
-    for port in ports:
-        if port in held:
-            continue
-        lock = (PORT_LOCK_DIR / f"{port}.lock").open("w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        if _port_is_free(port):
-            return port, lock
-        lock.close()
-    raise RuntimeError(f"no free test port in {ports.start}-{ports.stop - 1}")
-
-
 # ---------------------------------------------------------------------------
 # the initiator
-
-
-def run_tool(argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(argv),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
-def portal_url(port: int, target: str = "", lun: int | None = None) -> str:
-    url = f"iscsi://127.0.0.1:{port}/{target}"
-    return f"{url}/{lun}" if lun is not None else url
-
-
-def listed_targets(port: int) -> list[str]:
-    """The targets an initiator discovers on the portal (iscsi-ls must succeed)."""
-    done = run_tool(["iscsi-ls", "-s", portal_url(port)])
-    assert done.returncode == 0, f"iscsi-ls on {port}: {done.stdout}{done.stderr}"
-    return sorted(
-        line.split()[0].removeprefix("Target:")
-        for line in done.stdout.splitlines()
-        if line.startswith("Target:")
-    )
 
 
 def lun_answers(port: int, target: str, lun: int) -> bool:
@@ -496,41 +367,19 @@ class Daemon:
 # the world
 
 
-@dataclass
-class DaemonWorld:
+@dataclass(kw_only=True)
+class DaemonWorld(TgtTree):
     """One test's tgtwatch tree, daemons and ports; see the module docstring."""
 
-    root: Path
+    PORTS = DAEMON_PORTS
+    IQN_PREFIX = IQN_PREFIX
+
     sock_dir: Path
-    settings: dict[str, Any] = field(default_factory=dict)
-    ports: list[int] = field(default_factory=list)
     daemons: list[Daemon] = field(default_factory=list)
-    _locks: dict[int, IO[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for d in (self.instances_dir, self.tgt_dir, self.backing_dir, self.staging_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        self.bin_dir.mkdir(exist_ok=True)
-        self.write_settings()
-
-    # -- paths and settings --
-
-    @property
-    def instances_dir(self) -> Path:
-        return self.root / "conf.d"
-
-    @property
-    def staging_dir(self) -> Path:
-        """Same file system as instances_dir: files are written here, then moved in."""
-        return self.root / "staging"
-
-    @property
-    def tgt_dir(self) -> Path:
-        return self.root / "tgt"
-
-    @property
-    def backing_dir(self) -> Path:
-        return self.root / "backing"
+        self.bin_dir.mkdir(parents=True, exist_ok=True)
+        super().__post_init__()
 
     @property
     def bin_dir(self) -> Path:
@@ -538,81 +387,17 @@ class DaemonWorld:
         return self.root / "bin"
 
     @property
-    def state_dir(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def audit_log(self) -> Path:
-        return self.root / "audit.jsonl"
-
-    @property
     def metrics_file(self) -> Path:
         return self.root / "tgtwatch.prom"
 
-    @property
-    def settings_path(self) -> Path:
-        return self.root / "tgtwatch.yaml"
-
-    def write_settings(self, **overrides: Any) -> None:
-        self.settings.update(overrides)
-        body: dict[str, Any] = {
-            "tgt_dir": str(self.tgt_dir),
-            "instances_dir": str(self.instances_dir),
-            "backend": "direct",
-            "default_instance": {"manage": False},
+    def default_settings(self) -> dict[str, Any]:
+        return {
+            **super().default_settings(),
             "debounce_ms": 100,
-            "state_dir": str(self.state_dir),
             "drain_timeout_s": 2,
             "on_drain_timeout": "force",
-            "audit_log": str(self.audit_log),
             "metrics_file": str(self.metrics_file),
-            **self.settings,
         }
-        self.settings_path.write_text(json.dumps(body, indent=1) + "\n")  # JSON is YAML
-
-    # -- ports, backing files, instance files --
-
-    def reserve_port(self) -> int:
-        port, lock = reserve_port(DAEMON_PORTS, self._locks)
-        self._locks[port] = lock
-        self.ports.append(port)
-        return port
-
-    def backing(self, name: str, size: int = 1 << 20) -> Path:
-        """A sparse backing file, created once (never truncated: it may be a LUN in use)."""
-        path = self.backing_dir / name
-        with path.open("ab") as f:
-            if f.tell() == 0:
-                f.truncate(size)
-        return path
-
-    def instance_text(
-        self, name: str, port: int, targets: Mapping[str, Sequence[Path]] | None = None
-    ) -> str:
-        if targets is None:
-            targets = {iqn(name): [self.backing(f"{name}-1.img")]}
-        lines = [f'SOCKET_OPTS="{port}"', f'PORTAL_OPTS="127.0.0.1:{port}"', ""]
-        for target, stores in targets.items():
-            lines.append(f"<target {target}>")
-            lines += [f"    backing-store {store}" for store in stores]
-            lines += ["    initiator-address ALL", "</target>", ""]
-        return "\n".join(lines)
-
-    def conf(self, name: str) -> Path:
-        return self.instances_dir / f"{name}.conf"
-
-    def move_in(self, name: str, text: str) -> Path:
-        """Write NAME.conf beside the directory, then rename it in (one atomic event)."""
-        staged = self.staging_dir / f"{name}.conf"
-        staged.write_text(text)
-        staged.chmod(0o644)
-        staged.replace(self.conf(name))
-        return self.conf(name)
-
-    def write_instance(
-        self, name: str, port: int, targets: Mapping[str, Sequence[Path]] | None = None
-    ) -> Path:
-        return self.move_in(name, self.instance_text(name, port, targets))
 
     def install_wrapper(self, name: str, body: str) -> Path:
         """A program named `name` first on the daemon's PATH (a shell script)."""
@@ -670,15 +455,6 @@ class DaemonWorld:
         body = json.loads(out.getvalue())
         return {i["name"]: i for i in body["instances"] if i["port"] in self.ports}
 
-    def audit(self) -> list[dict[str, Any]]:
-        if not self.audit_log.exists():
-            return []
-        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line]
-
-    def pids(self) -> dict[int, int]:
-        """The live tgtd on each of this test's ports, by port (control port == port)."""
-        return tgtd_pids(self.ports)
-
     # -- cleanup --
 
     def cleanup(self) -> None:
@@ -689,27 +465,7 @@ class DaemonWorld:
                 daemon.close()
             except Exception as exc:
                 errors.append(f"daemon {daemon.pid}: {exc}")
-        running = tgtd_pids(self.ports)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            futures = {port: pool.submit(stop_tgtd, port, pid) for port, pid in running.items()}
-        for port, future in futures.items():
-            try:
-                future.result()
-            except Exception as exc:
-                errors.append(f"port {port}: {exc}")
-        reap_orphans()
-        left = tgtd_pids(self.ports)
-        if left:
-            errors.append(f"tgtds left running: {left}")
-        for port in self.ports:
-            if port not in left:
-                # tgtd leaves its socket and lock file behind; it held them, so they are ours
-                for name in (f"socket.{port}", f"socket.{port}.lock"):
-                    with contextlib.suppress(FileNotFoundError):
-                        (TGTD_RUN_DIR / name).unlink()
-        for lock in self._locks.values():
-            lock.close()
-        self._locks.clear()
+        errors += self.stop_tgtds()
         if errors:
             raise AssertionError("cleanup: " + "; ".join(errors))
 
@@ -722,7 +478,7 @@ def world_fixture(
     # sun_path holds 108 bytes: the sockets live in a short directory of their own.
     sock_dir = Path(tempfile.mkdtemp(prefix="twd", dir="/tmp"))
     set_child_subreaper(True)
-    w = DaemonWorld(tmp_path / "tw", sock_dir)
+    w = DaemonWorld(tmp_path / "tw", sock_dir=sock_dir)
     try:
         yield w
     finally:
@@ -738,6 +494,7 @@ __all__ = [
     "AUDIT_LOG_KEYS",
     "JOURNAL_FIELDS",
     "REAL",
+    "TGTWATCH",
     "Daemon",
     "DaemonWorld",
     "Datagram",
@@ -747,11 +504,18 @@ __all__ = [
     "iqn",
     "listed_targets",
     "lun_answers",
+    "port_is_free",
+    "portal_url",
     "proc_stat",
     "process_gone",
     "reap_orphans",
+    "reserve_port",
     "rss_kib",
     "run_tool",
+    "scan_tgtd",
+    "set_child_subreaper",
+    "stop_tgtd",
+    "tgtd_pids",
     "wait_for",
     "world_fixture",
 ]

@@ -17,7 +17,7 @@ from instances import (
     iscsi_inq,
     listed_targets,
     process_gone,
-    reap_tgtd_zombies,
+    reap_orphans,
 )
 from tgtd_harness import wait_for
 
@@ -114,7 +114,7 @@ def test_killed_tgtd_is_started_again(tree: InstanceTree) -> None:
 
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: process_gone(victim), 10, f"tgtd {victim} to die")
-    reap_tgtd_zombies()
+    reap_orphans()
     status = tree.assert_status_matches_tgtd()
     assert status[ports["beta"]]["state"] == "stopped"
 

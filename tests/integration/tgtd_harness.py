@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +14,8 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+import pytest
 
 from tgtwatch import gateway as g
 
@@ -82,8 +86,33 @@ class RunningTgtd:
                     (TGTD_RUN_DIR / name).unlink()
 
 
-def _port_is_free(port: int) -> bool:
-    """No tgtd answers on the control socket and nobody listens on 127.0.0.1:port."""
+@pytest.fixture(scope="session", name="tgt_programs")
+def tgt_programs_fixture() -> g.TgtPrograms:
+    """The real tgt programs; skips every test that needs them when they cannot be used."""
+    if os.geteuid() != 0:
+        pytest.skip("tests with real tgtds need root")
+    programs = g.TgtPrograms()
+    for path in (programs.tgtd, programs.tgtadm, programs.tgt_admin):
+        if not (Path(path).is_file() and os.access(path, os.X_OK)):
+            pytest.skip(f"{Path(path).name} is not installed")
+    return programs
+
+
+@pytest.fixture(scope="session", name="iscsi_tools")
+def iscsi_tools_fixture() -> None:
+    """libiscsi's command-line initiator (iscsi-ls, iscsi-inq, iscsi-perf)."""
+    for name in ("iscsi-ls", "iscsi-inq", "iscsi-perf"):
+        if shutil.which(name) is None:
+            pytest.skip(f"{name} (libiscsi-bin) is not installed")
+
+
+def port_is_free(port: int) -> bool:
+    """No tgtd answers on the control socket and 127.0.0.1:port can be listened on.
+
+    The probe binds with SO_REUSEADDR, as tgtd does: connections of an earlier test
+    (iscsi-ls, a killed tgtd) linger in TIME_WAIT for a minute and would make a plain bind
+    fail although tgtd can listen there.
+    """
     sock_path = TGTD_RUN_DIR / f"socket.{port}"
     if sock_path.exists():
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
@@ -93,8 +122,10 @@ def _port_is_free(port: int) -> bool:
             except OSError:
                 pass  # stale socket left by an exited tgtd
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
+            probe.listen(1)
         except OSError:
             return False
     return True
@@ -116,7 +147,7 @@ def reserve_port(ports: range, held: Container[int]) -> tuple[int, IO[str]]:
         except BlockingIOError:
             lock.close()
             continue
-        if _port_is_free(port):
+        if port_is_free(port):
             return port, lock
         lock.close()
     raise RuntimeError(f"no free test port in {ports.start}-{ports.stop - 1}")

@@ -36,7 +36,7 @@ for _dir in (_TESTS, _TESTS / "integration"):
         sys.path.insert(0, str(_dir))
 
 import daemon_harness as dh  # noqa: E402
-from daemon_harness import REAL, DaemonWorld, reserve_port, set_child_subreaper  # noqa: E402
+from daemon_harness import REAL, DaemonWorld, set_child_subreaper  # noqa: E402
 
 RELIABILITY_PORTS = range(15000, 16000)
 TOOLS = ("tgtd", "tgtadm", "tgt-admin")
@@ -76,6 +76,8 @@ class Call:
 class RelWorld(DaemonWorld):
     """DaemonWorld on 15000-15999 with logging wrappers for every tgt program."""
 
+    PORTS = RELIABILITY_PORTS
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self.faults_dir.mkdir(exist_ok=True)
@@ -99,12 +101,6 @@ class RelWorld(DaemonWorld):
     @property
     def faults_dir(self) -> Path:
         return self.root / "faults"
-
-    def reserve_port(self) -> int:
-        port, lock = reserve_port(RELIABILITY_PORTS, self._locks)
-        self._locks[port] = lock
-        self.ports.append(port)
-        return port
 
     # -- faults --
 
@@ -212,7 +208,7 @@ def wait_orphans_done(timeout: float, protect: Sequence[int] = ()) -> None:
 def rel_world(tmp_path: Path) -> Iterator[RelWorld]:
     sock_dir = Path(tempfile.mkdtemp(prefix="twr", dir="/tmp"))
     set_child_subreaper(True)
-    world = RelWorld(tmp_path / "tw", sock_dir)
+    world = RelWorld(tmp_path / "tw", sock_dir=sock_dir)
     try:
         yield world
     finally:
