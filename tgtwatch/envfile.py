@@ -92,7 +92,7 @@ def written_port(settings: Settings, name: str) -> int | None:
         return None
     for line in lines:
         key, _, value = line.partition("=")
-        if key == "SOCKET_OPTS" and value.isdigit():
+        if key == "SOCKET_OPTS" and value.isascii() and value.isdigit():
             return int(value)
     return None
 

@@ -26,7 +26,7 @@ class Holder:
 def parse_holder(text: str) -> Holder:
     """The lock file's `PID COMMAND` line; anything else is an unknown holder. Pure."""
     pid, _, command = text.strip().partition(" ")
-    return Holder(int(pid) if pid.isdigit() else None, command.strip() or "?")
+    return Holder(int(pid) if pid.isascii() and pid.isdigit() else None, command.strip() or "?")
 
 
 @dataclass(frozen=True)

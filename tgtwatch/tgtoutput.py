@@ -398,7 +398,7 @@ def _split_portal(value: str) -> tuple[str, int] | None:
             return None
         if not rest:
             return host, DEFAULT_ISCSI_PORT
-        if not rest.startswith(":") or not rest[1:].isdigit():
+        if not rest.startswith(":") or not _decimal(rest[1:]):
             return None
         return host, int(rest[1:])
     if value.count(":") > 1:  # a bare IPv6 address: tgtd takes it without a port
@@ -406,13 +406,18 @@ def _split_portal(value: str) -> tuple[str, int] | None:
     host, sep, port = value.partition(":")
     if not sep:
         return value, DEFAULT_ISCSI_PORT
-    if not port.isdigit() or not host:
+    if not _decimal(port) or not host:
         return None
     return host, int(port)
 
 
+def _decimal(value: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "²", which int() refuses."""
+    return value.isascii() and value.isdigit()
+
+
 def _port_number(value: str) -> int | None:
-    if value.isdigit() and len(value) <= 5 and int(value) <= 65535:
+    if _decimal(value) and len(value) <= 5 and int(value) <= 65535:
         return int(value)
     return None
 

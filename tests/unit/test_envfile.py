@@ -82,3 +82,16 @@ def test_the_direct_backend_hands_tgt_admin_a_private_snapshot(tmp_path: Path) -
     # A spec built without text (by hand, in tests) is its own file.
     bare = dataclasses.replace(spec, text="")
     assert write_snapshot(tmp_path / "snapshots", bare) == spec.config
+
+
+@pytest.mark.parametrize(
+    ("text", "port"),
+    [("SOCKET_OPTS=3261\n", 3261), ("SOCKET_OPTS=²\n", None), ("PORTAL_OPTS=1\n", None)],
+)
+def test_the_written_port_is_ascii_digits_or_nothing(
+    tmp_path: Path, text: str, port: int | None
+) -> None:
+    settings = Settings(state_dir=tmp_path)
+    write(envfile.env_path(settings, "a"), text)
+    assert envfile.written_port(settings, "a") == port
+    assert envfile.written_port(settings, "missing") is None

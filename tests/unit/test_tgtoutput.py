@@ -266,10 +266,18 @@ def test_cmdline_variants(argv: list[str], control_port: int, portal: str) -> No
         b"tgtd\0-C\0",
         b"tgtd\0-C\0nope\0",
         b"tgtd\0-C\x0099999\0",
+        # digits to str.isdigit(), not to int(): a local process must not break observe()
+        "tgtd\0-C\0²\0".encode(),
     ],
 )
 def test_cmdline_not_a_usable_tgtd(raw: bytes) -> None:
     assert parse_tgtd_cmdline(raw) is None
+
+
+@pytest.mark.parametrize("portal", ["h:²", "[::1]:٣"])
+def test_a_portal_port_in_other_digits_is_no_port(portal: str) -> None:
+    parsed = parse_tgtd_cmdline(f"tgtd\0-C\x001\0--iscsi\0portal={portal}\0".encode())
+    assert parsed is not None and parsed.port == 3260
 
 
 # --- never raise on junk ---------------------------------------------------------------
@@ -320,6 +328,11 @@ def test_cmdline_parser_never_raises(raw: bytes) -> None:
     parse_tgtd_cmdline(raw)
 
 
-@given(st.lists(st.sampled_from(["tgtd", "-C", "--iscsi", "portal=", "1", ":", "-f", "x"])))
+@given(
+    st.lists(
+        st.sampled_from(["tgtd", "-C", "--iscsi", "portal=", "1", ":", "-f", "x", "²", "[::1]"])
+        | st.text(max_size=8)
+    )
+)
 def test_cmdline_parser_never_raises_on_tgtd_like(words: list[str]) -> None:
     parse_tgtd_cmdline(b"\0".join(w.encode() for w in ["tgtd", *words]))
