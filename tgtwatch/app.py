@@ -35,7 +35,9 @@ def make_backend(settings: Settings) -> Backend:
     if kind is BackendKind.SYSTEMD:
         return SystemdBackend(settings)
     return DirectBackend(
-        settings.state_dir / "log", default_portal_port=settings.default_instance.portal.port
+        settings.state_dir / "log",
+        default_portal_port=settings.default_instance.portal.port,
+        tool_timeout_s=settings.tool_timeout_s,
     )
 
 

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tgtwatch.backend import Outcome, Result
-from tgtwatch.gateway import TgtCommandError, TgtControl, TgtPrograms, spawn_tgtd, tgtd_argv
+from tgtwatch.gateway import (
+    DEFAULT_TIMEOUT_S,
+    TgtCommandError,
+    TgtControl,
+    TgtPrograms,
+    spawn_tgtd,
+    tgtd_argv,
+)
 from tgtwatch.structs import DrainStop, InstanceSpec, Observed, ObservedInstance, ObservedTarget
 from tgtwatch.tgtoutput import (
     AdminReport,
@@ -148,6 +155,7 @@ class DirectBackend:
         default_portal_port: int = 3260,
         proc_root: Path = Path("/proc"),
         start_timeout_s: float = START_TIMEOUT_S,
+        tool_timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.log_dir = log_dir
         self.snapshot_dir = log_dir.parent / SNAPSHOT_SUBDIR
@@ -155,11 +163,12 @@ class DirectBackend:
         self.default_portal_port = default_portal_port
         self.proc_root = proc_root
         self.start_timeout_s = start_timeout_s
+        self.tool_timeout_s = tool_timeout_s
         self._lock = threading.Lock()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def control(self, control_port: int) -> TgtControl:
-        return TgtControl(control_port, self.programs)
+        return TgtControl(control_port, self.programs, timeout_s=self.tool_timeout_s)
 
     # ---- observe ---------------------------------------------------------------------------
 

@@ -57,6 +57,8 @@ class Settings:
     watcher: WatcherKind = WatcherKind.WATCHDOG
     audit_log: Path | None = None
     metrics_file: Path | None = None
+    # tgt-admin takes ~30 ms a target: 30 s is about 1000 targets in one instance file.
+    tool_timeout_s: float = 30.0
 
     @property
     def default_config(self) -> Path:
@@ -183,6 +185,7 @@ def from_mapping(data: Any, origin: Path) -> Settings:
         watcher=top.get("watcher", defaults.watcher, _enum(WatcherKind)),
         audit_log=top.get("audit_log", defaults.audit_log, _optional_path(base)),
         metrics_file=top.get("metrics_file", defaults.metrics_file, _optional_path(base)),
+        tool_timeout_s=top.get("tool_timeout_s", defaults.tool_timeout_s, _number(1)),
     )
 
 

@@ -137,6 +137,7 @@ class SystemdBackend:
             programs=self.programs,
             default_portal_port=settings.default_instance.portal.port,
             proc_root=proc_root,
+            tool_timeout_s=settings.tool_timeout_s,
         )
         # Each costs a systemctl process (~10 ms in the test container) on a start's path:
         # tgtd pids whose units were seen active (a unit activates once per MainPID), the
@@ -205,7 +206,7 @@ class SystemdBackend:
             )
         finally:
             fresh.unlink(missing_ok=True)
-        control = TgtControl(spec.control_port, self.programs)
+        control = TgtControl(spec.control_port, self.programs, self.settings.tool_timeout_s)
         try:
             portals = control.portals()
             loaded = {t.name: t.luns for t in control.targets()}

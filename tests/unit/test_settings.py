@@ -32,6 +32,7 @@ DEFAULTS = {
     "watcher": WatcherKind.WATCHDOG,
     "audit_log": None,
     "metrics_file": None,
+    "tool_timeout_s": 30,
 }
 
 
@@ -89,6 +90,7 @@ state_dir: /x/state
 watcher: pyinotify
 audit_log: /x/audit.jsonl
 metrics_file: /x/tgtwatch.prom
+tool_timeout_s: 120
 """,
     )
     assert settings == Settings(
@@ -104,6 +106,7 @@ metrics_file: /x/tgtwatch.prom
         watcher=WatcherKind.PYINOTIFY,
         audit_log=Path("/x/audit.jsonl"),
         metrics_file=Path("/x/tgtwatch.prom"),
+        tool_timeout_s=120.0,
     )
 
 
@@ -165,6 +168,8 @@ def test_relative_settings_path_still_resolves_absolutely(
         ("watcher: inotifywait\n", "watcher"),
         ("audit_log: 7\n", "audit_log"),
         ("metrics_file: [x]\n", "metrics_file"),
+        ("tool_timeout_s: 0.5\n", "tool_timeout_s"),
+        ("tool_timeout_s: long\n", "tool_timeout_s"),
         ("colour: red\n", "colour"),
         ("tgt-dir: /etc/tgt\n", "tgt-dir"),
         ("1: one\nx: two\n", "1"),  # a non-string key, mixed with a string one

@@ -7,9 +7,10 @@ import shutil
 import threading
 from pathlib import Path
 
+from tgtwatch.app import make_backend
 from tgtwatch.backend import Outcome, Result
 from tgtwatch.gateway import TgtPrograms
-from tgtwatch.settings import Settings
+from tgtwatch.settings import BackendKind, Settings
 from tgtwatch.structs import DrainStop, InstanceKind, InstanceSpec, Observed, ObservedInstance
 from tgtwatch.systemd_backend import Systemctl, SystemdBackend, unit_of_pid
 
@@ -329,3 +330,14 @@ def test_a_unit_that_stopped_badly_is_partial(tmp_path: Path) -> None:
     outcome, _ = drain_with(tmp_path, Outcome(Result.OK, "drained", pid=60), result="exit-code")
     assert outcome.result is Result.PARTIAL
     assert "stopped, but with result 'exit-code'" in outcome.message
+
+
+def test_every_tgt_tool_call_gets_the_configured_timeout(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, tool_timeout_s=120.0)
+    assert SystemdBackend(settings).direct.control(3400).timeout_s == 120.0
+    assert (
+        make_backend(dataclasses.replace(settings, backend=BackendKind.DIRECT))
+        .control(3400)
+        .timeout_s
+        == 120.0
+    )  # type: ignore[attr-defined]
