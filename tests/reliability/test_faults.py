@@ -21,6 +21,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 MAX_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
 
 
+# Long enough for another port to start while tgt-admin hangs (~0.5 s), short for a test.
+HANG_TIMEOUT_S = 10
+
+
 def bystander(world: RelWorld) -> tuple[int, int, dh.Daemon]:
     port = world.reserve_port()
     world.write_instance("by", port)
@@ -73,7 +77,8 @@ def test_program_failing(world: RelWorld, program: str, expect: str) -> None:
 
 def test_tgt_admin_hanging(world: RelWorld) -> None:
     """A hung tgt-admin holds its own port's lane only: another port starts meanwhile and
-    the loop keeps pinging the watchdog; the gateway's timeout ends the hang."""
+    the loop keeps pinging the watchdog; the gateway's timeout (tool_timeout_s) ends it."""
+    world.write_settings(tool_timeout_s=HANG_TIMEOUT_S)
     by_port, by_pid, daemon = bystander(world)
     world.fault("tgt-admin", "hang")
     port = world.reserve_port()
@@ -86,12 +91,13 @@ def test_tgt_admin_hanging(world: RelWorld) -> None:
     (world.faults_dir / "tgt-admin.hang").unlink()
     other = world.reserve_port()
     world.write_instance("y", other)
-    daemon.wait_for_record(action="start", instance="y", result="ok", timeout=30)
+    started = daemon.wait_for_record(action="start", instance="y", result="ok", timeout=30)
     pings = len(daemon.notes("WATCHDOG"))
     daemon.wait_for_notify("WATCHDOG=1", after=daemon.notes("WATCHDOG")[-1].at, timeout=5)
     assert len(daemon.notes("WATCHDOG")) > pings
     record = daemon.wait_for_record(action="start", instance="x", result="failed", timeout=60)
-    assert "timed out after 30s" in (record.get("MESSAGE") or ""), record.fields
+    assert f"timed out after {HANG_TIMEOUT_S}s" in (record.get("MESSAGE") or ""), record.fields
+    assert started.at < record.at, "y waited for x's hung tgt-admin"
     daemon.wait_for_record(action="start", instance="x", result="ok", timeout=30)
     assert converged(world, "x", port)
     assert_bystander(world, by_port, by_pid)
