@@ -168,25 +168,14 @@ def wait_until(
         time.sleep(interval)
 
 
-def _run(argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(argv),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
 def lists(port: int, iqn: str) -> bool:
     """iscsi-ls on 127.0.0.1:port discovers `iqn` (the provisioning 'done' condition)."""
-    done = _run(["iscsi-ls", f"iscsi://127.0.0.1:{port}/"], timeout=10)
+    done = dh.run_tool(["iscsi-ls", f"iscsi://127.0.0.1:{port}/"], timeout=10)
     return done.returncode == 0 and f"Target:{iqn} " in done.stdout
 
 
 def inquiry(port: int, iqn: str, lun: int) -> bool:
-    done = _run(["iscsi-inq", f"iscsi://127.0.0.1:{port}/{iqn}/{lun}"], timeout=10)
+    done = dh.run_tool(["iscsi-inq", f"iscsi://127.0.0.1:{port}/{iqn}/{lun}"], timeout=10)
     return done.returncode == 0 and "Peripheral Device Type" in done.stdout
 
 
