@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from collections import Counter
@@ -28,6 +29,11 @@ EXTEND_EVERY_S = 10.0
 PENDING_POLL_S = 2.0
 # A cycle that failed outright (a bug, an unreadable /proc) is tried again this soon.
 CYCLE_RETRY_S = 5.0
+
+
+# Built into the running daemon's parts (backend, watcher, state file, lock, every tool
+# call): a SIGHUP keeps these and says so.
+RESTART_ONLY = ("backend", "state_dir", "watcher", "tool_timeout_s")
 
 
 @dataclass
@@ -301,9 +307,16 @@ class Daemon:
         except SettingsError as exc:
             self._say(f"settings not reloaded, keeping the old ones: {exc}")
             return
-        if settings.backend != self.settings.backend:
-            self._say("settings: a change of backend takes effect when tgtwatch restarts")
-            settings = Settings(**{**settings.__dict__, "backend": self.settings.backend})
+        kept = {
+            name: getattr(self.settings, name)
+            for name in RESTART_ONLY
+            if getattr(settings, name) != getattr(self.settings, name)
+        }
+        if kept:
+            self._say(
+                f"settings: a change of {', '.join(kept)} takes effect when tgtwatch restarts"
+            )
+            settings = dataclasses.replace(settings, **kept)
         self.settings = settings
         self.reconciler.settings = settings
         self.debouncer = Debouncer.from_ms(settings.debounce_ms)

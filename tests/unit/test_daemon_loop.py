@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tgtwatch.daemon import EXTEND_BY_S, EXTEND_EVERY_S, Daemon, managed_pids
 from tgtwatch.debounce import Trigger, TriggerKind
 from tgtwatch.notify import RecordingNotifier
-from tgtwatch.settings import BackendKind, Settings, SettingsError
+from tgtwatch.settings import BackendKind, Settings, SettingsError, WatcherKind
 from tgtwatch.structs import Desired, Observed
 from tgtwatch.wakeup import Wake
 from tgtwatch.watch import FakeWatcher
@@ -427,17 +427,31 @@ def test_bad_settings_on_sighup_keep_the_old_ones_and_log_one_line(
     assert msgs[reloading + 1 :] == ["READY=1", "STOPPING=1"]
 
 
-def test_a_backend_change_on_sighup_waits_for_a_restart(make: Callable[..., Rig]) -> None:
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("backend", BackendKind.SYSTEMD),
+        ("state_dir", Path("/elsewhere")),
+        ("watcher", WatcherKind.PYINOTIFY),
+        ("tool_timeout_s", 99.0),
+    ],
+)
+def test_a_change_the_running_parts_hold_waits_for_a_restart(
+    make: Callable[..., Rig], key: str, value: object
+) -> None:
+    """The backend, watcher, state file and lock were built from these: a SIGHUP keeps the
+    old value (and says so in one line) but takes every other change."""
     rig = make()
-    rig.next_settings = dataclasses.replace(
-        rig.host.settings, backend=BackendKind.SYSTEMD, debounce_ms=10
-    )
+    rig.next_settings = dataclasses.replace(rig.host.settings, debounce_ms=10, **{key: value})
     rig.then(1.0, signals=[signal.SIGHUP])
     rig.stop()
     rig.run()
-    assert rig.daemon.settings.backend is rig.host.settings.backend
+    assert getattr(rig.daemon.settings, key) == getattr(rig.host.settings, key)
+    assert getattr(rig.rec.settings, key) == getattr(rig.host.settings, key)
     assert rig.daemon.settings.debounce_ms == 10
-    assert "restarts" in rig.log.getvalue()
+    assert rig.log.getvalue().splitlines() == [
+        f"tgtwatch: settings: a change of {key} takes effect when tgtwatch restarts"
+    ]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
