@@ -9,9 +9,11 @@ import selectors
 import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from tgtwatch.debounce import Trigger
+
+T = TypeVar("T")
 
 
 class WakeupPipe:
@@ -45,6 +47,16 @@ class WakingQueue(queue.Queue[Trigger]):
     def put(self, item: Trigger, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
         self._pipe.poke()
+
+
+def drained(items: queue.SimpleQueue[T] | queue.Queue[T]) -> list[T]:
+    """Everything queued now, without blocking (other threads may keep putting)."""
+    out: list[T] = []
+    while True:
+        try:
+            out.append(items.get_nowait())
+        except queue.Empty:
+            return out
 
 
 @dataclass
@@ -140,16 +152,8 @@ class SelectWaiter:
         self._gone = []
         while self._signals:
             wake.signals.append(self._signals.pop(0))
-        while True:
-            try:
-                wake.triggers.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        while True:
-            try:
-                wake.lanes_done.append(self._lanes.get_nowait())
-            except queue.Empty:
-                break
+        wake.triggers += drained(self._queue)
+        wake.lanes_done += drained(self._lanes)
         return wake
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ from tgtwatch.structs import (
     ObservedTarget,
 )
 from tgtwatch.trust import TrustPolicy
-from tgtwatch.wakeup import Wake
+from tgtwatch.wakeup import Wake, drained
 
 # A bounded real wait for the few places a test waits on a lane thread: never reached
 # when the code is right, and it keeps a wrong test from hanging the suite.
@@ -398,18 +398,7 @@ class FakeWaiter:
         return self.stop_at is not None and (after is None or self.clock() + after > self.stop_at)
 
     def _queued(self) -> Wake:
-        wake = Wake()
-        while True:
-            try:
-                wake.triggers.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        while True:
-            try:
-                wake.lanes_done.append(self._lanes.get_nowait())
-            except queue.Empty:
-                break
-        return wake
+        return Wake(triggers=drained(self._queue), lanes_done=drained(self._lanes))
 
     @staticmethod
     def _merge(first: Wake, second: Wake) -> Wake:
