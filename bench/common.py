@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import daemon_harness as dh  # noqa: E402  (tests/integration: the `tgtwatch run` harness)
 
-from tgtwatch import gateway as g  # noqa: E402
-from tgtwatch.direct import scan_tgtd  # noqa: E402
-from tgtwatch.executor import DEFAULT_LANES  # noqa: E402
+from tgtwatch.backends.direct import scan_tgtd  # noqa: E402
+from tgtwatch.daemon.lanes import DEFAULT_LANES  # noqa: E402
+from tgtwatch.tgt import gateway as g  # noqa: E402
 
 BENCH_PORTS = range(14000, 15000)
 PORT_LOCK_DIR = Path("/tmp/tgtwatch-test-ports")  # the tests' cooperative locks, same scheme

@@ -1,5 +1,5 @@
 """`python -m tgtwatch`."""
 
-from tgtwatch.cli import main_entry
+from tgtwatch.cli.main import main_entry
 
 main_entry()

@@ -21,7 +21,7 @@ from tgtd_harness import (  # noqa: F401
     tgt_programs_fixture,
 )
 
-from tgtwatch import gateway as g
+from tgtwatch.tgt import gateway as g
 
 
 @pytest.fixture

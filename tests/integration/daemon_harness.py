@@ -64,9 +64,9 @@ from tgt_tree import (
 # tgtd_harness puts tests/ on sys.path: helpers and journal_proto import from there.
 from tgtd_harness import port_is_free, reserve_port, wait_for
 
-from tgtwatch import cli
-from tgtwatch import gateway as g
-from tgtwatch.direct import scan_tgtd
+from tgtwatch.backends.direct import scan_tgtd
+from tgtwatch.cli import main as cli
+from tgtwatch.tgt import gateway as g
 
 DAEMON_PORTS = range(13200, 13400)
 DAEMON_EXIT_TIMEOUT_S = 30.0

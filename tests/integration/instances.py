@@ -3,7 +3,7 @@
 `InstanceTree` is one test's world: a settings file (backend direct, the default instance
 unmanaged, state, audit log and tgtd logs in tmp_path), an instances directory and sparse
 backing files. Tests write instance files with it and run tgtwatch through
-`tgtwatch.cli.main` in-process or the real `tgtwatch` executable as a subprocess.
+`tgtwatch.cli.main.main` in-process or the real `tgtwatch` executable as a subprocess.
 
 Cleanup (`InstanceTree.cleanup`, run by the `tree` fixture's finalizer even when the test
 fails): `TgtTree.stop_tgtds` (tgt_tree.py) stops only the tgtds on the test's own control
@@ -43,9 +43,9 @@ from tgt_tree import (
 # wait_for (tests/helpers.py) through tgtd_harness, which puts tests/ on sys.path first
 from tgtd_harness import wait_for
 
-from tgtwatch import cli
-from tgtwatch import gateway as g
-from tgtwatch.tgtoutput import TargetInfo, parse_show_targets
+from tgtwatch.cli import main as cli
+from tgtwatch.tgt import gateway as g
+from tgtwatch.tgt.show import TargetInfo, parse_show_targets
 
 INSTANCE_PORTS = range(13100, 13200)
 COMMAND_TIMEOUT_S = 60.0

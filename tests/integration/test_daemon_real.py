@@ -40,8 +40,9 @@ from daemon_harness import (
     world_fixture,  # noqa: F401  (the `world` fixture)
 )
 
-from tgtwatch.audit import MESSAGE_IDS, PRIORITIES, AuditAction, AuditResult
-from tgtwatch.exits import EXIT_BUSY
+from tgtwatch.cli.exits import EXIT_BUSY
+from tgtwatch.model.records import AuditAction, AuditResult
+from tgtwatch.telemetry.audit import MESSAGE_IDS, PRIORITIES
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,10 @@ import pytest
 from helpers import wait_for
 from tgtd_harness import RunningTgtd, SessionHolder, TgtdFactory
 
-from tgtwatch import gateway as g
-from tgtwatch.tgtoutput import AdminProblemKind, SystemState, parse_tgtd_cmdline
+from tgtwatch.tgt import gateway as g
+from tgtwatch.tgt.admin_output import AdminProblemKind
+from tgtwatch.tgt.cmdline import parse_tgtd_cmdline
+from tgtwatch.tgt.show import SystemState
 
 pytestmark = pytest.mark.integration
 

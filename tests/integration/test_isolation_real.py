@@ -14,7 +14,7 @@ from instances import (
 )
 from tgtd_harness import wait_for
 
-from tgtwatch import gateway as g
+from tgtwatch.tgt import gateway as g
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tgtwatch.tgtconf import ParsedConfig, parse
-from tgtwatch.trust import TrustedFiles, TrustPolicy
+from tgtwatch.config.tgtconf import ParsedConfig, parse
+from tgtwatch.config.trust import TrustedFiles, TrustPolicy
 
 pytestmark = pytest.mark.integration
 

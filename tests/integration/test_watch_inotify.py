@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tgtwatch.debounce import Batch, Debouncer, Trigger, TriggerKind
-from tgtwatch.watch import Watcher, WatcherKind, make_watcher
+from tgtwatch.daemon.debounce import Batch, Debouncer, Trigger, TriggerKind
+from tgtwatch.daemon.watch import make_watcher
+from tgtwatch.daemon.watch_events import Watcher, WatcherKind
 
 pytestmark = pytest.mark.integration
 

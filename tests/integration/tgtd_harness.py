@@ -17,7 +17,7 @@ from typing import IO
 
 import pytest
 
-from tgtwatch import gateway as g
+from tgtwatch.tgt import gateway as g
 
 # The tests directory holds the shared helpers; pytest puts only each test file's own
 # directory on sys.path (rootdir-less "prepend" import mode). `pythonpath = ["tests"]`

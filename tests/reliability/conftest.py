@@ -9,7 +9,7 @@ import pytest
 from rel_harness import RelWorld, rel_world
 from tgtd_harness import iscsi_tools_fixture, tgt_programs_fixture  # noqa: F401
 
-from tgtwatch import gateway as g
+from tgtwatch.tgt import gateway as g
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ sys.path.insert(0, str(_UNIT))
 
 from test_daemon_loop import Rig  # noqa: E402
 
-from tgtwatch.settings import DefaultInstanceSettings, Settings  # noqa: E402
+from tgtwatch.config.settings import DefaultInstanceSettings, Settings  # noqa: E402
 
 pytestmark = pytest.mark.reliability
 PACKAGE = Path(__file__).resolve().parents[2] / "tgtwatch"

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from rel_harness import RelWorld, dh, wait_orphans_done
 
-from tgtwatch.state import StateFile, from_json
-from tgtwatch.structs import Applied
+from tgtwatch.daemon.state import StateFile, from_json
+from tgtwatch.model.structs import Applied
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from rel_harness import Call, RelWorld, dh
 
-from tgtwatch.tgtconf import SHELL_SPECIAL, parse
-from tgtwatch.trust import TrustedFiles, TrustPolicy
+from tgtwatch.config.tgtconf import SHELL_SPECIAL, parse
+from tgtwatch.config.trust import TrustedFiles, TrustPolicy
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tgtwatch.settings import DefaultInstanceSettings, Settings
-from tgtwatch.structs import (
+from tgtwatch.config.settings import DefaultInstanceSettings, Settings
+from tgtwatch.config.tgtconf import SourceError
+from tgtwatch.config.trust import TrustPolicy
+from tgtwatch.model.structs import (
     DEFAULT_NAME,
     AppliedEntry,
     InstanceKind,
@@ -20,8 +22,6 @@ from tgtwatch.structs import (
     ObservedTarget,
     TargetSpec,
 )
-from tgtwatch.tgtconf import SourceError
-from tgtwatch.trust import TrustPolicy
 
 ROOT = Path("/cfg")
 

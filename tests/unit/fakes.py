@@ -9,33 +9,37 @@ test controls.
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 import os
 import queue
 import signal
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tgtwatch.audit import AuditAction, RecordingAuditor
-from tgtwatch.backend import Outcome, Result
-from tgtwatch.debounce import Trigger
-from tgtwatch.executor import Executor
-from tgtwatch.reconcile import CycleReport, Reconciler
-from tgtwatch.settings import Settings
-from tgtwatch.state import StateFile
-from tgtwatch.status import InstanceStatus, instance_states
-from tgtwatch.structs import (
+from tgtwatch.backends.base import Outcome, Result
+from tgtwatch.config.settings import Settings
+from tgtwatch.config.trust import TrustPolicy
+from tgtwatch.daemon.debounce import Trigger
+from tgtwatch.daemon.lanes import Executor
+from tgtwatch.daemon.reconcile import CycleReport, Reconciler
+from tgtwatch.daemon.state import StateFile
+from tgtwatch.daemon.wakeup import Wake, drained
+from tgtwatch.daemon.watch_events import TriggerQueue
+from tgtwatch.model.records import AuditAction, AuditRecord, AuditResult
+from tgtwatch.model.status import InstanceStatus, instance_states
+from tgtwatch.model.structs import (
     DrainStop,
     InstanceSpec,
     Observed,
     ObservedInstance,
     ObservedTarget,
 )
-from tgtwatch.trust import TrustPolicy
-from tgtwatch.wakeup import Wake, drained
+from tgtwatch.telemetry.audit import Auditor
+from tgtwatch.telemetry.notify import MessageNotifier, NotifyError
 
 # A bounded real wait for the few places a test waits on a lane thread: never reached
 # when the code is right, and it keeps a wrong test from hanging the suite.
@@ -499,3 +503,104 @@ class Host:
     def close(self) -> None:
         self.rec.cancel.set()
         self.executor.shutdown(wait=True)
+
+
+# --- the audit trail ---------------------------------------------------------------------
+
+
+class ListSink:
+    """Keeps records in memory: the fake other layers' tests assert on."""
+
+    def __init__(self) -> None:
+        self.records: list[AuditRecord] = []
+
+    def write(self, record: AuditRecord) -> None:
+        self.records.append(record.redacted())
+
+
+class RecordingAuditor(Auditor):
+    """An Auditor that only remembers: pass it wherever an Auditor is expected in tests."""
+
+    def __init__(self, clock: Callable[[], float] = lambda: 0.0) -> None:
+        self._list = ListSink()
+        self.errors = io.StringIO()
+        super().__init__([self._list], clock=clock, errors=self.errors)
+
+    @property
+    def records(self) -> list[AuditRecord]:
+        return self._list.records
+
+    def actions(self) -> list[tuple[AuditAction, str, AuditResult]]:
+        """(action, instance, result) per record: the usual thing to assert."""
+        return [(r.action, r.instance, r.result) for r in self.records]
+
+
+# --- the watcher -------------------------------------------------------------------------
+
+
+class FakeWatcher:
+    """A Watcher for the loop's unit tests: replays scripted trigger batches on demand."""
+
+    def __init__(self, triggers: TriggerQueue, script: Sequence[Sequence[Trigger]] = ()) -> None:
+        self._triggers = triggers
+        self._script = [tuple(batch) for batch in script]
+        self.path_history: list[tuple[Path, ...]] = []
+        self.started = False
+        self.stopped = False
+
+    def start(self, paths: Sequence[Path]) -> None:
+        if self.started:
+            raise RuntimeError("watcher already started")
+        self.started = True
+        self.path_history.append(tuple(paths))
+
+    def set_paths(self, paths: Sequence[Path]) -> None:
+        self.path_history.append(tuple(paths))
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """The directories last asked for."""
+        return self.path_history[-1] if self.path_history else ()
+
+    @property
+    def remaining(self) -> int:
+        return len(self._script)
+
+    def push(self, *triggers: Trigger) -> None:
+        """Deliver triggers now, as a backend thread would."""
+        for trigger in triggers:
+            self._triggers.put(trigger)
+
+    def play_next(self) -> bool:
+        """Deliver the next scripted batch; False when the script is exhausted."""
+        if not self._script:
+            return False
+        self.push(*self._script.pop(0))
+        return True
+
+
+# --- sd_notify ---------------------------------------------------------------------------
+
+
+class RecordingNotifier(MessageNotifier):
+    """A fake at our own boundary: records the exact datagrams a SystemdNotifier would send.
+
+    With ``fail`` set, every send raises it (wrapped in ``NotifyError``) after recording
+    nothing, so callers' handling of a lost notification can be tested.
+    """
+
+    def __init__(self, fail: OSError | None = None) -> None:
+        self.messages: list[str] = []
+        self.fail = fail
+
+    def send(self, message: str) -> None:
+        if self.fail is not None:
+            raise NotifyError("recording", message, self.fail)
+        self.messages.append(message)
+
+    def fields(self) -> list[dict[str, str]]:
+        """Each message as its KEY=VALUE pairs."""
+        return [dict(line.partition("=")[::2] for line in m.split("\n")) for m in self.messages]

@@ -15,30 +15,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes import ListSink, RecordingAuditor
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tests.journal_proto import decode_entry
-from tgtwatch.audit import (
+from tgtwatch.model.records import AuditAction, AuditRecord, AuditResult
+from tgtwatch.model.redact import redact
+from tgtwatch.telemetry.audit import (
     MESSAGE_IDS,
     PRIORITIES,
-    AuditAction,
     Auditor,
-    AuditRecord,
-    AuditResult,
     JournalSink,
     JsonLinesSink,
-    ListSink,
-    RecordingAuditor,
     StreamSink,
     journal_fields,
     json_object,
     make_auditor,
-    redact,
     stderr_line,
     summary,
 )
-from tgtwatch.journal import JournalClient
+from tgtwatch.telemetry.journal import JournalClient
 
 SECRET = "Sup3rS3cret!"
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from builders import instance_text, write
 
-from tgtwatch import __version__, cli
-from tgtwatch.cli import main
-from tgtwatch.exits import EXIT_INTERNAL, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
-from tgtwatch.structs import Observed
+from tgtwatch import __version__
+from tgtwatch.cli import main as cli
+from tgtwatch.cli.exits import EXIT_INTERNAL, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
+from tgtwatch.cli.main import main
+from tgtwatch.model.structs import Observed
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sample-conf"

@@ -15,16 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import THREAD_TIMEOUT_S, FakeWaiter, Host, Scripted
+from fakes import THREAD_TIMEOUT_S, FakeWaiter, FakeWatcher, Host, RecordingNotifier, Scripted
 from prometheus_client.parser import text_string_to_metric_families
 
-from tgtwatch.daemon import EXTEND_BY_S, EXTEND_EVERY_S, Daemon, managed_pids
-from tgtwatch.debounce import Trigger, TriggerKind
-from tgtwatch.notify import RecordingNotifier
-from tgtwatch.settings import BackendKind, Settings, SettingsError, WatcherKind
-from tgtwatch.structs import Desired, Observed
-from tgtwatch.wakeup import Wake
-from tgtwatch.watch import FakeWatcher
+from tgtwatch.config.settings import BackendKind, Settings, SettingsError, WatcherKind
+from tgtwatch.daemon.debounce import Trigger, TriggerKind
+from tgtwatch.daemon.loop import EXTEND_BY_S, EXTEND_EVERY_S, Daemon, managed_pids
+from tgtwatch.daemon.wakeup import Wake
+from tgtwatch.model.structs import Desired, Observed
 
 T1 = "iqn.2026-01.com.example:t1"
 FILE = Trigger(TriggerKind.FILE)

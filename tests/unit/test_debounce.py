@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tgtwatch.debounce import (
+from tgtwatch.daemon.debounce import (
     IMMEDIATE_KINDS,
     Debouncer,
     Trigger,

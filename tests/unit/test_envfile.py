@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from builders import instance_text, write
 
-from tgtwatch import envfile
-from tgtwatch.direct import write_snapshot
-from tgtwatch.settings import Settings
-from tgtwatch.structs import InstanceKind, InstanceSpec
+from tgtwatch.backends import envfile
+from tgtwatch.backends.direct import write_snapshot
+from tgtwatch.cli import render_env
+from tgtwatch.config.settings import Settings
+from tgtwatch.model.structs import InstanceKind, InstanceSpec
 
 
 def root_owned(settings: Settings) -> Settings:
@@ -36,7 +37,7 @@ def test_render_has_only_validated_values() -> None:
 def test_write_renders_env_and_an_include_free_snapshot(tree: Settings) -> None:
     write(tree.instances_dir / "shared.inc", "<target iqn.x:b>\n backing-store /srv/b\n</target>\n")
     write(tree.instances_dir / "v.conf", instance_text(3263, "iqn.x:a") + "include shared.inc\n")
-    env = envfile.write(tree, "v")
+    env = render_env.write(tree, "v")
     assert env == tree.state_dir / "env/v.env"
     assert "SOCKET_OPTS=3263\n" in env.read_text()
     snapshot = envfile.config_path(tree, "v")
@@ -48,20 +49,20 @@ def test_write_renders_env_and_an_include_free_snapshot(tree: Settings) -> None:
 def test_a_bad_file_writes_nothing(tree: Settings) -> None:
     write(tree.instances_dir / "v.conf", 'SOCKET_OPTS="3263"\nPORTAL_OPTS="0.0.0.0:3264"\n')
     with pytest.raises(envfile.EnvFileError, match="disagree"):
-        envfile.write(tree, "v")
+        render_env.write(tree, "v")
     assert not envfile.env_path(tree, "v").exists()
     with pytest.raises(envfile.EnvFileError, match="no such instance file"):
-        envfile.write(tree, "nope")
+        render_env.write(tree, "nope")
 
 
 def test_a_reload_refuses_a_port_change(tree: Settings) -> None:
     write(tree.instances_dir / "v.conf", instance_text(3263, "iqn.x:a"))
-    envfile.write(tree, "v")
+    render_env.write(tree, "v")
     write(tree.instances_dir / "v.conf", instance_text(3264, "iqn.x:a"))
     with pytest.raises(envfile.EnvFileError, match="port changed from 3263 to 3264"):
-        envfile.write(tree, "v", same_port=True)
+        render_env.write(tree, "v", same_port=True)
     assert "SOCKET_OPTS=3263\n" in envfile.env_path(tree, "v").read_text()
-    envfile.write(tree, "v")  # a (re)start may move it
+    render_env.write(tree, "v")  # a (re)start may move it
     assert "SOCKET_OPTS=3264\n" in envfile.env_path(tree, "v").read_text()
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import wait_for
-from tgtwatch import gateway as g
-from tgtwatch.tgtoutput import SystemState
+from tgtwatch.tgt import gateway as g
+from tgtwatch.tgt.show import SystemState
 
 P = g.TgtPrograms(tgtd="/sbin/tgtd", tgtadm="/sbin/tgtadm", tgt_admin="/sbin/tgt-admin")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tgtwatch import install
+from tgtwatch.backends import install
 
 REPO_UNITS = Path(__file__).resolve().parents[2] / "units"
 
@@ -44,9 +44,14 @@ def test_a_failed_daemon_reload_is_one_line(tmp_path: Path) -> None:
 
 def test_units_source_prefers_the_installed_copy(tmp_path: Path) -> None:
     with pytest.raises(install.InstallError):
-        install.units_source(prefix=tmp_path, here=tmp_path / "pkg/tgtwatch/install.py")
+        install.units_source(prefix=tmp_path, here=tmp_path / "pkg/tgtwatch/backends/install.py")
     shared = tmp_path / "share/tgtwatch/units"
     shared.mkdir(parents=True)
     for unit in install.UNITS:
         (shared / unit).write_text("[Unit]\n")
     assert install.units_source(prefix=tmp_path) == shared
+
+
+def test_units_source_finds_the_checkouts_units() -> None:
+    # No installed copy under this prefix: the units beside the package's source tree.
+    assert install.units_source(prefix=Path("/nonexistent")) == REPO_UNITS

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from builders import entry, instance_text, write
 
-from tgtwatch.inventory import scan
-from tgtwatch.settings import DefaultInstanceSettings, Settings
-from tgtwatch.structs import (
+from tgtwatch.config.inventory import scan
+from tgtwatch.config.settings import DefaultInstanceSettings, Settings
+from tgtwatch.config.trust import TrustPolicy
+from tgtwatch.model.structs import (
     DEFAULT_NAME,
     Applied,
     Desired,
@@ -20,7 +21,6 @@ from tgtwatch.structs import (
     Rule,
     TargetSpec,
 )
-from tgtwatch.trust import TrustPolicy
 
 ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="chown needs root")
 

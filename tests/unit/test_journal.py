@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.journal_proto import decode_entry
-from tgtwatch.journal import (
+from tgtwatch.telemetry.journal import (
     DEFAULT_SOCKET,
     MEMFD_SEALS,
     SOCKET_ENV,

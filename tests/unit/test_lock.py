@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tgtwatch.cli import main
-from tgtwatch.exits import EXIT_BUSY
-from tgtwatch.lock import Holder, LockBusy, StateLock, parse_holder
+from tgtwatch.cli.exits import EXIT_BUSY
+from tgtwatch.cli.main import main
+from tgtwatch.daemon.lock import Holder, LockBusy, StateLock, parse_holder
 
 
 @given(st.text(max_size=300))

@@ -7,9 +7,9 @@ from pathlib import Path
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tgtwatch import metrics
-from tgtwatch.status import InstanceStatus
-from tgtwatch.structs import InstanceState
+from tgtwatch.model.status import InstanceStatus
+from tgtwatch.model.structs import InstanceState
+from tgtwatch.telemetry import metrics
 
 
 def status(

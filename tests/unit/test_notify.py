@@ -11,15 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes import RecordingNotifier
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tgtwatch.notify import (
+from tgtwatch.telemetry.notify import (
     STATUS_MAX_BYTES,
     SYSTEMD_NOTIFY_ENV,
     Notifier,
     NotifyError,
-    RecordingNotifier,
     SystemdNotifier,
     sanitize_status,
     watchdog_interval,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from builders import SHA_A, SHA_B, default_spec, entry, entry_for, running, spec
 
-from tgtwatch.plan import pending_released, plan
-from tgtwatch.structs import (
+from tgtwatch.model.plan import pending_released, plan
+from tgtwatch.model.structs import (
     Action,
     Applied,
     AppliedEntry,

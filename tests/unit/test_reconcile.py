@@ -10,18 +10,13 @@ from pathlib import Path
 import pytest
 from fakes import THREAD_TIMEOUT_S, Host
 
-from tgtwatch.audit import AuditAction
-from tgtwatch.backend import Outcome, Result
-from tgtwatch.reconcile import (
-    CRASH_WINDOW_S,
-    MAX_BACKOFF_S,
-    backoff_s,
-    pending_targets,
-    running_targets,
-)
-from tgtwatch.settings import DrainTimeoutPolicy, Settings
-from tgtwatch.state import StateFile
-from tgtwatch.structs import (
+from tgtwatch.backends.base import Outcome, Result
+from tgtwatch.config.settings import DrainTimeoutPolicy, Settings
+from tgtwatch.daemon.backoff import CRASH_WINDOW_S, MAX_BACKOFF_S, backoff_s
+from tgtwatch.daemon.state import StateFile
+from tgtwatch.model.applied import pending_targets, running_targets
+from tgtwatch.model.records import AuditAction
+from tgtwatch.model.structs import (
     Applied,
     AppliedEntry,
     InstanceKind,

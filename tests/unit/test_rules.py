@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tgtwatch.rules import (
+from tgtwatch.config.rules import (
     MAX_NAME_LENGTH,
     Portal,
     RuleError,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tgtwatch.rules import Portal
-from tgtwatch.settings import (
+from tgtwatch.config.rules import Portal
+from tgtwatch.config.settings import (
     BackendKind,
     DefaultInstanceSettings,
     DrainTimeoutPolicy,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from builders import default_spec, entry, entry_for
 
-from tgtwatch.state import STATE_FILE, StateError, StateFile, from_json, to_json
-from tgtwatch.structs import Applied, InstanceKind
+from tgtwatch.daemon.state import STATE_FILE, StateError, StateFile, from_json, to_json
+from tgtwatch.model.structs import Applied, InstanceKind
 
 
 def sample() -> Applied:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from builders import SHA_A, SHA_B, default_spec, entry, entry_for, running, spec
 
-from tgtwatch.status import InstanceStatus, instance_states, status_line
-from tgtwatch.structs import (
+from tgtwatch.model.status import InstanceStatus, instance_states, status_line
+from tgtwatch.model.structs import (
     Applied,
     AppliedEntry,
     Desired,

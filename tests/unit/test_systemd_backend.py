@@ -7,12 +7,12 @@ import shutil
 import threading
 from pathlib import Path
 
-from tgtwatch.app import make_backend
-from tgtwatch.backend import Outcome, Result
-from tgtwatch.gateway import TgtPrograms
-from tgtwatch.settings import BackendKind, Settings
-from tgtwatch.structs import DrainStop, InstanceKind, InstanceSpec, Observed, ObservedInstance
-from tgtwatch.systemd_backend import Systemctl, SystemdBackend, unit_of_pid
+from tgtwatch.backends.base import Outcome, Result
+from tgtwatch.backends.systemd import Systemctl, SystemdBackend, unit_of_pid
+from tgtwatch.cli.wiring import make_backend
+from tgtwatch.config.settings import BackendKind, Settings
+from tgtwatch.model.structs import DrainStop, InstanceKind, InstanceSpec, Observed, ObservedInstance
+from tgtwatch.tgt.gateway import TgtPrograms
 
 
 class ScriptedSystemctl(Systemctl):

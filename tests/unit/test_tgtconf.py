@@ -9,8 +9,8 @@ from builders import ROOT, MemorySource
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tgtwatch.structs import Rule, TargetSpec
-from tgtwatch.tgtconf import MAX_CONFIG_BYTES, ParsedConfig, parse, render
+from tgtwatch.config.tgtconf import MAX_CONFIG_BYTES, ParsedConfig, parse, render
+from tgtwatch.model.structs import Rule, TargetSpec
 
 MAIN = ROOT / "t.conf"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from builders import write
 
-from tgtwatch.structs import Rule
-from tgtwatch.tgtconf import SourceError
-from tgtwatch.trust import TrustedFiles, TrustPolicy, check_stat
+from tgtwatch.config.tgtconf import SourceError
+from tgtwatch.config.trust import TrustedFiles, TrustPolicy, check_stat
+from tgtwatch.model.structs import Rule
 
 ROOT_POLICY = TrustPolicy()
 

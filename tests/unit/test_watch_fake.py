@@ -11,23 +11,23 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import pytest
+from fakes import FakeWatcher
 
-from tgtwatch.debounce import Debouncer, Trigger, TriggerKind
-from tgtwatch.watch import (
-    FakeWatcher,
+from tgtwatch.daemon.debounce import Debouncer, Trigger, TriggerKind
+from tgtwatch.daemon.watch import make_watcher
+from tgtwatch.daemon.watch_events import (
     FsAction,
     FsEvent,
-    WatchdogWatcher,
     Watcher,
     WatcherKind,
     WatcherUnavailable,
-    _WatchSet,
     ancestors,
     classify,
     is_ignored_name,
-    make_watcher,
     watch_points,
 )
+from tgtwatch.daemon.watch_set import WatchSet
+from tgtwatch.daemon.watch_watchdog import WatchdogWatcher
 
 CONF = Path("/etc/mytgt/conf.d")
 TGT = Path("/etc/tgt")
@@ -272,7 +272,7 @@ def drain(q: queue.Queue[Trigger]) -> list[Trigger]:
 
 def test_missing_dir_is_armed_from_ancestor_and_rearmed_when_created(tmp_path: Path) -> None:
     backend, q = FakeBackend(), queue.Queue[Trigger]()
-    ws = _WatchSet(backend, q)
+    ws = WatchSet(backend, q)
     conf = tmp_path / "a" / "conf.d"
     ws.set_paths([conf])
     ws.announce()
@@ -286,7 +286,7 @@ def test_missing_dir_is_armed_from_ancestor_and_rearmed_when_created(tmp_path: P
 
 def test_deleted_dir_is_rearmed_from_parent_even_if_back_already(tmp_path: Path) -> None:
     backend, q = FakeBackend(), queue.Queue[Trigger]()
-    ws = _WatchSet(backend, q)
+    ws = WatchSet(backend, q)
     conf = tmp_path / "conf.d"
     conf.mkdir()
     ws.set_paths([conf])
@@ -300,7 +300,7 @@ def test_deleted_dir_is_rearmed_from_parent_even_if_back_already(tmp_path: Path)
 
 def test_kernel_dropped_watch_is_rearmed(tmp_path: Path) -> None:
     backend, q = FakeBackend(), queue.Queue[Trigger]()
-    ws = _WatchSet(backend, q)
+    ws = WatchSet(backend, q)
     conf = tmp_path / "conf.d"
     conf.mkdir()
     ws.set_paths([conf])
@@ -312,7 +312,7 @@ def test_kernel_dropped_watch_is_rearmed(tmp_path: Path) -> None:
 
 def test_set_paths_revalidates_a_replaced_directory(tmp_path: Path) -> None:
     backend, q = FakeBackend(), queue.Queue[Trigger]()
-    ws = _WatchSet(backend, q)
+    ws = WatchSet(backend, q)
     conf = tmp_path / "conf.d"
     conf.mkdir()
     ws.set_paths([conf])
@@ -330,7 +330,7 @@ def test_watch_limit_is_one_error_trigger_not_a_crash_nor_a_storm(tmp_path: Path
     conf = tmp_path / "conf.d"
     conf.mkdir()
     backend.fail[conf] = errno.ENOSPC
-    ws = _WatchSet(backend, q)
+    ws = WatchSet(backend, q)
     ws.set_paths([conf])
     ws.set_paths([conf])  # the loop calls again after the ERROR cycle
     errors = [t for t in drain(q) if t.kind is TriggerKind.ERROR]
@@ -348,7 +348,7 @@ def test_directory_vanishing_while_armed_is_retried(tmp_path: Path) -> None:
     conf = tmp_path / "conf.d"
     conf.mkdir()
     backend.fail[conf] = errno.ENOENT
-    ws = _WatchSet(backend, q)
+    ws = WatchSet(backend, q)
     ws.set_paths([conf])
     # Gave up after a few rounds (the fake keeps saying ENOENT) and said so.
     assert [t.kind for t in drain(q)] == [TriggerKind.ERROR]
@@ -357,7 +357,7 @@ def test_directory_vanishing_while_armed_is_retried(tmp_path: Path) -> None:
 
 def test_close_disarms_everything(tmp_path: Path) -> None:
     backend = FakeBackend()
-    ws = _WatchSet(backend, queue.Queue())
+    ws = WatchSet(backend, queue.Queue())
     (tmp_path / "c").mkdir()
     ws.set_paths([tmp_path / "c"])
     assert backend.armed

@@ -1,0 +1,386 @@
+"""The direct backend: tgtd processes started and stopped by tgtwatch itself (no systemd)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from tgtwatch.backends.base import Outcome, Result
+from tgtwatch.model.structs import (
+    DrainStop,
+    InstanceSpec,
+    Observed,
+    ObservedInstance,
+    ObservedTarget,
+)
+from tgtwatch.tgt.admin_output import AdminReport, error_summary
+from tgtwatch.tgt.cmdline import TgtdCmdline, parse_tgtd_cmdline
+from tgtwatch.tgt.gateway import (
+    DEFAULT_TIMEOUT_S,
+    TgtCommandError,
+    TgtControl,
+    TgtPrograms,
+    spawn_tgtd,
+    tgtd_argv,
+)
+from tgtwatch.tgt.show import SystemState
+
+START_TIMEOUT_S = 10.0
+EXIT_TIMEOUT_S = 5.0
+# Sessions of a draining port are polled this often: only while a drain is under way.
+DRAIN_POLL_S = 0.1
+LOG_TAIL_BYTES = 2000
+
+
+SNAPSHOT_SUBDIR = "snapshots"
+
+
+def write_snapshot(directory: Path, spec: InstanceSpec) -> Path:
+    """The config tgt-admin reads: the very text tgtwatch checked, includes inlined.
+
+    tgt-admin reads its -c file by name and passes values to a shell: handing it the
+    instance file itself would let a file swapped after the check run as root. The
+    snapshot lives in a root-only directory. A spec without text (built by hand) is its file.
+    """
+    if not spec.text:
+        return spec.config
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.chmod(0o700)
+    path = directory / f"{spec.port}-{spec.name}.conf"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{spec.port}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(spec.text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass(frozen=True)
+class TgtdProcess:
+    pid: int
+    cmdline: TgtdCmdline
+
+
+def scan_tgtd(proc_root: Path = Path("/proc")) -> list[TgtdProcess]:
+    """Every live tgtd on the host, from /proc (zombies have an empty cmdline: skipped)."""
+    found: list[TgtdProcess] = []
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(proc_root / entry / "comm", "rb") as comm:
+                if comm.read().strip() != b"tgtd":
+                    continue
+            with open(proc_root / entry / "cmdline", "rb") as cmdline:
+                parsed = parse_tgtd_cmdline(cmdline.read())
+        except OSError:
+            continue  # exited while we looked
+        if parsed is not None:
+            found.append(TgtdProcess(int(entry), parsed))
+    return sorted(found, key=lambda p: p.pid)
+
+
+def wait_exit(pid: int, timeout_s: float) -> bool:
+    """Wait for any process (child or not) to exit, without polling; True when it has."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout_s)
+        return bool(readable)
+    finally:
+        os.close(fd)
+
+
+def _connect_host(host: str) -> str:
+    """Where to knock to see a portal listen: its own address, or loopback for a wildcard."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host in ("[::]", "::"):
+        return "::1"
+    return host.strip("[]")
+
+
+def portal_listens(portal: str, timeout_s: float = 1.0) -> bool:
+    host, _, port = portal.rpartition(":")
+    try:
+        with socket.create_connection((_connect_host(host), int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _admin_outcome(what: str, report: AdminReport, pid: int | None, output: str) -> Outcome:
+    """OK (busy targets named: the reconciler tells which are pending), or PARTIAL when
+    tgt-admin exited 0 but skipped a device (missing, or opened by another tgtd)."""
+    if report.problems:
+        problems = "; ".join(p.message for p in report.problems)
+        return Outcome(
+            Result.PARTIAL,
+            f"{what}, but: {problems}",
+            output,
+            pid,
+            report.busy_names,
+            incomplete=True,
+        )
+    return Outcome(Result.OK, what, "", pid, report.busy_names)
+
+
+class DirectBackend:
+    """Runs each tgtd as a detached child of tgtwatch (own session: tgtwatch may exit)."""
+
+    name = "direct"
+
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        programs: TgtPrograms | None = None,
+        default_portal_port: int = 3260,
+        proc_root: Path = Path("/proc"),
+        start_timeout_s: float = START_TIMEOUT_S,
+        tool_timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.log_dir = log_dir
+        self.snapshot_dir = log_dir.parent / SNAPSHOT_SUBDIR
+        self.programs = programs or TgtPrograms()
+        self.default_portal_port = default_portal_port
+        self.proc_root = proc_root
+        self.start_timeout_s = start_timeout_s
+        self.tool_timeout_s = tool_timeout_s
+        self._lock = threading.Lock()
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def control(self, control_port: int) -> TgtControl:
+        return TgtControl(control_port, self.programs, timeout_s=self.tool_timeout_s)
+
+    # ---- observe ---------------------------------------------------------------------------
+
+    def reap(self) -> None:
+        """Collect exited children so they do not linger as zombies."""
+        with self._lock:
+            for pid, proc in list(self._children.items()):
+                if proc.poll() is not None:
+                    del self._children[pid]
+
+    def observe(self, detail: Collection[int] | None = None) -> Observed:
+        self.reap()
+        instances: dict[int, ObservedInstance] = {}
+        for process in scan_tgtd(self.proc_root):
+            cmd = process.cmdline
+            port = cmd.port
+            previous = instances.get(port)
+            # Two tgtds claiming one portal port: the one whose control port matches owns it
+            # (the other fell back to tgtd's default portal because it could not bind).
+            if previous is not None and previous.control_port == port:
+                continue
+            state = ""
+            targets: tuple[ObservedTarget, ...] = ()
+            starting = False
+            if detail is None or port in detail:
+                control = self.control(cmd.control_port)
+                try:
+                    info = control.system()
+                    targets = control.targets()
+                    state = info.state.value if info.state else ""
+                except TgtCommandError:
+                    starting = True  # its control socket does not answer (yet)
+            instances[port] = ObservedInstance(
+                port, cmd.control_port, process.pid, state, targets, None, starting
+            )
+        return Observed(instances)
+
+    def _pid_on(self, control_port: int) -> int | None:
+        for process in scan_tgtd(self.proc_root):
+            if process.cmdline.control_port == control_port:
+                return process.pid
+        return None
+
+    # ---- start -----------------------------------------------------------------------------
+
+    def _log_tail(self, path: Path, since: int = 0) -> str:
+        """The end of what tgtd wrote to its log since offset `since` (this start's part)."""
+        try:
+            with path.open("rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(since, log.tell() - LOG_TAIL_BYTES))
+                return log.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
+        control = self.control(spec.control_port)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"tgtd-{spec.port}.log"
+        argv = tgtd_argv(self.programs, spec.portal, spec.control_port)
+        try:
+            # The log is appended to across starts: an error names this start's lines only.
+            since = log_path.stat().st_size if log_path.exists() else 0
+            proc = spawn_tgtd(argv, log_path=log_path)
+        except TgtCommandError as exc:
+            return Outcome(Result.FAILED, f"cannot start tgtd: {exc}", exc.output)
+        with self._lock:
+            self._children[proc.pid] = proc
+
+        def tail() -> str:
+            return self._log_tail(log_path, since)
+
+        try:
+            waited = control.wait_answering(
+                self.start_timeout_s, alive=lambda: proc.poll() is None and not cancel.is_set()
+            )
+        except TgtCommandError as exc:
+            code = proc.poll()
+            if code is not None:
+                self.reap()
+                said = error_summary(tail())
+                return Outcome(
+                    Result.FAILED,
+                    f"tgtd exited with code {code} during start"
+                    + (f": {said}" if said else "")
+                    + f" (log {log_path})",
+                    tail(),
+                )
+            self._teardown(control, proc.pid, spec.port)
+            why = "cancelled" if cancel.is_set() else str(exc)
+            return Outcome(Result.FAILED, f"tgtd did not answer: {why}", tail())
+        try:
+            portals = control.portals()
+            if not any(p.port == spec.port for p in portals):
+                self._teardown(control, proc.pid, spec.port)
+                seen = ", ".join(p.address for p in portals) or "nothing"
+                return Outcome(
+                    Result.FAILED,
+                    f"tgtd could not bind portal {spec.portal} (in use?); it listened on "
+                    f"{seen} instead and was stopped",
+                    tail(),
+                )
+            control.set_state(SystemState.OFFLINE)
+            loaded = control.execute(write_snapshot(self.snapshot_dir, spec))
+            control.set_state(SystemState.READY)
+        except TgtCommandError as exc:
+            self._teardown(control, proc.pid, spec.port)
+            return Outcome(Result.FAILED, f"start failed and was undone: {exc}", exc.output)
+        if not portal_listens(spec.portal):
+            self._teardown(control, proc.pid, spec.port)
+            return Outcome(
+                Result.FAILED, f"portal {spec.portal} does not accept connections", tail()
+            )
+        names = ", ".join(t.name for t in spec.targets) or "no targets"
+        what = (
+            f"tgtd pid {proc.pid} on {spec.portal} answered after {waited * 1000:.0f} ms; "
+            f"ready with {names}"
+        )
+        return _admin_outcome(what, loaded.report, proc.pid, loaded.command.output)
+
+    def _teardown(self, control: TgtControl, pid: int, port: int) -> None:
+        """Undo a start that went wrong: no half-configured tgtd is left on the port."""
+        with contextlib.suppress(TgtCommandError):
+            control.remove_all(force=True)
+        with contextlib.suppress(TgtCommandError):
+            control.delete_system()
+        if not wait_exit(pid, EXIT_TIMEOUT_S):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_exit(pid, EXIT_TIMEOUT_S)
+        self.reap()
+
+    # ---- reload ----------------------------------------------------------------------------
+
+    def reload(self, spec: InstanceSpec) -> Outcome:
+        control = self.control(spec.control_port)
+        try:
+            updated = control.update(write_snapshot(self.snapshot_dir, spec))
+            # An adopted tgtd may have been left offline by an interrupted start.
+            if control.system().state is SystemState.OFFLINE:
+                control.set_state(SystemState.READY)
+        except TgtCommandError as exc:
+            return Outcome(Result.FAILED, f"reload failed: {exc}", exc.output)
+        pid = self._pid_on(spec.control_port)
+        return _admin_outcome(
+            f"reloaded {spec.config}", updated.report, pid, updated.command.output
+        )
+
+    # ---- drain and stop --------------------------------------------------------------------
+
+    def drain_stop(
+        self, action: DrainStop, timeout_s: float | None, force: bool, cancel: threading.Event
+    ) -> Outcome:
+        control = self.control(action.control_port)
+        pid = self._pid_on(action.control_port)
+        if pid is None:
+            return Outcome(Result.OK, f"no tgtd runs on control port {action.control_port}")
+        started = time.monotonic()
+        try:
+            # Offline refuses new logins; sessions that exist keep doing I/O. Never set the
+            # *targets* offline: that fails their I/O.
+            control.set_state(SystemState.OFFLINE)
+            sessions = sum(t.sessions for t in control.targets())
+            deadline = None if timeout_s is None else started + timeout_s
+            while sessions:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if cancel.wait(DRAIN_POLL_S):
+                    return Outcome(
+                        Result.PARTIAL,
+                        f"drain interrupted with {sessions} sessions; port stays offline",
+                        pid=pid,
+                        draining=True,
+                    )
+                sessions = sum(t.sessions for t in control.targets())
+            if sessions and not force:
+                return Outcome(
+                    Result.PARTIAL,
+                    f"{sessions} sessions remain after {timeout_s:g} s; port {action.port} stays "
+                    "offline and stops when the last one ends",
+                    pid=pid,
+                    draining=True,
+                )
+            control.remove_all(force=bool(sessions))
+            control.delete_system()
+        except TgtCommandError as exc:
+            if self._pid_on(action.control_port) is None:
+                return Outcome(Result.OK, f"tgtd pid {pid} is gone", pid=pid)
+            return Outcome(Result.FAILED, f"drain failed: {exc}", exc.output, pid)
+        waited = time.monotonic() - started
+        if wait_exit(pid, EXIT_TIMEOUT_S):
+            self.reap()
+            forced = f"; {sessions} sessions cut off (force)" if sessions else ""
+            return Outcome(
+                Result.OK,
+                f"tgtd pid {pid} drained and exited after {waited:.1f} s{forced}",
+                pid=pid,
+            )
+        if not force:
+            return Outcome(
+                Result.FAILED,
+                f"tgtd pid {pid} on port {action.port} did not exit after delete system",
+                pid=pid,
+            )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_exit(pid, EXIT_TIMEOUT_S)
+        self.reap()
+        return Outcome(
+            Result.PARTIAL,
+            f"tgtd pid {pid} on port {action.port} did not exit after delete system: killed",
+            pid=pid,
+        )

@@ -1,0 +1,67 @@
+"""`tgtwatch run`: wire the daemon's parts (imported only for it: watchdog, prometheus)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import TextIO
+
+from tgtwatch.backends.direct import DirectBackend
+from tgtwatch.cli.exits import EXIT_BUSY
+from tgtwatch.cli.wiring import make_reconciler
+from tgtwatch.config.settings import Settings, load
+from tgtwatch.daemon.lock import LockBusy, StateLock
+from tgtwatch.daemon.loop import Daemon, managed_pids
+from tgtwatch.daemon.wakeup import SelectWaiter
+from tgtwatch.daemon.watch import make_watcher
+from tgtwatch.model.structs import Desired, Observed
+from tgtwatch.telemetry.notify import SystemdNotifier, watchdog_interval
+
+
+def run(settings_path: Path, settings: Settings, err: TextIO) -> int:
+    """The daemon, in the foreground, until SIGTERM or SIGINT."""
+    # First, before any signal handler: a blocked flock must still die on SIGTERM.
+    lock = StateLock(settings.state_dir)
+    try:
+        lock.acquire("run")
+    except LockBusy as busy:
+        if busy.holder.command == "run":
+            print(f"tgtwatch: {busy}: a daemon already runs; not starting another", file=err)
+            return EXIT_BUSY
+        print(f"tgtwatch: waiting for {busy.holder} to finish", file=err, flush=True)
+        lock.acquire("run", wait=True)
+    with lock:
+        return _run(settings_path, settings, err)
+
+
+def _run(settings_path: Path, settings: Settings, err: TextIO) -> int:
+    env = dict(os.environ)
+    # Children must never see these: tgtd would tell systemd that *tgtwatch* is ready.
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"):
+        os.environ.pop(name, None)
+    waiter = SelectWaiter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+    reconciler = make_reconciler(settings, env=env, stderr=err)
+    if reconciler.state_warning:
+        print(f"tgtwatch: {reconciler.state_warning}", file=err)
+    reconciler.on_lane_done = waiter.lane_done
+    backend = reconciler.backend
+
+    def pids_of(observed: Observed, desired: Desired) -> list[int]:
+        if isinstance(backend, DirectBackend):
+            backend.reap()
+        return managed_pids(observed, desired, set(reconciler.applied.entries))
+
+    daemon = Daemon(
+        settings,
+        reconciler,
+        make_watcher(settings.watcher.value, waiter.triggers),
+        waiter,
+        SystemdNotifier.from_env(env),
+        reload_settings=lambda: load(settings_path, required=False),
+        pids_of=pids_of,
+        observe_light=lambda: backend.observe(()),
+        watchdog_interval_s=watchdog_interval(env, os.getpid()),
+        log=err,
+    )
+    return daemon.run()

@@ -1,0 +1,238 @@
+"""Scan tgt_dir and instances_dir into the Desired instance set and the problems found."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from tgtwatch.config import rules
+from tgtwatch.config.settings import Settings
+from tgtwatch.config.tgtconf import ParsedConfig, parse
+from tgtwatch.config.trust import TrustedFiles, TrustPolicy
+from tgtwatch.model.structs import (
+    DEFAULT_NAME,
+    Applied,
+    Desired,
+    InstanceKind,
+    InstanceSpec,
+    Problem,
+    Rule,
+)
+
+INSTANCE_KEYS = ("SOCKET_OPTS", "PORTAL_OPTS")
+
+
+def _single(parsed: ParsedConfig, key: str) -> tuple[str | None, Problem | None]:
+    found = parsed.values(key)
+    if len(found) > 1:
+        lines = ", ".join(str(o.line) for o in found)
+        return None, Problem(
+            found[1].path,
+            Rule.PORT,
+            f"{key} is set {len(found)} times (lines {lines})",
+            found[1].line,
+        )
+    return (found[0].value, None) if found else (None, None)
+
+
+def instance_from(path: Path, parsed: ParsedConfig) -> tuple[InstanceSpec | None, list[Problem]]:
+    """The instance an instance file asks for, or the problems that stop it. Pure.
+
+    Every problem names the instance file, also one found in a file it includes: it is
+    the instance file that is refused (and whose instance keeps its last good config).
+    """
+    problems = [
+        p if p.path == path else Problem(path, p.rule, f"{p}", None) for p in parsed.problems
+    ]
+    values: dict[str, str | None] = {}
+    for key in INSTANCE_KEYS:
+        value, problem = _single(parsed, key)
+        values[key] = value
+        if problem is not None:
+            problems.append(problem)
+    for option in parsed.values("control-port"):
+        problems.append(
+            Problem(
+                option.path,
+                Rule.PORT,
+                "control-port is not allowed in an instance file: SOCKET_OPTS sets it",
+                option.line,
+            )
+        )
+    for target in parsed.targets:
+        for store in target.stores:
+            if not store.startswith("/"):
+                # tgtd opens it from its own working directory, which is not the file's.
+                problems.append(
+                    Problem(
+                        path,
+                        Rule.SYNTAX,
+                        f"target {target.name}: backing store {store!r} is relative; "
+                        "use an absolute path",
+                    )
+                )
+    if problems:
+        return None, problems
+    try:
+        portal = rules.resolve_ports(values["SOCKET_OPTS"], values["PORTAL_OPTS"])
+    except rules.RuleError as exc:
+        return None, [Problem(path, Rule.PORT, str(exc))]
+    spec = InstanceSpec(
+        name=path.name[: -len(".conf")],
+        kind=InstanceKind.DROPIN,
+        port=portal.port,
+        portal=str(portal),
+        control_port=portal.port,
+        config=path,
+        sha256=parsed.sha256,
+        targets=parsed.targets,
+        includes=parsed.files[1:],
+        text=parsed.flat,
+    )
+    return spec, []
+
+
+def settle_conflicts(
+    candidates: Sequence[InstanceSpec], reserved: dict[int, str], applied: Applied
+) -> tuple[dict[int, InstanceSpec], list[Problem]]:
+    """One owner per port: the applied owner keeps it, else the first path in sorted order."""
+    by_port: dict[int, list[InstanceSpec]] = {}
+    for spec in sorted(candidates, key=lambda s: str(s.config)):
+        by_port.setdefault(spec.port, []).append(spec)
+    owners: dict[int, InstanceSpec] = {}
+    problems: list[Problem] = []
+    for port, claimants in sorted(by_port.items()):
+        if port in reserved:
+            problems.extend(
+                Problem(s.config, Rule.CONFLICT, f"port {port} is {reserved[port]}")
+                for s in claimants
+            )
+            continue
+        entry = applied.entries.get(port)
+        owner = next((s for s in claimants if entry and s.config == entry.config), claimants[0])
+        owners[port] = owner
+        problems.extend(
+            Problem(s.config, Rule.CONFLICT, f"port {port} already used by {owner.config}")
+            for s in claimants
+            if s is not owner
+        )
+    return owners, problems
+
+
+def _directory_problem(path: Path, policy: TrustPolicy) -> Problem | None:
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return Problem(path, Rule.DIRECTORY, "not a directory")
+    if st.st_uid != policy.owner_uid:
+        return Problem(
+            path, Rule.DIRECTORY, f"directory owned by uid {st.st_uid}, not {policy.owner_uid}"
+        )
+    if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+        return Problem(path, Rule.DIRECTORY, "directory is world-writable")
+    return None
+
+
+def scan_default(
+    settings: Settings, policy: TrustPolicy
+) -> tuple[InstanceSpec | None, list[Problem], list[str]]:
+    """The distribution's tgtd as tgt_dir/targets.conf configures it."""
+    config = settings.default_config
+    if not settings.default_instance.manage:
+        return None, [], []
+    if not settings.tgt_dir.is_dir():
+        return None, [], [f"{settings.tgt_dir}: does not exist; no default instance"]
+    if not config.exists():
+        return None, [], [f"{config}: does not exist; no default instance"]
+    parsed = parse(config, TrustedFiles(settings.tgt_dir, policy))
+    problems = list(parsed.problems)
+    di = settings.default_instance
+    for option in parsed.values("control-port"):
+        if option.value != str(di.control_port):
+            problems.append(
+                Problem(
+                    option.path,
+                    Rule.PORT,
+                    f"control-port {option.value} differs from default_instance.control_port "
+                    f"{di.control_port} in the settings",
+                    option.line,
+                )
+            )
+    if problems:
+        return None, problems, []
+    spec = InstanceSpec(
+        name=DEFAULT_NAME,
+        kind=InstanceKind.DEFAULT,
+        port=di.portal.port,
+        portal=str(di.portal),
+        control_port=di.control_port,
+        config=config,
+        sha256=parsed.sha256,
+        targets=parsed.targets,
+        includes=parsed.files[1:],
+        text=parsed.flat,
+    )
+    return spec, [], []
+
+
+def scan_instances(
+    directory: Path, policy: TrustPolicy
+) -> tuple[list[InstanceSpec], list[Problem], list[str]]:
+    """Every instance file in the directory, parsed and checked on its own."""
+    try:
+        problem = _directory_problem(directory, policy)
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return [], [], [f"{directory}: does not exist; no instances from it"]
+    except OSError as exc:
+        return [], [Problem(directory, Rule.DIRECTORY, f"cannot read: {exc.strerror}")], []
+    if problem is not None:
+        return [], [problem], []
+    source = TrustedFiles(directory, policy)
+    specs: list[InstanceSpec] = []
+    problems: list[Problem] = []
+    for filename in names:
+        if not rules.is_candidate(filename):
+            continue
+        path = directory / filename
+        why = rules.name_problem(filename[: -len(".conf")])
+        if why is not None:
+            problems.append(Problem(path, Rule.NAME, why))
+            continue
+        spec, found = instance_from(path, parse(path, source))
+        problems.extend(found)
+        if spec is not None:
+            specs.append(spec)
+    return specs, problems, []
+
+
+def scan(settings: Settings, applied: Applied, policy: TrustPolicy | None = None) -> Desired:
+    """What the files on disk ask for now. Reads files; everything else is pure."""
+    policy = policy or TrustPolicy()
+    default, problems, notes = scan_default(settings, policy)
+    specs, found, more_notes = scan_instances(settings.instances_dir, policy)
+    problems += found
+    notes += more_notes
+    di = settings.default_instance
+    reserved = {di.portal.port: f"the default instance's portal ({settings.default_config})"}
+    if di.control_port:
+        reserved[di.control_port] = (
+            f"the default instance's control port ({settings.default_config})"
+        )
+    # A refused file's instance keeps running on its last good config: its port stays its.
+    refused = Desired(problems=tuple(problems))
+    for port, entry in sorted(applied.entries.items()):
+        if entry.kind is InstanceKind.DROPIN and refused.is_troubled(entry.config):
+            reserved.setdefault(
+                port, f"held by {entry.config}, refused and running on its last good config"
+            )
+    owners, conflicts = settle_conflicts(specs, reserved, applied)
+    instances = dict(owners)
+    if default is not None:
+        instances[default.port] = default
+    return Desired(
+        instances=dict(sorted(instances.items())),
+        problems=tuple(problems + conflicts),
+        notes=tuple(notes),
+    )

@@ -1,0 +1,86 @@
+"""One serial lane per port, lanes in parallel up to a bound: a long drain delays no other port."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from tgtwatch.backends.base import Outcome, Result
+from tgtwatch.model.structs import Action, ActionKind
+
+DEFAULT_LANES = 8
+# A lane that drains mostly waits for sessions: it gets a thread of its own (up to this
+# many), so ports stuck draining never delay a start or a reload elsewhere, while starts
+# and reloads share DEFAULT_LANES threads (a burst of 500 starts makes 8 threads, not 500).
+MAX_DRAINS = 512
+
+
+class Executor:
+    """Runs each port's actions in order; a port with a lane under way takes no new one."""
+
+    def __init__(self, max_lanes: int = DEFAULT_LANES, max_drains: int = MAX_DRAINS) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max_lanes, thread_name_prefix="lane")
+        self._drains = ThreadPoolExecutor(max_workers=max_drains, thread_name_prefix="drain")
+        self._lock = threading.Lock()
+        self._lanes: dict[int, Future[None]] = {}
+
+    def busy(self) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._lanes)
+
+    def submit(
+        self,
+        port: int,
+        actions: Sequence[Action],
+        run: Callable[[Action], Outcome],
+        done: Callable[[int], None] | None = None,
+    ) -> bool:
+        """Queue a lane for `port`; False when one is already under way for it."""
+        with self._lock:
+            if port in self._lanes:
+                return False
+            drains = any(a.kind is ActionKind.DRAIN_STOP for a in actions)
+            pool = self._drains if drains else self._pool
+            future = pool.submit(self._lane, port, tuple(actions), run, done)
+            self._lanes[port] = future
+            return True
+
+    def _lane(
+        self,
+        port: int,
+        actions: tuple[Action, ...],
+        run: Callable[[Action], Outcome],
+        done: Callable[[int], None] | None,
+    ) -> None:
+        try:
+            for action in actions:
+                # A failed step ends the lane: a Start must not follow a DrainStop that failed,
+                # nor one still draining (its tgtd holds the port until its sessions end).
+                outcome = run(action)
+                if outcome.result is Result.FAILED or outcome.draining:
+                    break
+        finally:
+            with self._lock:
+                self._lanes.pop(port, None)
+            if done is not None:
+                done(port)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every lane under way now has ended; False on timeout (of the whole
+        wait, not of each lane). A lane that raised has ended too: its error is its own."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            futures = list(self._lanes.values())
+        for future in futures:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                future.exception(timeout=left)
+            except TimeoutError:
+                return False
+        return True
+
+    def shutdown(self, wait: bool) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._drains.shutdown(wait=wait, cancel_futures=True)

@@ -1,0 +1,380 @@
+"""`tgtwatch run`: the level-triggered loop of triggers, cycles, readiness, status and watchdog."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from tgtwatch.config.settings import Settings, SettingsError
+from tgtwatch.daemon.debounce import Debouncer, TriggerKind
+from tgtwatch.daemon.reconcile import START_FAILED, CycleReport, Reconciler
+from tgtwatch.daemon.wakeup import Waiter, Wake
+from tgtwatch.daemon.watch_events import Watcher
+from tgtwatch.model.status import InstanceStatus, instance_states, status_line
+from tgtwatch.model.structs import Desired, DrainStop, InstanceKind, Observed, Reload, Start
+from tgtwatch.telemetry import metrics
+from tgtwatch.telemetry.notify import Notifier, NotifyError
+
+# While the first reconcile runs, ask systemd for this much more start time, this often.
+EXTEND_BY_S = 30.0
+EXTEND_EVERY_S = 10.0
+# While targets wait for their sessions to end (pending), look this often: nothing else
+# says when the last session leaves. Only then: an idle daemon polls nothing.
+PENDING_POLL_S = 2.0
+# A cycle that failed outright (a bug, an unreadable /proc) is tried again this soon.
+CYCLE_RETRY_S = 5.0
+
+
+# Built into the running daemon's parts (backend, watcher, state file, lock, every tool
+# call): a SIGHUP keeps these and says so.
+RESTART_ONLY = ("backend", "state_dir", "watcher", "tool_timeout_s")
+
+
+@dataclass
+class LoopClock:
+    """The deadlines the loop sleeps towards; all in the monotonic clock's seconds."""
+
+    resync_at: float = 0.0
+    watchdog_at: float | None = None
+    extend_at: float | None = None
+    pending_at: float | None = None
+
+
+@dataclass
+class DaemonState:
+    """What the loop knows between iterations (owned by one Daemon, never shared)."""
+
+    ready: bool = False
+    waiting_for: set[int] = field(default_factory=set)  # ports whose first Start/Reload runs
+    reloading: bool = False
+    stopping: bool = False
+    deferred: set[int] = field(default_factory=set)
+    last: CycleReport | None = None
+    last_status: str = ""
+    cycle_seconds: float = 0.0
+    cycle_timestamp: float = 0.0
+    watched: dict[int, int] = field(default_factory=dict)  # tgtd pid -> port, for messages
+    actions: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+class Daemon:
+    """Wires the watcher, the reconciler, systemd notifications and the audit trail."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        reconciler: Reconciler,
+        watcher: Watcher,
+        waiter: Waiter,
+        notifier: Notifier,
+        *,
+        reload_settings: Callable[[], Settings],
+        pids_of: Callable[[Observed, Desired], list[int]],
+        observe_light: Callable[[], Observed],
+        watchdog_interval_s: float | None,
+        log: TextIO,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.reconciler = reconciler
+        self.watcher = watcher
+        self.waiter = waiter
+        self.notifier = notifier
+        self.reload_settings = reload_settings
+        self.pids_of = pids_of
+        self.observe_light = observe_light
+        self.watchdog_interval_s = watchdog_interval_s
+        self.log = log
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.debouncer = Debouncer.from_ms(settings.debounce_ms)
+        self.state = DaemonState()
+        self.deadlines = LoopClock()
+
+    # ---- public ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Until SIGTERM/SIGINT: exit 0, leaving every tgtd running."""
+        now = self.clock()
+        self.watcher.start(self.watch_paths(None))
+        if self.watchdog_interval_s:
+            self.deadlines.watchdog_at = now
+        self.deadlines.extend_at = now
+        self.cycle()
+        # Nothing to start or reload: the first reconcile is already done.
+        self._check_ready(self.clock())
+        while not self.state.stopping:
+            self.iterate()
+        self.shutdown()
+        return 0
+
+    def iterate(self) -> None:
+        """Wait for the next thing to happen, then act on it."""
+        now = self.clock()
+        deadline = self.next_deadline(now)
+        wake = self.waiter.wait(None if deadline is None else deadline - now)
+        self.handle(wake)
+
+    def handle(self, wake: Wake) -> None:
+        now = self.clock()
+        run_cycle = False
+        for signum in wake.signals:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self.state.stopping = True
+                self._notify(self.notifier.stopping)
+                return
+            if signum == signal.SIGHUP:
+                self._reload(now)
+                run_cycle = True
+        for trigger in wake.triggers:
+            if trigger.kind in (TriggerKind.ERROR, TriggerKind.OVERFLOW) and trigger.detail:
+                # Events may be lost: say so (the rescan that follows catches up).
+                self._say(f"watcher: {trigger.detail}; rescanning")
+            self.debouncer.add(trigger, now)
+        if wake.exited:
+            # A tgtd died: the very fault this design isolates. Restart it now, not at resync.
+            # (Also after a drain's tgtd exits: the cycle is cheap and a crash mistaken for
+            # a drain's exit would otherwise wait for the resync.)
+            self._report_exits(wake.exited)
+            run_cycle = True
+        if any(port in self.state.deferred for port in wake.lanes_done):
+            run_cycle = True
+        if self.debouncer.take_batch(now) is not None:
+            run_cycle = True
+        if now >= self.deadlines.resync_at:
+            run_cycle = True
+        if self.deadlines.pending_at is not None and now >= self.deadlines.pending_at:
+            run_cycle = True
+        retry = self.reconciler.next_retry()
+        if retry is not None and now >= retry:
+            run_cycle = True
+        self._ping(now)
+        if run_cycle:
+            self.cycle()
+        elif wake.lanes_done:
+            observed = self.observe_light()
+            self.refresh(observed)
+            if self._died_unwatched(wake.lanes_done, observed):
+                self.cycle()
+        self._check_ready(now)
+
+    def _died_unwatched(self, ports: list[int], observed: Observed) -> bool:
+        """A lane ended and its wanted port runs no tgtd: it died before we watched its pid
+        (a zombie is not in `observed`, so no pidfd was ever opened for it). Look again now,
+        not at the resync: the cycle restarts it or schedules its retry."""
+        last = self.state.last
+        if last is None:
+            return False
+        busy = self.reconciler.executor.busy()
+        troubles = dict(self.reconciler.troubles)
+
+        def start_failed(port: int) -> bool:  # its retry is already scheduled
+            trouble = troubles.get(port)
+            return trouble is not None and trouble.message.startswith(START_FAILED)
+
+        return any(
+            port in last.desired.instances
+            and last.desired.instances[port].kind is not InstanceKind.DEFAULT
+            and port not in observed.instances
+            and port not in busy
+            and not start_failed(port)
+            for port in ports
+        )
+
+    def next_deadline(self, now: float) -> float | None:
+        candidates = [self.deadlines.resync_at]
+        due = self.debouncer.next_deadline()
+        if due is not None:
+            candidates.append(due)
+        if self.deadlines.watchdog_at is not None:
+            candidates.append(self.deadlines.watchdog_at)
+        if not self.state.ready and self.deadlines.extend_at is not None:
+            candidates.append(self.deadlines.extend_at)
+        if self.deadlines.pending_at is not None:
+            candidates.append(self.deadlines.pending_at)
+        retry = self.reconciler.next_retry()
+        if retry is not None:
+            candidates.append(retry)
+        return min(candidates)
+
+    # ---- the cycle -------------------------------------------------------------------------
+
+    def cycle(self) -> None:
+        started = self.clock()
+        try:
+            report = self.reconciler.cycle()
+        except Exception as exc:  # keep serving: every port's tgtd runs on without us
+            self._say(
+                f"cycle failed, trying again in {CYCLE_RETRY_S:g} s: {type(exc).__name__}: {exc}"
+            )
+            self.deadlines.resync_at = self.clock() + CYCLE_RETRY_S
+            return
+        self.state.cycle_seconds = self.clock() - started
+        self.state.cycle_timestamp = self.wall_clock()
+        self.state.last = report
+        self.state.deferred = {
+            port for port, why in report.deferred.items() if why.startswith("an action")
+        }
+        self.deadlines.resync_at = self.clock() + self.settings.resync_interval_s
+        self.deadlines.pending_at = None  # refresh() sets it again while targets are pending
+        if not self.state.ready or self.state.reloading:
+            # Only lanes this cycle started, and none that drains first: a drain waits for
+            # the last session to leave, without limit, and READY=1 must not wait for that.
+            draining = {a.port for a in report.plan.actions if isinstance(a, DrainStop)}
+            self.state.waiting_for |= {
+                a.port
+                for a in report.plan.actions
+                if isinstance(a, Start | Reload)
+                and a.port not in report.deferred
+                and a.port not in draining
+            }
+        self.watcher.set_paths(self.watch_paths(report.desired))
+        self.refresh(report.observed)
+
+    def refresh(self, observed: Observed) -> None:
+        """STATUS=, metrics and the pidfds of the tgtds we manage, after a cycle or a lane."""
+        if not any(e.pending for e in self.reconciler.applied.entries.values()):
+            self.deadlines.pending_at = None
+        elif self.deadlines.pending_at is None:
+            self.deadlines.pending_at = self.clock() + PENDING_POLL_S
+        last = self.state.last
+        if last is None:
+            return
+        pids = self.pids_of(observed, last.desired)
+        ports = {r.pid: port for port, r in observed.instances.items() if r.pid is not None}
+        self.state.watched = {pid: ports[pid] for pid in pids if pid in ports}
+        self.waiter.watch_pids(pids)
+        statuses = self.statuses(last.desired, observed)
+        line = status_line(statuses, last.desired.problems)
+        if line != self.state.last_status:
+            self.state.last_status = line
+            self._notify(lambda: self.notifier.status(line))
+        self._count_actions()
+        if self.settings.metrics_file is not None:
+            self._write_metrics(statuses, last.desired)
+
+    def statuses(self, desired: Desired, observed: Observed) -> list[InstanceStatus]:
+        return instance_states(
+            desired, self.reconciler.applied, observed, self.reconciler.failures()
+        )
+
+    def watch_paths(self, desired: Desired | None) -> list[Path]:
+        """instances_dir, tgt_dir and every directory an include reads from."""
+        paths = {self.settings.instances_dir, self.settings.tgt_dir}
+        if desired is not None:
+            for spec in desired.instances.values():
+                paths.update(p.parent for p in spec.includes)
+        return sorted(paths)
+
+    # ---- readiness, notifications ----------------------------------------------------------
+
+    def _check_ready(self, now: float) -> None:
+        if self.state.ready and not self.state.reloading:
+            return
+        busy = self.reconciler.executor.busy()
+        self.state.waiting_for &= busy
+        if self.state.waiting_for:
+            extend_at = self.deadlines.extend_at
+            if not self.state.ready and extend_at is not None and now >= extend_at:
+                usec = int(EXTEND_BY_S * 1_000_000)
+                self._notify(lambda: self.notifier.extend_timeout(usec))
+                self.deadlines.extend_at = now + EXTEND_EVERY_S
+            return
+        self.state.ready = True
+        self.state.reloading = False
+        self._notify(self.notifier.ready)
+
+    def _ping(self, now: float) -> None:
+        """WATCHDOG=1 from the loop itself: a wedged loop stops the pings."""
+        if self.deadlines.watchdog_at is None or self.watchdog_interval_s is None:
+            return
+        if now >= self.deadlines.watchdog_at:
+            self._notify(self.notifier.watchdog)
+            self.deadlines.watchdog_at = now + self.watchdog_interval_s
+
+    def _reload(self, now: float) -> None:
+        self.state.reloading = True
+        self._notify(lambda: self.notifier.reloading(time.monotonic_ns() // 1000))
+        try:
+            settings = self.reload_settings()
+        except SettingsError as exc:
+            self._say(f"settings not reloaded, keeping the old ones: {exc}")
+            return
+        kept = {
+            name: getattr(self.settings, name)
+            for name in RESTART_ONLY
+            if getattr(settings, name) != getattr(self.settings, name)
+        }
+        if kept:
+            self._say(
+                f"settings: a change of {', '.join(kept)} takes effect when tgtwatch restarts"
+            )
+            settings = dataclasses.replace(settings, **kept)
+        self.settings = settings
+        self.reconciler.settings = settings
+        self.debouncer = Debouncer.from_ms(settings.debounce_ms)
+
+    def _report_exits(self, pids: list[int]) -> None:
+        """Say which tgtds died on their own; a tgtd we drained or tore down is no news."""
+        last = self.state.last
+        desired = last.desired.instances if last is not None else {}
+        busy = self.reconciler.executor.busy()
+        for pid in pids:
+            port = self.state.watched.get(pid)
+            if port is None:
+                self._say(f"tgtd pid {pid} exited")
+            elif port in desired and port not in busy:
+                spec = desired[port]
+                self._say(f"tgtd pid {pid} of {spec.name} on port {port} exited; restarting it")
+
+    def _notify(self, send: Callable[[], None]) -> None:
+        try:
+            send()
+        except NotifyError as exc:
+            self._say(str(exc))
+
+    def _say(self, message: str) -> None:
+        print(f"tgtwatch: {message}", file=self.log, flush=True)
+
+    def _count_actions(self) -> None:
+        for report in self.reconciler.take_reports():
+            self.state.actions[(report.action.kind.value, report.outcome.result.value)] += 1
+
+    def _write_metrics(self, statuses: list[InstanceStatus], desired: Desired) -> None:
+        assert self.settings.metrics_file is not None
+        snapshot = metrics.MetricsSnapshot(
+            statuses=tuple(statuses),
+            actions=dict(self.state.actions),
+            problems=len(desired.problems),
+            last_cycle_seconds=self.state.cycle_seconds,
+            last_cycle_timestamp=self.state.cycle_timestamp,
+        )
+        try:
+            metrics.write(self.settings.metrics_file, snapshot)
+        except OSError as exc:
+            self._say(f"{self.settings.metrics_file}: cannot write metrics: {exc.strerror}")
+
+    def shutdown(self) -> None:
+        """Abandon waits in flight (drains stay offline, resumed next start); tgtds keep running."""
+        self.reconciler.cancel.set()
+        self.watcher.stop()
+        self.reconciler.executor.shutdown(wait=True)
+        self.waiter.close()
+
+
+def managed_pids(observed: Observed, desired: Desired, applied_ports: set[int]) -> list[int]:
+    """The tgtds whose death the daemon must notice: wanted by a file or applied by us."""
+    return sorted(
+        running.pid
+        for port, running in observed.instances.items()
+        if running.pid is not None
+        and (port in desired.instances or port in applied_ports)
+        and not (port in desired.instances and desired.instances[port].kind is InstanceKind.DEFAULT)
+    )

@@ -1,0 +1,118 @@
+"""The applied-state file: what tgtwatch last applied per port, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tgtwatch.model.structs import Applied, AppliedEntry, InstanceKind
+
+STATE_FILE = "applied.json"
+FORMAT_VERSION = 1
+
+
+class StateError(Exception):
+    """The state file cannot be written; one line for the operator."""
+
+
+def to_json(applied: Applied, failed: Mapping[int, str] | None = None) -> dict[str, Any]:
+    return {
+        "version": FORMAT_VERSION,
+        "failed": {str(port): message for port, message in sorted((failed or {}).items())},
+        "ports": {
+            str(port): {
+                "name": e.name,
+                "config": str(e.config),
+                "sha256": e.sha256,
+                "applied_at": e.applied_at,
+                "pending": list(e.pending),
+                "kind": e.kind.value,
+                "targets": dict(e.targets),
+            }
+            for port, e in sorted(applied.entries.items())
+        },
+    }
+
+
+def from_json(data: Any) -> Applied:
+    """Applied state from parsed JSON; raises ValueError (or KeyError/TypeError) when malformed."""
+    if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+        raise ValueError("not a tgtwatch state file of version 1")
+    entries: dict[int, AppliedEntry] = {}
+    for port_text, e in data["ports"].items():
+        port = int(port_text)
+        entries[port] = AppliedEntry(
+            name=str(e["name"]),
+            port=port,
+            config=Path(e["config"]),
+            sha256=str(e["sha256"]),
+            applied_at=float(e["applied_at"]),
+            pending=tuple(str(p) for p in e.get("pending", [])),
+            kind=InstanceKind(e.get("kind", InstanceKind.DROPIN.value)),
+            targets=tuple(sorted((str(k), str(v)) for k, v in e.get("targets", {}).items())),
+        )
+    return Applied(entries)
+
+
+@dataclass(frozen=True)
+class StateFile:
+    """`applied.json` under state_dir."""
+
+    directory: Path
+
+    @property
+    def path(self) -> Path:
+        return self.directory / STATE_FILE
+
+    def load(self) -> tuple[Applied, str | None]:
+        """The applied state, and a warning when it was missing-but-expected or corrupt.
+
+        A corrupt file is treated as empty: the next cycle then reloads every running
+        instance from its file (idempotent) instead of restarting it.
+        """
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return Applied(), None
+        except (OSError, UnicodeDecodeError) as exc:
+            return Applied(), f"{self.path}: cannot read the state ({exc}); starting from empty"
+        try:
+            return from_json(json.loads(text)), None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return Applied(), f"{self.path}: corrupt state ({exc}); starting from empty"
+
+    def load_failed(self) -> dict[int, str]:
+        """Ports whose start keeps failing, as the last tgtwatch to write the state saw them."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return {int(port): str(message) for port, message in data.get("failed", {}).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
+
+    def save(self, applied: Applied, failed: Mapping[int, str] | None = None) -> None:
+        """Temp file, fsync, rename, fsync the directory: never a half-written state."""
+        body = json.dumps(to_json(applied, failed), indent=1, sort_keys=True).encode()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".applied.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(body)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot write the state: {exc.strerror}") from None

@@ -1,0 +1,32 @@
+"""make_watcher: the watcher the `watcher:` setting names."""
+
+from __future__ import annotations
+
+from tgtwatch.daemon.watch_events import (
+    IgnorePredicate,
+    TriggerQueue,
+    Watcher,
+    WatcherKind,
+    WatcherUnavailable,
+    is_ignored_name,
+)
+from tgtwatch.daemon.watch_pyinotify import PyinotifyWatcher
+from tgtwatch.daemon.watch_watchdog import WatchdogWatcher
+
+
+def make_watcher(
+    kind: WatcherKind | str,
+    triggers: TriggerQueue,
+    *,
+    ignore: IgnorePredicate = is_ignored_name,
+) -> Watcher:
+    """The watcher the `watcher:` setting names; WatcherUnavailable if it cannot run."""
+    try:
+        kind = WatcherKind(kind)
+    except ValueError:
+        raise WatcherUnavailable(
+            f"unknown watcher {kind!r}; expected one of {', '.join(k.value for k in WatcherKind)}"
+        ) from None
+    if kind is WatcherKind.PYINOTIFY:
+        return PyinotifyWatcher(triggers, ignore=ignore)
+    return WatchdogWatcher(triggers, ignore=ignore)

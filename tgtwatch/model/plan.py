@@ -1,0 +1,87 @@
+"""plan(desired, applied, observed): the actions that converge the host. Pure, no I/O."""
+
+from __future__ import annotations
+
+from tgtwatch.model.structs import (
+    Action,
+    Applied,
+    AppliedEntry,
+    Desired,
+    DrainStop,
+    InstanceKind,
+    InstanceSpec,
+    Observed,
+    ObservedInstance,
+    Plan,
+    Reload,
+    Start,
+)
+
+
+def pending_released(entry: AppliedEntry, running: ObservedInstance) -> bool:
+    """Whether targets tgt-admin skipped as busy have lost their sessions, so a reload lands."""
+    if not entry.pending:
+        return False
+    sessions = {t.name: t.sessions for t in running.targets}
+    return all(sessions.get(name, 0) == 0 for name in entry.pending)
+
+
+def _for_desired(
+    spec: InstanceSpec, entry: AppliedEntry | None, running: ObservedInstance | None
+) -> list[Action]:
+    if spec.kind is InstanceKind.DEFAULT:
+        # The distribution's unit owns this tgtd: reload it when it runs, never start it.
+        if running is None:
+            return []
+        if entry is None or entry.sha256 != spec.sha256 or pending_released(entry, running):
+            return [Reload(spec, adopt=entry is None)]
+        return []
+    if entry is not None and entry.config != spec.config:
+        # Another file now owns the port (a rename, or a port handed over): the old
+        # instance drains before the new one starts, on the same serial lane.
+        if running is None:
+            return [Start(spec)]
+        return [
+            DrainStop(
+                spec.port,
+                running.control_port,
+                entry.name,
+                entry.config,
+                f"{spec.config} now owns port {spec.port}",
+            ),
+            Start(spec),
+        ]
+    if running is None:
+        return [Start(spec)]
+    if running.starting:
+        return []
+    if entry is None:
+        return [Reload(spec, adopt=True)]
+    if entry.sha256 != spec.sha256 or pending_released(entry, running):
+        return [Reload(spec)]
+    return []
+
+
+def plan(desired: Desired, applied: Applied, observed: Observed) -> Plan:
+    """Start, reload or drain per port so the host matches the files; idempotent."""
+    # Ports no file wants any more drain first: a file that moved to another port is
+    # "DrainStop of the old port, then Start of the new one" (DESIGN.md).
+    actions: list[Action] = []
+    held: list[AppliedEntry] = []
+    for port, entry in sorted(applied.entries.items()):
+        if port in desired.instances or entry.kind is InstanceKind.DEFAULT:
+            continue
+        if desired.is_troubled(entry.config):
+            held.append(entry)
+            continue
+        running = observed.instances.get(port)
+        if running is not None:
+            actions.append(DrainStop(port, running.control_port, entry.name, entry.config))
+    for port, spec in desired.instances.items():
+        actions += _for_desired(spec, applied.entries.get(port), observed.instances.get(port))
+    foreign = tuple(
+        running
+        for port, running in sorted(observed.instances.items())
+        if port not in desired.instances and port not in applied.entries
+    )
+    return Plan(actions=tuple(actions), foreign=foreign, held=tuple(held))

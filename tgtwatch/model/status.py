@@ -1,0 +1,123 @@
+"""Derive each instance's state for `status`, STATUS= and metrics from what is known. Pure."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tgtwatch.model.structs import (
+    Applied,
+    Desired,
+    InstanceKind,
+    InstanceState,
+    Observed,
+    ObservedInstance,
+    Problem,
+)
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    name: str
+    port: int
+    config: str
+    state: InstanceState
+    pid: int | None
+    targets: tuple[str, ...]
+    sessions: int
+    managed: bool = True  # False: a tgtd no file asks for and tgtwatch never applied
+    message: str = ""
+    pending: tuple[str, ...] = ()  # targets left as they were because they are in use
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "port": self.port,
+            "config": self.config,
+            "state": self.state.value,
+            "pid": self.pid,
+            "targets": list(self.targets),
+            "sessions": self.sessions,
+            "managed": self.managed,
+            "message": self.message,
+            "pending": list(self.pending),
+        }
+
+
+def _running_state(
+    running: ObservedInstance, sha_applied: bool, pending: bool, wanted: bool
+) -> InstanceState:
+    if not wanted:
+        return InstanceState.DRAINING
+    if running.starting or (running.system_state == "offline" and not sha_applied):
+        return InstanceState.STARTING
+    if pending:
+        return InstanceState.PENDING
+    return InstanceState.RUNNING
+
+
+def instance_states(
+    desired: Desired,
+    applied: Applied,
+    observed: Observed,
+    failures: Mapping[int, str],
+) -> list[InstanceStatus]:
+    """One status per port that a file wants, tgtwatch applied, or a tgtd serves."""
+    ports = sorted(set(desired.instances) | set(applied.entries) | set(observed.instances))
+    result: list[InstanceStatus] = []
+    for port in ports:
+        spec = desired.instances.get(port)
+        entry = applied.entries.get(port)
+        running = observed.instances.get(port)
+        name = spec.name if spec else entry.name if entry else f"port-{port}"
+        config = str(spec.config if spec else entry.config if entry else "")
+        targets = tuple(t.name for t in running.targets) if running else ()
+        sessions = running.sessions if running else 0
+        pid = running.pid if running else None
+        if running is None:
+            message = failures.get(port, "")
+            if spec is None:
+                if entry is None or not desired.is_troubled(entry.config):
+                    continue  # applied long ago, nothing runs, nothing wants it: gone
+                # Held: its file is refused, so nothing starts it until the file is fixed.
+                message = message or f"not started: {entry.config} is refused"
+            state = InstanceState.FAILED if port in failures else InstanceState.STOPPED
+            result.append(InstanceStatus(name, port, config, state, None, (), 0, True, message))
+            continue
+        if spec is None and entry is None:
+            result.append(
+                InstanceStatus(
+                    name, port, config, InstanceState.RUNNING, pid, targets, sessions, managed=False
+                )
+            )
+            continue
+        wanted = spec is not None or (entry is not None and desired.is_troubled(entry.config))
+        sha_applied = spec is not None and entry is not None and entry.sha256 == spec.sha256
+        if spec is not None and spec.kind is InstanceKind.DEFAULT:
+            wanted = True
+        state = _running_state(running, sha_applied, bool(entry and entry.pending), wanted)
+        message = failures.get(port, "")
+        pending = entry.pending if entry is not None else ()
+        if pending:
+            message = "in use, waiting to apply: " + ", ".join(pending)
+        result.append(
+            InstanceStatus(
+                name, port, config, state, pid, targets, sessions, True, message, pending
+            )
+        )
+    return result
+
+
+def status_line(statuses: list[InstanceStatus], problems: tuple[Problem, ...]) -> str:
+    """One line for systemd's STATUS=, e.g. `3 running, 1 draining, 1 problem (x.conf: ...)`."""
+    counts = Counter(s.state for s in statuses if s.managed)
+    parts = [f"{counts[state]} {state.value}" for state in InstanceState if counts[state]]
+    if not parts:
+        parts = ["no instances"]
+    if problems:
+        first = problems[0]
+        noun = "problem" if len(problems) == 1 else "problems"
+        parts.append(f"{len(problems)} {noun} ({first.path.name}: {first.message})")
+    return ", ".join(parts)
