@@ -26,6 +26,7 @@ from tgtwatch.tgt.show import (
     parse_show_portals,
     parse_show_system,
     parse_show_targets,
+    parse_target_params,
 )
 
 DATA = Path(__file__).parent / "data" / "tgt"
@@ -338,3 +339,30 @@ def test_cmdline_parser_never_raises(raw: bytes) -> None:
 )
 def test_cmdline_parser_never_raises_on_tgtd_like(words: list[str]) -> None:
     parse_tgtd_cmdline(b"\0".join(w.encode() for w in ["tgtd", *words]))
+
+
+def test_lun_attributes_accounts_and_acls() -> None:
+    (target,) = parse_show_targets(data("show_target_accounts_acls.txt"))
+    lun1 = target.luns[1]
+    assert lun1.attribute("Size") == "67 MB"
+    assert lun1.attribute("Block size") == "512"
+    assert lun1.attribute("Readonly") == "No"
+    assert lun1.attribute("Backing store type") == "rdwr"
+    assert lun1.attribute("SCSI SN") == "beaf11"
+    assert lun1.attribute("Backing store flags") == ""
+    assert lun1.attribute("nonexistent") is None
+    assert target.accounts == ("u1", "o1 (outgoing)")
+    assert target.acl == ("10.0.0.0/24", "iqn.1993-08.org.debian:01:abc")
+
+
+def test_target_params() -> None:
+    params = parse_target_params(data("show_target_tid_params.txt"))
+    assert params["MaxRecvDataSegmentLength"] == "65536"
+    assert params["HeaderDigest"] == "None"
+    assert params["nop_interval"] == "0"
+    assert len(params) == 26
+
+
+@given(st.text())
+def test_target_params_never_raise(text: str) -> None:
+    assert all("=" not in k for k in parse_target_params(text))
