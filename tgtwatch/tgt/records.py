@@ -1,0 +1,193 @@
+"""What tgtwatch puts into one tgtd, per target and LUN: the record a reload is diffed against.
+
+tgtd's show output cannot see vendor_id, mode pages, bsopts or secrets, so the record of
+what tgtwatch itself applied is the truth a reload starts from. Secrets never enter a
+record: an account is kept as its user and a fingerprint of its secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# tgt-admin's `write-cache off`: mode page 8 (caching) with WCE cleared.
+WRITE_CACHE_OFF_PAGE = "8:0:18:0x10:0:0xff:0xff:0:0:0xff:0xff:0xff:0xff:0x80:0x14:0:0:0:0:0:0"
+
+
+@dataclass(frozen=True)
+class LunRecord:
+    """One LUN: what `--op new --mode logicalunit` fixed, and the `--params` applied after."""
+
+    number: int
+    path: str
+    direct: bool = False
+    device_type: str = ""  # --device-type; "" is tgtd's default (disk)
+    bstype: str = ""  # --bstype; "" is tgtd's default (rdwr)
+    bsopts: str = ""
+    bsoflags: str = ""
+    block_size: int | None = None
+    # `--op update --mode logicalunit --params k=v`: mode pages first, in the file's order
+    # (write-cache off is one), then the other keys sorted, as tgt-admin applies them.
+    params: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def store(self) -> tuple[object, ...]:
+        """What only a new LUN can change: which data the number reaches, and how."""
+        return (
+            self.path,
+            self.direct,
+            self.device_type,
+            self.bstype,
+            self.bsopts,
+            self.bsoflags,
+            self.block_size,
+        )
+
+
+@dataclass(frozen=True)
+class TargetRecord:
+    """One target as tgtwatch configures it on its tgtd."""
+
+    name: str
+    luns: tuple[LunRecord, ...] = ()  # by number
+    addresses: tuple[str, ...] = ("ALL",)  # -I binds; ALL when the config names none
+    initiators: tuple[str, ...] = ()  # -Q binds
+    incoming: tuple[str, ...] = ()  # account users bound incoming
+    outgoing: tuple[str, ...] = ()  # at most one user bound outgoing
+    params: tuple[tuple[str, str], ...] = ()  # iSCSI parameters, sorted by name
+    driver: str = "iscsi"
+
+    def lun(self, number: int) -> LunRecord | None:
+        return next((lun for lun in self.luns if lun.number == number), None)
+
+
+def fingerprint(user: str, secret: str) -> str:
+    """Tells a changed secret from an unchanged one without keeping the secret."""
+    return hashlib.sha256(f"tgtwatch-chap\0{user}\0{secret}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Account:
+    """A CHAP account of one tgtd (tgtd's accounts are per process, bound per target)."""
+
+    user: str
+    secret: str = field(repr=False, compare=False)
+    digest: str = ""  # fingerprint(user, secret); what a record keeps
+
+    @classmethod
+    def of(cls, user: str, secret: str) -> Account:
+        return cls(user, secret, fingerprint(user, secret))
+
+    def recorded(self) -> Account:
+        """This account as a record keeps it: no secret."""
+        return Account(self.user, "", self.digest)
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """Everything one tgtd holds from tgtwatch: targets (with tids), accounts, discovery."""
+
+    targets: Mapping[str, tuple[int, TargetRecord]] = field(default_factory=dict)  # by name
+    accounts: tuple[Account, ...] = ()  # sorted by user
+    discovery_incoming: tuple[str, ...] = ()
+    discovery_outgoing: tuple[str, ...] = ()
+
+    def account(self, user: str) -> Account | None:
+        return next((a for a in self.accounts if a.user == user), None)
+
+    def recorded(self) -> InstanceRecord:
+        return InstanceRecord(
+            targets=dict(self.targets),
+            accounts=tuple(a.recorded() for a in self.accounts),
+            discovery_incoming=self.discovery_incoming,
+            discovery_outgoing=self.discovery_outgoing,
+        )
+
+
+# --- JSON, for the state file -------------------------------------------------------------
+
+
+def _pairs(raw: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in raw)
+
+
+def lun_to_json(lun: LunRecord) -> dict[str, Any]:
+    return {
+        "number": lun.number,
+        "path": lun.path,
+        "direct": lun.direct,
+        "device_type": lun.device_type,
+        "bstype": lun.bstype,
+        "bsopts": lun.bsopts,
+        "bsoflags": lun.bsoflags,
+        "block_size": lun.block_size,
+        "params": [list(p) for p in lun.params],
+    }
+
+
+def lun_from_json(raw: Mapping[str, Any]) -> LunRecord:
+    block = raw.get("block_size")
+    return LunRecord(
+        number=int(raw["number"]),
+        path=str(raw["path"]),
+        direct=bool(raw.get("direct", False)),
+        device_type=str(raw.get("device_type", "")),
+        bstype=str(raw.get("bstype", "")),
+        bsopts=str(raw.get("bsopts", "")),
+        bsoflags=str(raw.get("bsoflags", "")),
+        block_size=None if block is None else int(block),
+        params=_pairs(raw.get("params", ())),
+    )
+
+
+def target_to_json(tid: int, target: TargetRecord) -> dict[str, Any]:
+    return {
+        "tid": tid,
+        "name": target.name,
+        "luns": [lun_to_json(lun) for lun in target.luns],
+        "addresses": list(target.addresses),
+        "initiators": list(target.initiators),
+        "incoming": list(target.incoming),
+        "outgoing": list(target.outgoing),
+        "params": [list(p) for p in target.params],
+        "driver": target.driver,
+    }
+
+
+def target_from_json(raw: Mapping[str, Any]) -> tuple[int, TargetRecord]:
+    return int(raw["tid"]), TargetRecord(
+        name=str(raw["name"]),
+        luns=tuple(lun_from_json(lun) for lun in raw.get("luns", ())),
+        addresses=tuple(str(a) for a in raw.get("addresses", ())),
+        initiators=tuple(str(i) for i in raw.get("initiators", ())),
+        incoming=tuple(str(u) for u in raw.get("incoming", ())),
+        outgoing=tuple(str(u) for u in raw.get("outgoing", ())),
+        params=_pairs(raw.get("params", ())),
+        driver=str(raw.get("driver", "iscsi")),
+    )
+
+
+def instance_to_json(record: InstanceRecord) -> dict[str, Any]:
+    """The record as the state file keeps it: never a secret."""
+    return {
+        "targets": [
+            target_to_json(tid, t) for tid, t in sorted(record.targets.values(), key=lambda e: e[0])
+        ],
+        "accounts": [{"user": a.user, "digest": a.digest} for a in record.accounts],
+        "discovery_incoming": list(record.discovery_incoming),
+        "discovery_outgoing": list(record.discovery_outgoing),
+    }
+
+
+def instance_from_json(raw: Mapping[str, Any]) -> InstanceRecord:
+    targets = [target_from_json(t) for t in raw.get("targets", ())]
+    return InstanceRecord(
+        targets={t.name: (tid, t) for tid, t in targets},
+        accounts=tuple(
+            Account(str(a["user"]), "", str(a.get("digest", ""))) for a in raw.get("accounts", ())
+        ),
+        discovery_incoming=tuple(str(u) for u in raw.get("discovery_incoming", ())),
+        discovery_outgoing=tuple(str(u) for u in raw.get("discovery_outgoing", ())),
+    )
