@@ -25,6 +25,7 @@ from tgtd_harness import RunningTgtd, TgtdFactory
 
 from tgtwatch.tgt import gateway as g
 from tgtwatch.tgt import ipc
+from tgtwatch.tgt import ipc_ops as ops
 from tgtwatch.tgt.ipc_client import IpcError, TgtdSocket
 
 pytestmark = pytest.mark.integration
@@ -89,24 +90,24 @@ def _read(conn: socket.socket, size: int) -> bytes:
 
 # (tgtadm options, the builder tgtwatch uses for them)
 SAME: list[tuple[list[str], ipc.Request]] = [
-    (["--op", "show", "--mode", "sys"], ipc.show_system()),
+    (["--op", "show", "--mode", "sys"], ops.show_system()),
     (
         ["--op", "update", "--mode", "sys", "--name", "State", "-v", "offline"],
-        ipc.set_state("offline"),
+        ops.set_state("offline"),
     ),
-    (["--op", "delete", "--mode", "system"], ipc.delete_system()),
-    (["--op", "show", "--mode", "target"], ipc.show_targets()),
-    (["--op", "show", "--mode", "target", "--tid", "3"], ipc.show_target(3)),
-    (["--lld", "iscsi", "--op", "show", "--mode", "portal"], ipc.show_portals()),
-    (["--op", "show", "--mode", "account"], ipc.show_accounts()),
+    (["--op", "delete", "--mode", "system"], ops.delete_system()),
+    (["--op", "show", "--mode", "target"], ops.show_targets()),
+    (["--op", "show", "--mode", "target", "--tid", "3"], ops.show_target(3)),
+    (["--lld", "iscsi", "--op", "show", "--mode", "portal"], ops.show_portals()),
+    (["--op", "show", "--mode", "account"], ops.show_accounts()),
     (
         ["--lld", "iscsi", "--op", "new", "--mode", "target", "--tid", "2", "-T", IQN_A],
-        ipc.new_target(2, IQN_A, lld="iscsi"),
+        ops.new_target(2, IQN_A, lld="iscsi"),
     ),
-    (["--op", "delete", "--mode", "target", "--tid", "2"], ipc.delete_target(2)),
+    (["--op", "delete", "--mode", "target", "--tid", "2"], ops.delete_target(2)),
     (
         ["--op", "delete", "--mode", "target", "--tid", "2", "--force"],
-        ipc.delete_target(2, force=True),
+        ops.delete_target(2, force=True),
     ),
     (
         [
@@ -121,25 +122,25 @@ SAME: list[tuple[list[str], ipc.Request]] = [
             "--value",
             "CRC32C,None",
         ],
-        ipc.update_target(2, "HeaderDigest", "CRC32C,None"),
+        ops.update_target(2, "HeaderDigest", "CRC32C,None"),
     ),
     (
         ["--op", "update", "--mode", "target", "--tid", "2", "-n", "state", "-v", "offline"],
-        ipc.update_target(2, "state", "offline"),
+        ops.update_target(2, "state", "offline"),
     ),
-    (["--op", "bind", "--mode", "target", "--tid", "2", "-I", "ALL"], ipc.bind_address(2, "ALL")),
+    (["--op", "bind", "--mode", "target", "--tid", "2", "-I", "ALL"], ops.bind_address(2, "ALL")),
     (
         ["--op", "unbind", "--mode", "target", "--tid", "2", "-I", "10.0.0.0/24"],
-        ipc.unbind_address(2, "10.0.0.0/24"),
+        ops.unbind_address(2, "10.0.0.0/24"),
     ),
-    (["--op", "bind", "--mode", "target", "--tid", "2", "-Q", IQN_B], ipc.bind_initiator(2, IQN_B)),
+    (["--op", "bind", "--mode", "target", "--tid", "2", "-Q", IQN_B], ops.bind_initiator(2, IQN_B)),
     (
         ["--op", "unbind", "--mode", "target", "--tid", "2", "-Q", IQN_B],
-        ipc.unbind_initiator(2, IQN_B),
+        ops.unbind_initiator(2, IQN_B),
     ),
     (
         ["--op", "new", "--mode", "logicalunit", "--tid", "2", "--lun", "1", "-b", "/srv/a.img"],
-        ipc.new_lun(2, 1, "/srv/a.img"),
+        ops.new_lun(2, 1, "/srv/a.img"),
     ),
     (
         [
@@ -166,7 +167,7 @@ SAME: list[tuple[list[str], ipc.Request]] = [
             "--device-type",
             "cd",
         ],
-        ipc.new_lun(
+        ops.new_lun(
             2,
             3,
             "/srv/b.img",
@@ -193,9 +194,9 @@ SAME: list[tuple[list[str], ipc.Request]] = [
             "--device-type",
             "tape",
         ],
-        ipc.new_lun(2, 4, "/dev/st0", device_type=ipc.DeviceType.TAPE),
+        ops.new_lun(2, 4, "/dev/st0", device_type=ipc.DeviceType.TAPE),
     ),
-    (["--op", "delete", "--mode", "logicalunit", "--tid", "2", "--lun", "1"], ipc.delete_lun(2, 1)),
+    (["--op", "delete", "--mode", "logicalunit", "--tid", "2", "--lun", "1"], ops.delete_lun(2, 1)),
     (
         [
             "--op",
@@ -209,7 +210,7 @@ SAME: list[tuple[list[str], ipc.Request]] = [
             "--params",
             "vendor_id=ACME,mode_page=8:0:18:0x10:0:0xff:0xff:0:0:0xff:0xff:0xff:0xff:0x80",
         ],
-        ipc.update_lun(
+        ops.update_lun(
             2,
             1,
             [
@@ -220,21 +221,21 @@ SAME: list[tuple[list[str], ipc.Request]] = [
     ),
     (
         ["--op", "new", "--mode", "account", "--user", "alice", "--password", DUMMY],
-        ipc.new_account("alice", DUMMY),
+        ops.new_account("alice", DUMMY),
     ),
-    (["--op", "delete", "--mode", "account", "--user", "alice"], ipc.delete_account("alice")),
-    (["--op", "bind", "--mode", "account", "--user", "alice"], ipc.bind_account("alice")),
+    (["--op", "delete", "--mode", "account", "--user", "alice"], ops.delete_account("alice")),
+    (["--op", "bind", "--mode", "account", "--user", "alice"], ops.bind_account("alice")),
     (
         ["--op", "bind", "--mode", "account", "--tid", "2", "--user", "alice", "--outgoing"],
-        ipc.bind_account("alice", 2, outgoing=True),
+        ops.bind_account("alice", 2, outgoing=True),
     ),
     (
         ["--op", "unbind", "--mode", "account", "--tid", "2", "--user", "alice"],
-        ipc.unbind_account("alice", 2),
+        ops.unbind_account("alice", 2),
     ),
     (
         ["--op", "unbind", "--mode", "account", "--user", "alice", "--outgoing"],
-        ipc.unbind_account("alice", outgoing=True),
+        ops.unbind_account("alice", outgoing=True),
     ),
 ]
 
@@ -267,15 +268,15 @@ def tgtadm(tgtd: RunningTgtd, argv: Sequence[str]) -> subprocess.CompletedProces
 
 
 SHOWS: list[tuple[str, list[str], ipc.Request]] = [
-    ("targets", ["--op", "show", "--mode", "target"], ipc.show_targets()),
-    ("system", ["--op", "show", "--mode", "sys"], ipc.show_system()),
-    ("accounts", ["--op", "show", "--mode", "account"], ipc.show_accounts()),
-    ("portals", ["--lld", "iscsi", "--op", "show", "--mode", "portal"], ipc.show_portals()),
+    ("targets", ["--op", "show", "--mode", "target"], ops.show_targets()),
+    ("system", ["--op", "show", "--mode", "sys"], ops.show_system()),
+    ("accounts", ["--op", "show", "--mode", "account"], ops.show_accounts()),
+    ("portals", ["--lld", "iscsi", "--op", "show", "--mode", "portal"], ops.show_portals()),
     *(
         (
             f"params {tid}",
             ["--op", "show", "--mode", "target", "--tid", str(tid)],
-            ipc.show_target(tid),
+            ops.show_target(tid),
         )
         for tid in (1, 2)
     ),
@@ -311,16 +312,16 @@ def steps(backing: Path) -> list[tuple[list[str], ipc.Request]]:
     return [
         (
             ["--op", "update", "--mode", "sys", "--name", "State", "-v", "offline"],
-            ipc.set_state("offline"),
+            ops.set_state("offline"),
         ),
         (
             ["--lld", "iscsi", "--op", "new", "--mode", "target", "--tid", "1", "-T", IQN_A],
-            ipc.new_target(1, IQN_A, lld="iscsi"),
+            ops.new_target(1, IQN_A, lld="iscsi"),
         ),
-        (["--op", "new", "--mode", "target", "--tid", "2", "-T", IQN_B], ipc.new_target(2, IQN_B)),
+        (["--op", "new", "--mode", "target", "--tid", "2", "-T", IQN_B], ops.new_target(2, IQN_B)),
         (
             ["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", path],
-            ipc.new_lun(1, 1, path),
+            ops.new_lun(1, 1, path),
         ),
         (
             [
@@ -339,7 +340,7 @@ def steps(backing: Path) -> list[tuple[list[str], ipc.Request]]:
                 "--bsoflags",
                 "sync",
             ],
-            ipc.new_lun(1, 2, path, bstype="rdwr", bsoflags="sync"),
+            ops.new_lun(1, 2, path, bstype="rdwr", bsoflags="sync"),
         ),
         (
             [
@@ -354,23 +355,23 @@ def steps(backing: Path) -> list[tuple[list[str], ipc.Request]]:
                 "--params",
                 "readonly=1,scsi_sn=SN42,vendor_id=ACME",
             ],
-            ipc.update_lun(1, 2, [("readonly", "1"), ("scsi_sn", "SN42"), ("vendor_id", "ACME")]),
+            ops.update_lun(1, 2, [("readonly", "1"), ("scsi_sn", "SN42"), ("vendor_id", "ACME")]),
         ),
         (
             ["--op", "bind", "--mode", "target", "--tid", "1", "-I", "10.0.0.0/24"],
-            ipc.bind_address(1, "10.0.0.0/24"),
+            ops.bind_address(1, "10.0.0.0/24"),
         ),
         (
             ["--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"],
-            ipc.bind_address(1, "ALL"),
+            ops.bind_address(1, "ALL"),
         ),
         (
             ["--op", "bind", "--mode", "target", "--tid", "1", "-Q", "iqn.2026-11.test:init"],
-            ipc.bind_initiator(1, "iqn.2026-11.test:init"),
+            ops.bind_initiator(1, "iqn.2026-11.test:init"),
         ),
         (
             ["--op", "unbind", "--mode", "target", "--tid", "1", "-I", "10.0.0.0/24"],
-            ipc.unbind_address(1, "10.0.0.0/24"),
+            ops.unbind_address(1, "10.0.0.0/24"),
         ),
         (
             [
@@ -385,7 +386,7 @@ def steps(backing: Path) -> list[tuple[list[str], ipc.Request]]:
                 "--value",
                 "65536",
             ],
-            ipc.update_target(1, "MaxRecvDataSegmentLength", "65536"),
+            ops.update_target(1, "MaxRecvDataSegmentLength", "65536"),
         ),
         (
             [
@@ -400,49 +401,49 @@ def steps(backing: Path) -> list[tuple[list[str], ipc.Request]]:
                 "--value",
                 "CRC32C,None",
             ],
-            ipc.update_target(2, "HeaderDigest", "CRC32C,None"),
+            ops.update_target(2, "HeaderDigest", "CRC32C,None"),
         ),
         (
             ["--op", "new", "--mode", "account", "--user", "alice", "--password", DUMMY],
-            ipc.new_account("alice", DUMMY),
+            ops.new_account("alice", DUMMY),
         ),
         (
             ["--op", "new", "--mode", "account", "--user", "bob", "--password", DUMMY],
-            ipc.new_account("bob", DUMMY),
+            ops.new_account("bob", DUMMY),
         ),
         (
             ["--op", "new", "--mode", "account", "--user", "carol", "--password", DUMMY],
-            ipc.new_account("carol", DUMMY),
+            ops.new_account("carol", DUMMY),
         ),
         (
             ["--op", "bind", "--mode", "account", "--tid", "1", "--user", "alice"],
-            ipc.bind_account("alice", 1),
+            ops.bind_account("alice", 1),
         ),
         (
             ["--op", "bind", "--mode", "account", "--tid", "1", "--user", "bob"],
-            ipc.bind_account("bob", 1),
+            ops.bind_account("bob", 1),
         ),
         (
             ["--op", "bind", "--mode", "account", "--tid", "1", "--user", "carol", "--outgoing"],
-            ipc.bind_account("carol", 1, outgoing=True),
+            ops.bind_account("carol", 1, outgoing=True),
         ),
-        (["--op", "bind", "--mode", "account", "--user", "bob"], ipc.bind_account("bob")),
+        (["--op", "bind", "--mode", "account", "--user", "bob"], ops.bind_account("bob")),
         (
             ["--op", "bind", "--mode", "account", "--user", "carol", "--outgoing"],
-            ipc.bind_account("carol", outgoing=True),
+            ops.bind_account("carol", outgoing=True),
         ),
         (
             ["--op", "unbind", "--mode", "account", "--tid", "1", "--user", "bob"],
-            ipc.unbind_account("bob", 1),
+            ops.unbind_account("bob", 1),
         ),
         (
             ["--op", "delete", "--mode", "logicalunit", "--tid", "1", "--lun", "1"],
-            ipc.delete_lun(1, 1),
+            ops.delete_lun(1, 1),
         ),
-        (["--op", "delete", "--mode", "target", "--tid", "2"], ipc.delete_target(2)),
+        (["--op", "delete", "--mode", "target", "--tid", "2"], ops.delete_target(2)),
         (
             ["--op", "update", "--mode", "sys", "--name", "State", "-v", "ready"],
-            ipc.set_state("ready"),
+            ops.set_state("ready"),
         ),
     ]
 
@@ -467,17 +468,17 @@ Refusal = tuple[list[str], Callable[[], ipc.Request]]
     [
         (
             ["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN_A],
-            lambda: ipc.new_target(1, IQN_A),
+            lambda: ops.new_target(1, IQN_A),
         ),
-        (["--op", "delete", "--mode", "target", "--tid", "9"], lambda: ipc.delete_target(9)),
-        (["--op", "delete", "--mode", "system"], ipc.delete_system),
+        (["--op", "delete", "--mode", "target", "--tid", "9"], lambda: ops.delete_target(9)),
+        (["--op", "delete", "--mode", "system"], ops.delete_system),
         (
             ["--op", "bind", "--mode", "account", "--tid", "1", "--user", "nobody"],
-            lambda: ipc.bind_account("nobody", 1),
+            lambda: ops.bind_account("nobody", 1),
         ),
         (
             ["--op", "delete", "--mode", "logicalunit", "--tid", "1", "--lun", "0"],
-            lambda: ipc.delete_lun(1, 0),
+            lambda: ops.delete_lun(1, 0),
         ),
         (
             [
@@ -492,7 +493,7 @@ Refusal = tuple[list[str], Callable[[], ipc.Request]]
                 "--value",
                 "1",
             ],
-            lambda: ipc.update_target(1, "NoSuchKey", "1"),
+            lambda: ops.update_target(1, "NoSuchKey", "1"),
         ),
     ],
     ids=["target exists", "no target", "system busy", "no user", "lun 0", "unknown key"],
@@ -501,20 +502,20 @@ def test_a_refusal_says_what_tgtadm_says(
     tgtd: RunningTgtd, argv: list[str], make: Callable[[], ipc.Request]
 ) -> None:
     client = TgtdSocket(tgtd.port, 10)
-    client.call(ipc.new_target(1, IQN_A))
+    client.call(ops.new_target(1, IQN_A))
     done = tgtadm(tgtd, argv)
     assert done.returncode == 22, done
     with pytest.raises(IpcError) as caught:
         client.call(make())
     assert caught.value.refused
     assert done.stderr.strip() == f"tgtadm: {ipc.status_message(caught.value.status or 0)}"
-    client.call(ipc.delete_target(1))
+    client.call(ops.delete_target(1))
 
 
 def test_no_tgtd_and_a_deadline(tgtd_factory: TgtdFactory) -> None:
     port = tgtd_factory.reserve_port()
     with pytest.raises(IpcError) as caught:
-        TgtdSocket(port, 1).call(ipc.show_system())
+        TgtdSocket(port, 1).call(ops.show_system())
     assert not caught.value.refused and f"socket.{port}" in str(caught.value)
     assert not TgtdSocket(port, 1).answers()
 
@@ -534,7 +535,7 @@ def test_an_unprivileged_peer_gets_no_answer(tgtd: RunningTgtd) -> None:
     probe = (
         "import socket,sys;from tgtwatch.tgt import ipc;"
         "s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);"
-        "s.sendall(ipc.show_system().encode());print(len(s.recv(8)))"
+        "s.sendall(ops.show_system().encode());print(len(s.recv(8)))"
     )
     socket_file = TgtdSocket(tgtd.port).path
     done = subprocess.run(

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tgtwatch.tgt import ipc
+from tgtwatch.tgt import ipc_ops as ops
 
 
 def fields(data: bytes) -> dict[str, object]:
@@ -50,38 +51,38 @@ def test_the_request_header_is_120_bytes_with_tgtadm_h_offsets() -> None:
 
 
 def test_defaults_are_tgtadms() -> None:
-    f = fields(ipc.show_targets().encode())
+    f = fields(ops.show_targets().encode())
     assert f["tid"] == -1 and f["lun"] == (1 << 64) - 1
     assert f["sid"] == f["cid"] == f["host_no"] == f["device_type"] == f["force"] == 0
 
 
 def test_no_payload_means_no_bytes_not_an_empty_string() -> None:
-    raw = ipc.show_system().encode()
+    raw = ops.show_system().encode()
     assert len(raw) == 120 and fields(raw)["len"] == 120
 
 
 @pytest.mark.parametrize(
     ("request_", "payload"),
     [
-        (ipc.set_state("offline"), "State=offline"),
-        (ipc.new_target(1, "iqn.2026-01.x:a"), "targetname=iqn.2026-01.x:a"),
-        (ipc.update_target(1, "HeaderDigest", "CRC32C,None"), "HeaderDigest=CRC32C,None"),
-        (ipc.bind_address(1, "10.0.0.0/24"), "initiator-address=10.0.0.0/24"),
-        (ipc.unbind_initiator(1, "iqn.x:i"), "initiator-name=iqn.x:i"),
+        (ops.set_state("offline"), "State=offline"),
+        (ops.new_target(1, "iqn.2026-01.x:a"), "targetname=iqn.2026-01.x:a"),
+        (ops.update_target(1, "HeaderDigest", "CRC32C,None"), "HeaderDigest=CRC32C,None"),
+        (ops.bind_address(1, "10.0.0.0/24"), "initiator-address=10.0.0.0/24"),
+        (ops.unbind_initiator(1, "iqn.x:i"), "initiator-name=iqn.x:i"),
         (
-            ipc.new_lun(1, 2, "/srv/a.img", bstype="aio", bsoflags="sync", blocksize="4096"),
+            ops.new_lun(1, 2, "/srv/a.img", bstype="aio", bsoflags="sync", blocksize="4096"),
             "path=/srv/a.img,bstype=aio,bsoflags=sync,blocksize=4096",
         ),
         (
-            ipc.new_lun(1, 2, "/dev/st0", bstype="rdwr", device_type=ipc.DeviceType.TAPE),
+            ops.new_lun(1, 2, "/dev/st0", bstype="rdwr", device_type=ipc.DeviceType.TAPE),
             "path=/dev/st0,bstype=ssc",
         ),
         (
-            ipc.update_lun(1, 2, [("vendor_id", "ACME"), ("mode_page", "8:0:18:0x10")]),
+            ops.update_lun(1, 2, [("vendor_id", "ACME"), ("mode_page", "8:0:18:0x10")]),
             "targetOps vendor_id=ACME,mode_page=8:0:18:0x10,",
         ),
-        (ipc.new_account("alice", "s3cret,=x"), "user=alice,password=s3cret,=x"),
-        (ipc.bind_account("alice", 3, outgoing=True), "user=alice"),
+        (ops.new_account("alice", "s3cret,=x"), "user=alice,password=s3cret,=x"),
+        (ops.bind_account("alice", 3, outgoing=True), "user=alice"),
     ],
 )
 def test_payloads_are_tgtadms_strings_with_a_nul(request_: ipc.Request, payload: str) -> None:
@@ -91,23 +92,23 @@ def test_payloads_are_tgtadms_strings_with_a_nul(request_: ipc.Request, payload:
 
 
 def test_account_direction_and_discovery() -> None:
-    assert fields(ipc.bind_account("u").encode())["tid"] == -1  # GLOBAL_TID
-    assert fields(ipc.bind_account("u", outgoing=True).encode())["ac_dir"] == 1
-    assert fields(ipc.unbind_account("u", 4).encode())["ac_dir"] == 0
+    assert fields(ops.bind_account("u").encode())["tid"] == -1  # GLOBAL_TID
+    assert fields(ops.bind_account("u", outgoing=True).encode())["ac_dir"] == 1
+    assert fields(ops.unbind_account("u", 4).encode())["ac_dir"] == 0
 
 
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: ipc.new_target(1, "iqn.x:a,targetname=iqn.x:b"),
-        lambda: ipc.new_lun(1, 1, "/srv/a.img,path=/etc/shadow"),
-        lambda: ipc.new_lun(1, 1, "/srv/a.img", bsopts="x,path=/etc/shadow"),
-        lambda: ipc.bind_account("alice,bob"),
-        lambda: ipc.new_account("alice", "pass\0word"),
-        lambda: ipc.bind_address(1, "10.0.0.1,initiator-name=x"),
-        lambda: ipc.update_target(1, "a=b", "c"),
+        lambda: ops.new_target(1, "iqn.x:a,targetname=iqn.x:b"),
+        lambda: ops.new_lun(1, 1, "/srv/a.img,path=/etc/shadow"),
+        lambda: ops.new_lun(1, 1, "/srv/a.img", bsopts="x,path=/etc/shadow"),
+        lambda: ops.bind_account("alice,bob"),
+        lambda: ops.new_account("alice", "pass\0word"),
+        lambda: ops.bind_address(1, "10.0.0.1,initiator-name=x"),
+        lambda: ops.update_target(1, "a=b", "c"),
         lambda: ipc.Request(ipc.Mode.SYSTEM, ipc.Op.SHOW, lld="x" * 64),
-        lambda: ipc.new_lun(1, 1, "/srv/" + "a" * ipc.MAX_PAYLOAD),
+        lambda: ops.new_lun(1, 1, "/srv/" + "a" * ipc.MAX_PAYLOAD),
     ],
 )
 def test_values_tgtd_would_split_or_drop_are_refused(make: object) -> None:
@@ -117,26 +118,26 @@ def test_values_tgtd_would_split_or_drop_are_refused(make: object) -> None:
 
 def test_lun_params_refuse_separators_and_nothing() -> None:
     with pytest.raises(ipc.RequestError):
-        ipc.update_lun(1, 1, [("vendor_id", "A,path=/etc/shadow")])
+        ops.update_lun(1, 1, [("vendor_id", "A,path=/etc/shadow")])
     with pytest.raises(ipc.RequestError):
-        ipc.update_lun(1, 1, [])
+        ops.update_lun(1, 1, [])
 
 
 def test_describe_never_shows_the_password() -> None:
-    request = ipc.new_account("alice", "topsecretpassword")
+    request = ops.new_account("alice", "topsecretpassword")
     text = request.describe()
     assert "topsecretpassword" not in text and "topsecretpassword" not in repr(request)
     assert text == "--mode account --op new [user=alice,password=***]"
     assert (
-        ipc.delete_target(3, force=True).describe() == "--mode target --op delete --tid 3 --force"
+        ops.delete_target(3, force=True).describe() == "--mode target --op delete --tid 3 --force"
     )
 
 
 @given(st.text(alphabet=st.characters(blacklist_characters="\0"), min_size=1, max_size=64))
 def test_any_password_is_carried_whole(secret: str) -> None:
-    raw = ipc.new_account("u", secret).encode()
+    raw = ops.new_account("u", secret).encode()
     assert raw[120:] == f"user=u,password={secret}".encode() + b"\0"
-    assert secret not in ipc.new_account("u", secret).describe().partition("password=")[2]
+    assert secret not in ops.new_account("u", secret).describe().partition("password=")[2]
 
 
 def test_responses() -> None:

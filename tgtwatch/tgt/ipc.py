@@ -1,10 +1,10 @@
-"""tgtd's management socket as bytes: struct tgtadm_req/rsp, the enums, the requests. Pure.
+"""tgtd's management socket as bytes: struct tgtadm_req/rsp, the enums, the payload. Pure.
 
 The layout is tgt's usr/tgtadm.h (unchanged from v1.0.30 to v1.0.97): tgtadm writes one
 `struct tgtadm_req` in host byte order, then a NUL-terminated payload that it builds from
 its options in a fixed order, and tgtd answers `struct tgtadm_rsp {err, len}` followed, on
 success only, by len - 8 bytes of NUL-terminated text. One request per connection.
-tests/integration/test_ipc_real.py checks every builder here byte for byte against what the
+tests/integration/test_ipc_real.py checks every builder (ipc_ops.py) byte for byte against what the
 real tgtadm sends for the same argv, and its effect against a real tgtd.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 # mode, op, lld[64], len, tid, sid, lun, cid, host_no, device_type, ac_dir, pack, force:
@@ -303,147 +302,3 @@ def decode_response(header: bytes) -> Response:
 def decode_text(body: bytes) -> str:
     """A response body: NUL-terminated text (tgtadm prints it with fputs)."""
     return body.split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-# ---------------------------------------------------------------------------
-# the requests tgtwatch sends, one builder per tgtadm command line it replaces
-
-
-def show_system() -> Request:
-    """tgtadm --op show --mode sys"""
-    return Request(Mode.SYSTEM, Op.SHOW)
-
-
-def set_state(state: str) -> Request:
-    """tgtadm --op update --mode sys --name State -v STATE"""
-    return Request(Mode.SYSTEM, Op.UPDATE, payload=Payload(name="State", value=state))
-
-
-def delete_system() -> Request:
-    """tgtadm --op delete --mode system (tgtd exits; refused while targets exist)"""
-    return Request(Mode.SYSTEM, Op.DELETE)
-
-
-def show_targets() -> Request:
-    """tgtadm --op show --mode target"""
-    return Request(Mode.TARGET, Op.SHOW)
-
-
-def show_target(tid: int, lld: str = "") -> Request:
-    """tgtadm --op show --mode target --tid T: that target's iSCSI parameters"""
-    return Request(Mode.TARGET, Op.SHOW, tid=tid, lld=lld)
-
-
-def show_portals() -> Request:
-    """tgtadm --lld iscsi --op show --mode portal"""
-    return Request(Mode.PORTAL, Op.SHOW, lld="iscsi")
-
-
-def show_accounts() -> Request:
-    """tgtadm --op show --mode account"""
-    return Request(Mode.ACCOUNT, Op.SHOW)
-
-
-def new_target(tid: int, name: str, lld: str = "") -> Request:
-    """tgtadm --op new --mode target --tid T -T NAME"""
-    return Request(Mode.TARGET, Op.NEW, tid=tid, lld=lld, payload=Payload(targetname=name))
-
-
-def delete_target(tid: int, *, force: bool = False, lld: str = "") -> Request:
-    """tgtadm --op delete --mode target --tid T [--force]"""
-    return Request(Mode.TARGET, Op.DELETE, tid=tid, force=force, lld=lld)
-
-
-def update_target(tid: int, name: str, value: str, lld: str = "") -> Request:
-    """tgtadm --op update --mode target --tid T --name N --value V (iSCSI parameters, state)"""
-    payload = Payload(name=name, value=value)
-    return Request(Mode.TARGET, Op.UPDATE, tid=tid, lld=lld, payload=payload)
-
-
-def _acl(op: Op, tid: int, address: str | None, initiator: str | None, lld: str) -> Request:
-    if (address is None) == (initiator is None):
-        raise RequestError("an ACL request names an address or an initiator, exactly one")
-    payload = Payload(address=address, initiator=initiator)
-    return Request(Mode.TARGET, op, tid=tid, lld=lld, payload=payload)
-
-
-def bind_address(tid: int, address: str, lld: str = "") -> Request:
-    """tgtadm --op bind --mode target --tid T -I ADDRESS"""
-    return _acl(Op.BIND, tid, address, None, lld)
-
-
-def unbind_address(tid: int, address: str, lld: str = "") -> Request:
-    """tgtadm --op unbind --mode target --tid T -I ADDRESS"""
-    return _acl(Op.UNBIND, tid, address, None, lld)
-
-
-def bind_initiator(tid: int, name: str, lld: str = "") -> Request:
-    """tgtadm --op bind --mode target --tid T -Q NAME"""
-    return _acl(Op.BIND, tid, None, name, lld)
-
-
-def unbind_initiator(tid: int, name: str, lld: str = "") -> Request:
-    """tgtadm --op unbind --mode target --tid T -Q NAME"""
-    return _acl(Op.UNBIND, tid, None, name, lld)
-
-
-def new_lun(
-    tid: int,
-    lun: int,
-    path: str,
-    *,
-    bstype: str | None = None,
-    bsopts: str | None = None,
-    bsoflags: str | None = None,
-    blocksize: str | None = None,
-    device_type: DeviceType = DeviceType.DISK,
-    lld: str = "",
-) -> Request:
-    """tgtadm --op new --mode logicalunit --tid T --lun L -b PATH [--bstype ...]"""
-    payload = Payload(
-        path=path, bstype=bstype, bsopts=bsopts, bsoflags=bsoflags, blocksize=blocksize
-    )
-    return Request(
-        Mode.DEVICE, Op.NEW, tid=tid, lun=lun, device_type=device_type, lld=lld, payload=payload
-    )
-
-
-def delete_lun(tid: int, lun: int, lld: str = "") -> Request:
-    """tgtadm --op delete --mode logicalunit --tid T --lun L"""
-    return Request(Mode.DEVICE, Op.DELETE, tid=tid, lun=lun, lld=lld)
-
-
-def update_lun(tid: int, lun: int, params: Sequence[tuple[str, str]], lld: str = "") -> Request:
-    """tgtadm --op update --mode logicalunit --tid T --lun L --params k=v,k=v"""
-    if not params:
-        raise RequestError("a logical unit update needs at least one parameter")
-    for key, value in params:
-        if not key or any(c in key for c in ",= \0") or any(c in value for c in ",\0"):
-            raise RequestError(f"parameter {key!r}={value!r} would be split by tgtd")
-    ops = ",".join(f"{k}={v}" for k, v in params)
-    return Request(
-        Mode.DEVICE, Op.UPDATE, tid=tid, lun=lun, lld=lld, payload=Payload(target_ops=ops)
-    )
-
-
-def new_account(user: str, secret: str) -> Request:
-    """tgtadm --op new --mode account --user U --password P (the password only here, never
-    in an argv: this request goes straight to the socket)"""
-    return Request(Mode.ACCOUNT, Op.NEW, payload=Payload(user=user, password=secret))
-
-
-def delete_account(user: str) -> Request:
-    """tgtadm --op delete --mode account --user U (tgtd unbinds it from every target)"""
-    return Request(Mode.ACCOUNT, Op.DELETE, payload=Payload(user=user))
-
-
-def bind_account(user: str, tid: int = NO_TID, *, outgoing: bool = False) -> Request:
-    """tgtadm --op bind --mode account [--tid T] --user U [--outgoing]; no tid: discovery"""
-    direction = AccountDir.OUTGOING if outgoing else AccountDir.INCOMING
-    return Request(Mode.ACCOUNT, Op.BIND, tid=tid, ac_dir=direction, payload=Payload(user=user))
-
-
-def unbind_account(user: str, tid: int = NO_TID, *, outgoing: bool = False) -> Request:
-    """tgtadm --op unbind --mode account [--tid T] --user U [--outgoing]"""
-    direction = AccountDir.OUTGOING if outgoing else AccountDir.INCOMING
-    return Request(Mode.ACCOUNT, Op.UNBIND, tid=tid, ac_dir=direction, payload=Payload(user=user))

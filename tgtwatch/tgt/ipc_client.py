@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from tgtwatch.model.structs import ObservedTarget
 from tgtwatch.tgt import ipc
+from tgtwatch.tgt import ipc_ops as ops
 from tgtwatch.tgt.show import (
     Portal,
     SystemInfo,
@@ -108,7 +109,7 @@ class TgtdSocket:
 
     def answers(self) -> bool:
         try:
-            self.call(ipc.show_system())
+            self.call(ops.show_system())
         except IpcError:
             return False
         return True
@@ -126,7 +127,7 @@ class TgtdSocket:
         started = time.monotonic()
         deadline = started + timeout_s
         delay = first_delay_s
-        request = ipc.show_system()
+        request = ops.show_system()
         last = "no attempt"
         while True:
             try:
@@ -145,13 +146,13 @@ class TgtdSocket:
     # -- what tgtwatch reads -------------------------------------------------------------------
 
     def system(self) -> SystemInfo:
-        return parse_show_system(self.call(ipc.show_system()))
+        return parse_show_system(self.call(ops.show_system()))
 
     def portals(self) -> tuple[Portal, ...]:
-        return parse_show_portals(self.call(ipc.show_portals()))
+        return parse_show_portals(self.call(ops.show_portals()))
 
     def show_targets_text(self) -> str:
-        return self.call(ipc.show_targets())
+        return self.call(ops.show_targets())
 
     def targets(self) -> tuple[ObservedTarget, ...]:
         return observed_targets(self.show_targets_text())
@@ -161,10 +162,10 @@ class TgtdSocket:
 
     def accounts(self) -> tuple[str, ...]:
         """Every account tgtd holds (bound or not); never a password: tgtd shows none."""
-        return parse_show_accounts(self.call(ipc.show_accounts()))
+        return parse_show_accounts(self.call(ops.show_accounts()))
 
     def set_state(self, state: SystemState) -> None:
-        self.call(ipc.set_state(state.value))
+        self.call(ops.set_state(state.value))
 
     def delete_system(self) -> None:
-        self.call(ipc.delete_system())
+        self.call(ops.delete_system())
