@@ -4,8 +4,8 @@ The layout is tgt's usr/tgtadm.h (unchanged from v1.0.30 to v1.0.97): tgtadm wri
 `struct tgtadm_req` in host byte order, then a NUL-terminated payload that it builds from
 its options in a fixed order, and tgtd answers `struct tgtadm_rsp {err, len}` followed, on
 success only, by len - 8 bytes of NUL-terminated text. One request per connection.
-tests/integration/test_ipc_real.py checks every builder (ipc_ops.py) byte for byte against what the
-real tgtadm sends for the same argv, and its effect against a real tgtd.
+tests/integration/test_ipc_real.py checks every builder of ipc_ops.py byte for byte against
+what the real tgtadm sends for the same argv, and its effect against a real tgtd.
 """
 
 from __future__ import annotations
