@@ -1,13 +1,16 @@
 """The change list from what was applied to what the file asks for, and when each may run. Pure.
 
+CHAP accounts are not here: tgt/chap.py binds them against what tgtd shows (tgtd 1.0.85
+crashes on an account unbound from the middle of a target's list).
+
 What tgtd allows with logged-in initiators (research/tgt-semantics.md Q1) decides the
 timing of each change:
-- live: a new LUN, ACL and account binds and unbinds, LUN params that do not change which
+- live: a new LUN, ACL binds and unbinds, LUN params that do not change which
   data a LUN number reaches (vendor_id, readonly, ...);
 - next login: iSCSI parameters (tgtd copies them into a connection at login);
 - idle: a LUN's store replaced, a LUN or a target removed, a param taken away (tgtd has no
   "unset": the LUN is made again) — these wait until the target has no session.
-Binds come before unbinds, so a target never passes through "no ACL" or "no CHAP account".
+ACL binds come before unbinds, so a target never passes through "no ACL".
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from tgtwatch.tgt.records import LunRecord, TargetRecord
-
-DISCOVERY_TID = -1  # account binds with no target: the discovery session's accounts
 
 # tgtd's own values for a new target (`--op show --mode target --tid N`, tgt 1.0.85): what a
 # parameter goes back to when the file stops naming it.
@@ -59,10 +60,6 @@ class ChangeKind(enum.Enum):
     UNBIND_ADDRESS = "unbind address"
     BIND_INITIATOR = "bind initiator"
     UNBIND_INITIATOR = "unbind initiator"
-    NEW_ACCOUNT = "new account"
-    DELETE_ACCOUNT = "delete account"
-    BIND_ACCOUNT = "bind account"
-    UNBIND_ACCOUNT = "unbind account"
 
 
 class Timing(enum.Enum):
@@ -83,7 +80,6 @@ class Change:
     name: str = ""  # the parameter, address, initiator or user
     value: str = ""  # the parameter's value
     params: tuple[tuple[str, str], ...] = ()  # SET_LUN_PARAMS
-    outgoing: bool = False  # account binds
     reset: bool = False  # SET_PARAM: back to tgtd's default, the file no longer names it
 
     def describe(self) -> str:
@@ -97,10 +93,6 @@ class Change:
                 what += " " + ",".join(k for k, _ in self.params)
         elif self.kind is ChangeKind.SET_PARAM:
             what = f"{self.name}={self.value}"
-        elif self.kind in (ChangeKind.BIND_ACCOUNT, ChangeKind.UNBIND_ACCOUNT):
-            what = self.name + (" (outgoing)" if self.outgoing else "")
-            if self.tid == DISCOVERY_TID:
-                what += " (discovery)"
         else:
             what = self.name
         return f"{where}{self.kind.value} {what}".replace("  ", " ").strip()
@@ -148,18 +140,10 @@ def _set_diff(
     new: Iterable[str],
     bind: ChangeKind,
     unbind: ChangeKind,
-    *,
-    outgoing: bool = False,
 ) -> tuple[list[Change], list[Change]]:
     before, after = set(old), set(new)
-    binds = [
-        Change(bind, Timing.LIVE, target, tid, name=n, outgoing=outgoing)
-        for n in sorted(after - before)
-    ]
-    unbinds = [
-        Change(unbind, Timing.LIVE, target, tid, name=n, outgoing=outgoing)
-        for n in sorted(before - after)
-    ]
+    binds = [Change(bind, Timing.LIVE, target, tid, name=n) for n in sorted(after - before)]
+    unbinds = [Change(unbind, Timing.LIVE, target, tid, name=n) for n in sorted(before - after)]
     return binds, unbinds
 
 
@@ -190,28 +174,18 @@ def target_changes(
     numbers = sorted({lun.number for lun in (*base.luns, *new.luns)})
     for number in numbers:
         changes += _lun_changes(name, tid, base.lun(number), new.lun(number))
-    unbinds: list[Change] = []
-    for old_set, new_set, bind, unbind, outgoing in (
-        (base.incoming, new.incoming, ChangeKind.BIND_ACCOUNT, ChangeKind.UNBIND_ACCOUNT, False),
-        (base.addresses, new.addresses, ChangeKind.BIND_ADDRESS, ChangeKind.UNBIND_ADDRESS, False),
-        (
-            base.initiators,
-            new.initiators,
-            ChangeKind.BIND_INITIATOR,
-            ChangeKind.UNBIND_INITIATOR,
-            False,
-        ),
-        (base.outgoing, new.outgoing, ChangeKind.BIND_ACCOUNT, ChangeKind.UNBIND_ACCOUNT, True),
-    ):
-        binds, gone = _set_diff(name, tid, old_set, new_set, bind, unbind, outgoing=outgoing)
-        if outgoing:
-            # tgtd keeps one outgoing account per target: the old one goes first.
-            changes += gone
-            changes += binds
-        else:
-            changes += binds
-            unbinds += gone
-    return (*changes, *unbinds)
+    address_binds, address_unbinds = _set_diff(
+        name, tid, base.addresses, new.addresses, ChangeKind.BIND_ADDRESS, ChangeKind.UNBIND_ADDRESS
+    )
+    name_binds, name_unbinds = _set_diff(
+        name,
+        tid,
+        base.initiators,
+        new.initiators,
+        ChangeKind.BIND_INITIATOR,
+        ChangeKind.UNBIND_INITIATOR,
+    )
+    return (*changes, *address_binds, *name_binds, *address_unbinds, *name_unbinds)
 
 
 def apply_change(record: TargetRecord | None, change: Change) -> TargetRecord | None:
@@ -230,29 +204,16 @@ def apply_change(record: TargetRecord | None, change: Change) -> TargetRecord | 
         return replace(record, params=tuple(sorted(params.items())))
     if kind in (ChangeKind.NEW_LUN, ChangeKind.DELETE_LUN, ChangeKind.SET_LUN_PARAMS):
         return _apply_lun(record, change)
-    field_name, add = _SET_FIELDS[kind]
-    if kind in (ChangeKind.BIND_ACCOUNT, ChangeKind.UNBIND_ACCOUNT) and change.outgoing:
-        field_name = "outgoing"
-    current: set[str] = set(getattr(record, field_name))
-    current = current | {change.name} if add else current - {change.name}
-    names = tuple(sorted(current))
-    if field_name == "addresses":
-        return replace(record, addresses=names)
-    if field_name == "initiators":
-        return replace(record, initiators=names)
-    if field_name == "outgoing":
-        return replace(record, outgoing=names)
-    return replace(record, incoming=names)
-
-
-_SET_FIELDS = {
-    ChangeKind.BIND_ADDRESS: ("addresses", True),
-    ChangeKind.UNBIND_ADDRESS: ("addresses", False),
-    ChangeKind.BIND_INITIATOR: ("initiators", True),
-    ChangeKind.UNBIND_INITIATOR: ("initiators", False),
-    ChangeKind.BIND_ACCOUNT: ("incoming", True),
-    ChangeKind.UNBIND_ACCOUNT: ("incoming", False),
-}
+    addresses, initiators = set(record.addresses), set(record.initiators)
+    if kind is ChangeKind.BIND_ADDRESS:
+        addresses.add(change.name)
+    elif kind is ChangeKind.UNBIND_ADDRESS:
+        addresses.discard(change.name)
+    elif kind is ChangeKind.BIND_INITIATOR:
+        initiators.add(change.name)
+    else:
+        initiators.discard(change.name)
+    return replace(record, addresses=tuple(sorted(addresses)), initiators=tuple(sorted(initiators)))
 
 
 def _apply_lun(record: TargetRecord, change: Change) -> TargetRecord:

@@ -1,13 +1,12 @@
 """What tgtwatch puts into one tgtd, per target and LUN: the record a reload is diffed against.
 
-tgtd's show output cannot see vendor_id, mode pages, bsopts or secrets, so the record of
-what tgtwatch itself applied is the truth a reload starts from. Secrets never enter a
-record: an account is kept as its user and a fingerprint of its secret.
+tgtd's show output cannot see vendor_id, mode pages or bsopts, so the record of what
+tgtwatch itself applied is the truth a reload starts from. CHAP accounts are not in it:
+tgt/chap.py applies them against what tgtd shows, with their own record of digests.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,8 +53,6 @@ class TargetRecord:
     luns: tuple[LunRecord, ...] = ()  # by number
     addresses: tuple[str, ...] = ("ALL",)  # -I binds; ALL when the config names none
     initiators: tuple[str, ...] = ()  # -Q binds
-    incoming: tuple[str, ...] = ()  # account users bound incoming
-    outgoing: tuple[str, ...] = ()  # at most one user bound outgoing
     params: tuple[tuple[str, str], ...] = ()  # iSCSI parameters, sorted by name
     driver: str = "iscsi"
 
@@ -63,47 +60,11 @@ class TargetRecord:
         return next((lun for lun in self.luns if lun.number == number), None)
 
 
-def fingerprint(user: str, secret: str) -> str:
-    """Tells a changed secret from an unchanged one without keeping the secret."""
-    return hashlib.sha256(f"tgtwatch-chap\0{user}\0{secret}".encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Account:
-    """A CHAP account of one tgtd (tgtd's accounts are per process, bound per target)."""
-
-    user: str
-    secret: str = field(repr=False, compare=False)
-    digest: str = ""  # fingerprint(user, secret); what a record keeps
-
-    @classmethod
-    def of(cls, user: str, secret: str) -> Account:
-        return cls(user, secret, fingerprint(user, secret))
-
-    def recorded(self) -> Account:
-        """This account as a record keeps it: no secret."""
-        return Account(self.user, "", self.digest)
-
-
 @dataclass(frozen=True)
 class InstanceRecord:
-    """Everything one tgtd holds from tgtwatch: targets (with tids), accounts, discovery."""
+    """Every target one tgtd holds from tgtwatch, with its tid, by name."""
 
-    targets: Mapping[str, tuple[int, TargetRecord]] = field(default_factory=dict)  # by name
-    accounts: tuple[Account, ...] = ()  # sorted by user
-    discovery_incoming: tuple[str, ...] = ()
-    discovery_outgoing: tuple[str, ...] = ()
-
-    def account(self, user: str) -> Account | None:
-        return next((a for a in self.accounts if a.user == user), None)
-
-    def recorded(self) -> InstanceRecord:
-        return InstanceRecord(
-            targets=dict(self.targets),
-            accounts=tuple(a.recorded() for a in self.accounts),
-            discovery_incoming=self.discovery_incoming,
-            discovery_outgoing=self.discovery_outgoing,
-        )
+    targets: Mapping[str, tuple[int, TargetRecord]] = field(default_factory=dict)
 
 
 # --- JSON, for the state file -------------------------------------------------------------
@@ -149,8 +110,6 @@ def target_to_json(tid: int, target: TargetRecord) -> dict[str, Any]:
         "luns": [lun_to_json(lun) for lun in target.luns],
         "addresses": list(target.addresses),
         "initiators": list(target.initiators),
-        "incoming": list(target.incoming),
-        "outgoing": list(target.outgoing),
         "params": [list(p) for p in target.params],
         "driver": target.driver,
     }
@@ -162,32 +121,17 @@ def target_from_json(raw: Mapping[str, Any]) -> tuple[int, TargetRecord]:
         luns=tuple(lun_from_json(lun) for lun in raw.get("luns", ())),
         addresses=tuple(str(a) for a in raw.get("addresses", ())),
         initiators=tuple(str(i) for i in raw.get("initiators", ())),
-        incoming=tuple(str(u) for u in raw.get("incoming", ())),
-        outgoing=tuple(str(u) for u in raw.get("outgoing", ())),
         params=_pairs(raw.get("params", ())),
         driver=str(raw.get("driver", "iscsi")),
     )
 
 
-def instance_to_json(record: InstanceRecord) -> dict[str, Any]:
-    """The record as the state file keeps it: never a secret."""
-    return {
-        "targets": [
-            target_to_json(tid, t) for tid, t in sorted(record.targets.values(), key=lambda e: e[0])
-        ],
-        "accounts": [{"user": a.user, "digest": a.digest} for a in record.accounts],
-        "discovery_incoming": list(record.discovery_incoming),
-        "discovery_outgoing": list(record.discovery_outgoing),
-    }
+def instance_to_json(record: InstanceRecord) -> list[dict[str, Any]]:
+    return [
+        target_to_json(tid, t) for tid, t in sorted(record.targets.values(), key=lambda e: e[0])
+    ]
 
 
-def instance_from_json(raw: Mapping[str, Any]) -> InstanceRecord:
-    targets = [target_from_json(t) for t in raw.get("targets", ())]
-    return InstanceRecord(
-        targets={t.name: (tid, t) for tid, t in targets},
-        accounts=tuple(
-            Account(str(a["user"]), "", str(a.get("digest", ""))) for a in raw.get("accounts", ())
-        ),
-        discovery_incoming=tuple(str(u) for u in raw.get("discovery_incoming", ())),
-        discovery_outgoing=tuple(str(u) for u in raw.get("discovery_outgoing", ())),
-    )
+def instance_from_json(raw: Any) -> InstanceRecord:
+    targets = [target_from_json(t) for t in raw]
+    return InstanceRecord(targets={t.name: (tid, t) for tid, t in targets})
