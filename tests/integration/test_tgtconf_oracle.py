@@ -322,7 +322,7 @@ def test_tgt_admin_on_the_sample_conf(tmp_path: Path, config: str) -> None:
     images.mkdir()
     # tgt-admin skips LUNs whose backing file is missing: point them at real files
     for path in tree.rglob("*.conf"):
-        text = path.read_text().replace("/var/tmp/tgtwatch-sample/", f"{images}/")
+        text = path.read_text().replace("/var/lib/tgtwatch/sample/", f"{images}/")
         path.write_text(text)
         for image in re.findall(rf"{re.escape(str(images))}/\S+", text):
             with open(image, "wb") as out:

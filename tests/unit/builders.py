@@ -164,8 +164,10 @@ def write(path: Path, text: str | bytes, mode: int = 0o644) -> Path:
 
 def instance_text(port: int, *targets: str, portal_host: str = "0.0.0.0") -> str:
     body = f'SOCKET_OPTS="{port}"\nPORTAL_OPTS="{portal_host}:{port}"\n'
-    for i, target in enumerate(targets):
-        body += f"<target {target}>\n    backing-store /srv/{i}.img\n</target>\n"
+    for target in targets:  # each target its own store: no two instances share one
+        body += (
+            f"<target {target}>\n    backing-store /srv/{target.split(':')[-1]}.img\n</target>\n"
+        )
     return body
 
 
