@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 from tgt_state import tgtd_state
 from tgtd_harness import RunningTgtd, TgtdFactory
 
+from tgtwatch.model.tree import WRITE_CACHE_OFF
 from tgtwatch.tgt import gateway as g
 from tgtwatch.tgt.applier import apply_changes
 from tgtwatch.tgt.instance_changes import instance_changes
 from tgtwatch.tgt.ipc_client import TgtdSocket
 from tgtwatch.tgt.luns import StoreRef, number_luns
-from tgtwatch.tgt.records import WRITE_CACHE_OFF_PAGE, InstanceRecord, LunRecord, TargetRecord
+from tgtwatch.tgt.records import InstanceRecord, LunRecord, TargetRecord
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +91,7 @@ class Model:
                     number,
                     path,
                     params=(
-                        *((("mode_page", WRITE_CACHE_OFF_PAGE),) if stores[path].cache_off else ()),
+                        *((("mode_page", str(WRITE_CACHE_OFF)),) if stores[path].cache_off else ()),
                         *sorted(stores[path].params),
                     ),
                 )

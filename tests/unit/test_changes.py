@@ -7,6 +7,7 @@ from functools import reduce
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tgtwatch.model.tree import WRITE_CACHE_OFF
 from tgtwatch.tgt.changes import (
     DEFAULT_TARGET_PARAMS,
     ChangeKind,
@@ -14,7 +15,7 @@ from tgtwatch.tgt.changes import (
     apply_change,
     target_changes,
 )
-from tgtwatch.tgt.records import WRITE_CACHE_OFF_PAGE, LunRecord, TargetRecord
+from tgtwatch.tgt.records import LunRecord, TargetRecord
 
 IQN = "iqn.2026-12.org.tgtwatch.test:t"
 
@@ -75,7 +76,7 @@ def test_lun_params_live_unless_they_move_the_data() -> None:
     # tgtd cannot unset a param: taking one away makes the LUN again.
     assert {t for _, t in kinds(vendor, BASE)} == {Timing.IDLE}
     cache_off = TargetRecord(
-        IQN, luns=(LunRecord(1, "/srv/a.img", params=(("mode_page", WRITE_CACHE_OFF_PAGE),)),)
+        IQN, luns=(LunRecord(1, "/srv/a.img", params=(("mode_page", str(WRITE_CACHE_OFF)),)),)
     )
     assert {t for _, t in kinds(BASE, cache_off)} == {Timing.IDLE}
 
@@ -108,7 +109,7 @@ def test_unchanged_is_no_change() -> None:
 
 names = st.sampled_from(["a", "b", "c"])
 params = st.dictionaries(st.sampled_from(["vendor_id", "product_id", "readonly", "scsi_sn"]), names)
-pages = st.lists(st.sampled_from([WRITE_CACHE_OFF_PAGE, "0x19:0:2:0"]), max_size=2, unique=True)
+pages = st.lists(st.sampled_from([str(WRITE_CACHE_OFF), "0x19:0:2:0"]), max_size=2, unique=True)
 
 
 @st.composite

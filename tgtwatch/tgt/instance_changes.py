@@ -12,13 +12,14 @@ from tgtwatch.tgt.records import InstanceRecord
 def new_tids(
     applied: InstanceRecord, desired: InstanceRecord, in_use: Collection[int]
 ) -> dict[str, int]:
-    """tids for the targets tgtd does not hold yet: tgt-admin's max + 1, in sorted name order."""
+    """tids for the targets tgtd does not hold yet: the file's own (controller_tid, a nonzero
+    tid in `desired`), else tgt-admin's max + 1, in sorted name order."""
     taken = set(in_use) | {tid for tid, _ in applied.targets.values()}
-    next_tid = max(taken, default=0) + 1
     tids: dict[str, int] = {}
     for name in sorted(set(desired.targets) - set(applied.targets)):
-        tids[name] = next_tid
-        next_tid += 1
+        explicit = desired.targets[name][0]
+        tids[name] = explicit or max(taken, default=0) + 1
+        taken.add(tids[name])
     return tids
 
 
@@ -27,8 +28,7 @@ def instance_changes(
 ) -> tuple[Change, ...]:
     """What turns the targets `applied` describes into those `desired` describes.
 
-    Kept targets keep their tids (the ones in `desired` are ignored); new ones take
-    tgt-admin's: above every tid in use, in sorted name order.
+    Kept targets keep their tids; new ones take the file's or tgt-admin's (new_tids).
     """
     changes: list[Change] = []
     for name, (tid, old) in sorted(applied.targets.items(), key=lambda e: e[1][0]):

@@ -11,9 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# tgt-admin's `write-cache off`: mode page 8 (caching) with WCE cleared.
-WRITE_CACHE_OFF_PAGE = "8:0:18:0x10:0:0xff:0xff:0:0:0xff:0xff:0xff:0xff:0x80:0x14:0:0:0:0:0:0"
-
 
 @dataclass(frozen=True)
 class LunRecord:
