@@ -83,19 +83,22 @@ class Change:
     reset: bool = False  # SET_PARAM: back to tgtd's default, the file no longer names it
 
     def describe(self) -> str:
-        """One line for status and the audit record; never a secret."""
+        """One line for status and the audit record."""
         where = f"{self.target} " if self.target else ""
-        if self.kind is ChangeKind.NEW_LUN and self.lun is not None:
-            what = f"LUN {self.lun.number} ({self.lun.path})"
-        elif self.lun is not None:
-            what = f"LUN {self.lun.number}"
-            if self.params:
-                what += " " + ",".join(k for k, _ in self.params)
+        lun = self.lun
+        if self.kind is ChangeKind.NEW_LUN and lun is not None:
+            what = f"new LUN {lun.number} ({lun.path})"
+        elif self.kind is ChangeKind.DELETE_LUN and lun is not None:
+            what = f"delete LUN {lun.number}"
+        elif self.kind is ChangeKind.SET_LUN_PARAMS and lun is not None:
+            what = f"set LUN {lun.number} " + ",".join(f"{k}={v}" for k, v in self.params)
         elif self.kind is ChangeKind.SET_PARAM:
-            what = f"{self.name}={self.value}"
+            what = f"set {self.name}={self.value}"
+        elif self.kind in (ChangeKind.NEW_TARGET, ChangeKind.DELETE_TARGET):
+            what = f"{self.kind.value} (tid {self.tid})"
         else:
-            what = self.name
-        return f"{where}{self.kind.value} {what}".replace("  ", " ").strip()
+            what = f"{self.kind.value} {self.name}"
+        return where + what
 
 
 def _lun_changes(
