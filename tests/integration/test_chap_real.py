@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tgtd_harness import RunningTgtd, TgtdFactory
+from tgtd_harness import RunningTgtd
 
 from tgtwatch.config.accounts import Account, AccountSet, Direction, accounts_of
 from tgtwatch.tgt import gateway as g
