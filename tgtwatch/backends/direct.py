@@ -12,11 +12,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
 
 from tgtwatch.backends import chap_files
 from tgtwatch.backends.base import Outcome, Result
+from tgtwatch.backends.tgtd_procs import TgtdProcess, scan_tgtd, trusted_executables
 from tgtwatch.config.accounts import AccountSet, accounts_of, without_accounts
 from tgtwatch.model.structs import (
     DrainStop,
@@ -27,7 +27,6 @@ from tgtwatch.model.structs import (
 )
 from tgtwatch.tgt.admin_output import AdminReport, error_summary
 from tgtwatch.tgt.chap import AccountError, AccountsApplied
-from tgtwatch.tgt.cmdline import TgtdCmdline, parse_tgtd_cmdline
 from tgtwatch.tgt.gateway import (
     DEFAULT_TIMEOUT_S,
     TgtCommandError,
@@ -46,6 +45,14 @@ LOG_TAIL_BYTES = 2000
 
 
 SNAPSHOT_SUBDIR = "snapshots"
+__all__ = [
+    "DirectBackend",
+    "TgtdProcess",
+    "portal_listens",
+    "scan_tgtd",
+    "wait_exit",
+    "write_snapshot",
+]
 
 
 def write_snapshot(directory: Path, spec: InstanceSpec) -> Path:
@@ -71,35 +78,6 @@ def write_snapshot(directory: Path, spec: InstanceSpec) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-@dataclass(frozen=True)
-class TgtdProcess:
-    pid: int
-    cmdline: TgtdCmdline
-
-
-def scan_tgtd(proc_root: Path = Path("/proc")) -> list[TgtdProcess]:
-    """Every live tgtd on the host, from /proc (zombies have an empty cmdline: skipped)."""
-    found: list[TgtdProcess] = []
-    try:
-        entries = os.listdir(proc_root)
-    except OSError:
-        return found
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(proc_root / entry / "comm", "rb") as comm:
-                if comm.read().strip() != b"tgtd":
-                    continue
-            with open(proc_root / entry / "cmdline", "rb") as cmdline:
-                parsed = parse_tgtd_cmdline(cmdline.read())
-        except OSError:
-            continue  # exited while we looked
-        if parsed is not None:
-            found.append(TgtdProcess(int(entry), parsed))
-    return sorted(found, key=lambda p: p.pid)
 
 
 def wait_exit(pid: int, timeout_s: float) -> bool:
@@ -168,6 +146,8 @@ class DirectBackend:
         self.state_dir = log_dir.parent
         self.snapshot_dir = self.state_dir / SNAPSHOT_SUBDIR
         self.programs = programs or TgtPrograms()
+        # Only root's tgtd from this binary is managed (tgtd_procs.py says why).
+        self.tgtd_executables = trusted_executables(self.programs)
         self.default_portal_port = default_portal_port
         self.proc_root = proc_root
         self.start_timeout_s = start_timeout_s
@@ -190,7 +170,7 @@ class DirectBackend:
     def observe(self, detail: Collection[int] | None = None) -> Observed:
         self.reap()
         instances: dict[int, ObservedInstance] = {}
-        for process in scan_tgtd(self.proc_root):
+        for process in scan_tgtd(self.proc_root, self.tgtd_executables):
             cmd = process.cmdline
             port = cmd.port
             previous = instances.get(port)
@@ -215,7 +195,7 @@ class DirectBackend:
         return Observed(instances)
 
     def _pid_on(self, control_port: int) -> int | None:
-        for process in scan_tgtd(self.proc_root):
+        for process in scan_tgtd(self.proc_root, self.tgtd_executables):
             if process.cmdline.control_port == control_port:
                 return process.pid
         return None
