@@ -437,6 +437,11 @@ def steps(backing: Path) -> list[tuple[list[str], ipc.Request]]:
             ops.unbind_account("bob", 1),
         ),
         (
+            ["--op", "unbind", "--mode", "account", "--user", "carol", "--outgoing"],
+            ops.unbind_account("carol", outgoing=True),
+        ),
+        (["--op", "delete", "--mode", "account", "--user", "bob"], ops.delete_account("bob")),
+        (
             ["--op", "delete", "--mode", "logicalunit", "--tid", "1", "--lun", "1"],
             ops.delete_lun(1, 1),
         ),
