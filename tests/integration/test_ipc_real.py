@@ -463,6 +463,7 @@ def test_each_step_has_the_same_effect_through_the_socket_as_through_tgtadm(
         assert done.returncode == 0, f"tgtadm {argv}: {done.stderr}"
         client.call(request)
         assert shown_by_socket(by_socket) == shown_by_tgtadm(by_tgtadm), request.describe()
+    assert client.target_params(1)["MaxRecvDataSegmentLength"] == "65536"
 
 
 Refusal = tuple[list[str], Callable[[], ipc.Request]]
