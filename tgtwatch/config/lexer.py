@@ -199,7 +199,10 @@ def lex(text: str) -> Iterator[Line]:
     in_comment = False
     pending: list[str] = []
     pending_line = 0
-    for number, raw in enumerate(text.split("\n"), start=1):
+    physical = text.split("\n")
+    if physical[-1] == "":
+        physical.pop()  # a final newline ends the last line; it starts none (Perl's <$fh>)
+    for number, raw in enumerate(physical, start=1):
         line, in_comment = _strip_c_comment(raw, in_comment)
         if in_comment:
             continue

@@ -203,6 +203,28 @@ class _Reader:
             self.load(match, stack, (path, line))
 
 
+@dataclass(frozen=True)
+class Reading:
+    """A config and its includes read into untyped blocks, before any grammar."""
+
+    root: Block
+    files: tuple[Path, ...]
+    sha256: str
+    problems: tuple[Problem, ...]
+
+
+def read(
+    path: Path, source: FileSource, base_dir: Path | None = None, limits: Limits = DEFAULT_LIMITS
+) -> Reading:
+    """The blocks Config::General would read from `path` and its includes (relative ones
+    against `base_dir`, by default the config's directory, where tgt-admin would run),
+    or the problems of what it would read differently. Never raises."""
+    reader = _Reader(source, base_dir if base_dir is not None else path.parent, limits)
+    root = Block("", None, 0, path)
+    reader.load(path, [root], None)
+    return Reading(root, tuple(reader.files), reader.digest.hexdigest(), tuple(reader.problems))
+
+
 def parse(
     path: Path,
     source: FileSource,
@@ -211,16 +233,12 @@ def parse(
     dialect: Dialect = Dialect.INSTANCE,
     limits: Limits = DEFAULT_LIMITS,
 ) -> ParsedConfig:
-    """Read `path` and its includes; relative includes resolve against `base_dir` (by
-    default the config's directory, where tgt-admin would run). Never raises."""
-    reader = _Reader(source, base_dir if base_dir is not None else path.parent, limits)
-    root = Block("", None, 0, path)
-    reader.load(path, [root], None)
-    files = tuple(reader.files)
-    sha256 = reader.digest.hexdigest()
+    """Read `path` and its includes and check them against the grammar. Never raises."""
+    reading = read(path, source, base_dir, limits)
+    root, files, sha256 = reading.root, reading.files, reading.sha256
     options = tuple(root.options)
-    if reader.problems:
-        return ParsedConfig(path, options, (), files, sha256, tuple(reader.problems))
+    if reading.problems:
+        return ParsedConfig(path, options, (), files, sha256, reading.problems)
     tree, problems = grammar.build(root, dialect, limits)
     if tree is None:
         return ParsedConfig(path, options, (), files, sha256, problems)
