@@ -213,7 +213,8 @@ def test_hand_written_configs_read_the_same(tmp_path: Path, files: dict[str, str
         {"t.conf": "include missing.conf\n"},
         {"t.conf": f"<target {A}>\n<backing-store /srv//>\n</backing-store>\n</target>\n"},
         {
-            "t.conf": f"<target {A}>\n backing-store /a\n <backing-store /b>\n </backing-store>\n</target>\n"
+            "t.conf": f"<target {A}>\n backing-store /a\n <backing-store /b>\n"
+            " </backing-store>\n</target>\n"
         },
     ],
     ids=["unclosed", "stray-close", "missing-include", "empty-block", "mixed-lun-forms"],
