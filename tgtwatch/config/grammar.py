@@ -30,6 +30,7 @@ from tgtwatch.model.tree import (
 )
 
 Found = dict[str, list[tuple[Any, Option]]]
+MAX_LUN = 16383  # SAM's flat addressing; `lun N` has the same bound
 MAX_MESSAGE_VALUE = 160
 
 
@@ -257,15 +258,18 @@ def _luns(chk: _Checker, block: Block, defaults: Found, where: str) -> list[Lun]
             if number in explicit:
                 chk.add(option, f"{where}lun {number} is given to two stores")
             explicit[number] = option
-    taken = set(explicit)
     luns = []
+    free = 1  # automatic numbers only grow: the smallest free one is never behind
     order = sorted(stores, key=lambda s: (s[0] is StoreKind.DIRECT, s[1]))
     for kind, path in order:
         at, own = stores[(kind, path)]
         number = _first(own, "lun")
         if number is None:
-            number = next(n for n in range(1, len(taken) + 2) if n not in taken)
-            taken.add(number)
+            while free in explicit:
+                free += 1
+            number, free = free, free + 1
+            if number > MAX_LUN:
+                chk.add(at, f"{where}{path} would be LUN {number}, above {MAX_LUN}", Rule.LIMIT)
         luns.append(_resolve(chk, at, kind, path, number, own, defaults, where))
     return luns
 
