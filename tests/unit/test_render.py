@@ -107,16 +107,18 @@ def _luns(draw: st.DrawFn) -> tuple[Lun, ...]:
     luns = []
     for path, number in zip(paths, numbers, strict=True):
         pages = draw(st.lists(_page, max_size=2, unique_by=lambda p: (p.page, p.subpage)))
+        bs_type = draw(st.none() | st.sampled_from(BsType))
+        flags = [(), (BsOFlag.SYNC,), (BsOFlag.SYNC, BsOFlag.DIRECT)]
+        if bs_type in (BsType.AIO, BsType.SSC):
+            flags = [()]  # the grammar refuses bsoflags on those
         luns.append(
             Lun(
                 number=number,
                 path=path,
                 kind=draw(st.sampled_from(StoreKind)),
                 device_type=draw(st.none() | st.sampled_from(DeviceType)),
-                bs_type=draw(st.none() | st.sampled_from(BsType)),
-                bsoflags=draw(
-                    st.sampled_from([(), (BsOFlag.SYNC,), (BsOFlag.SYNC, BsOFlag.DIRECT)])
-                ),
+                bs_type=bs_type,
+                bsoflags=draw(st.sampled_from(flags)),
                 block_size=draw(st.none() | st.sampled_from([512, 4096])),
                 params=draw(_params),
                 mode_pages=tuple(pages),
