@@ -46,11 +46,12 @@ SNAPSHOT_SUBDIR = "snapshots"
 
 
 def write_snapshot(directory: Path, spec: InstanceSpec) -> Path:
-    """The config tgt-admin reads: the very text tgtwatch checked, includes inlined.
+    """The config tgt-admin reads: tgtwatch's canonical rendering of what it checked.
 
     tgt-admin reads its -c file by name and passes values to a shell: handing it the
     instance file itself would let a file swapped after the check run as root. The
-    snapshot lives in a root-only directory. A spec without text (built by hand) is its file.
+    snapshot lives in a root-only directory. A spec without text (built by hand in a
+    test: every parsed spec has its rendering) is its file.
     """
     if not spec.text:
         return spec.config

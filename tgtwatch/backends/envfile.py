@@ -34,7 +34,7 @@ def env_path(settings: Settings, name: str) -> Path:
 
 
 def config_path(settings: Settings, name: str) -> Path:
-    """The unit's tgt-admin config: the checked text of NAME.conf with its includes inlined."""
+    """The unit's tgt-admin config: the canonical rendering of NAME.conf as checked."""
     return settings.state_dir / ENV_SUBDIR / f"{name}.conf"
 
 
