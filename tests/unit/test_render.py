@@ -188,3 +188,16 @@ def test_any_tree_renders_and_reads_back_the_same(targets: tuple[Target, ...], i
         isns=IsnsSettings("127.0.0.1", 3205, False, isns) if isns else IsnsSettings(),
     )
     assert read(render(tree)) == tree
+
+
+def test_a_rendering_without_accounts_holds_no_secret() -> None:
+    text = every_key_text(3263, "iqn.2026-01.x:t", "/srv/a", "/srv/b", "/dev/disk/by-id/c")
+    tree = read(text)
+    bare = render(tree, accounts=False)
+    assert all(s not in bare for s in ("discosecret", "tenantsecret", "targetsecret", "user "))
+    assert read(bare) == dataclasses.replace(
+        without_instance_keys(tree),
+        discovery_incoming=None,
+        discovery_outgoing=None,
+        targets=tuple(dataclasses.replace(t, incoming=(), outgoing=None) for t in tree.targets),
+    )
