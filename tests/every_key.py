@@ -44,7 +44,6 @@ outgoingdiscoveryuser disco-out discosecret-34
     state ready
     device-type disk
     bs-type rdwr
-    bsoflags sync
     write-cache on
     allow-in-use no
     scsi_id tw-every-key
@@ -69,12 +68,12 @@ outgoingdiscoveryuser disco-out discosecret-34
     initiator-name {initiator}
     direct-store {store3}
     <backing-store {store1}>
+        bsoflags sync
     </backing-store>
     <backing-store {store2}>
         lun 5
         device-type disk
         bs-type aio
-        bsoflags sync
         block-size 512
         write-cache off
         allow-in-use no

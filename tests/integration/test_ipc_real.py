@@ -437,6 +437,11 @@ def steps(backing: Path) -> list[tuple[list[str], ipc.Request]]:
             ops.unbind_account("bob", 1),
         ),
         (
+            ["--op", "unbind", "--mode", "account", "--user", "carol", "--outgoing"],
+            ops.unbind_account("carol", outgoing=True),
+        ),
+        (["--op", "delete", "--mode", "account", "--user", "bob"], ops.delete_account("bob")),
+        (
             ["--op", "delete", "--mode", "logicalunit", "--tid", "1", "--lun", "1"],
             ops.delete_lun(1, 1),
         ),
@@ -458,6 +463,7 @@ def test_each_step_has_the_same_effect_through_the_socket_as_through_tgtadm(
         assert done.returncode == 0, f"tgtadm {argv}: {done.stderr}"
         client.call(request)
         assert shown_by_socket(by_socket) == shown_by_tgtadm(by_tgtadm), request.describe()
+    assert client.target_params(1)["MaxRecvDataSegmentLength"] == "65536"
 
 
 Refusal = tuple[list[str], Callable[[], ipc.Request]]

@@ -100,6 +100,7 @@ def test_the_every_key_file_uses_every_documented_key_and_reads_fully() -> None:
     )
     assert (first.write_cache, fifth.write_cache) == (True, False)
     assert first.bsoflags == (BsOFlag.SYNC,) and first.device_type is DeviceType.DISK
+    assert fifth.bsoflags == ()
 
 
 def test_accounts_are_typed_for_the_tgt_layer() -> None:
@@ -186,6 +187,7 @@ def test_duplicate_lun_paths_count_once_and_merged_targets_add_up() -> None:
         ),
         ("bsopts conf=/etc/ceph/ceph.conf", "rbd and glfs"),
         ("bs-type rbd", "is not one of"),
+        ("bs-type aio\nbsoflags sync\nbacking-store /srv/a", "the aio store takes none"),
         ("device-type pt", "is not one of"),
     ],
 )
@@ -290,3 +292,9 @@ def test_targets_and_luns_per_file_are_limited() -> None:
         (Rule.LIMIT, None, "5 LUNs, more than the 4 allowed in one file")
     ]
     assert parse_text(text, targets_per_file=5, luns_per_file=5).problems == ()
+
+
+def test_a_file_full_of_problems_reports_twenty() -> None:
+    found = in_target("\n".join(f"frobnicate{i} 1" for i in range(100)))
+    assert len(found) == 20
+    assert found[-1][2] == "... and 81 more problems in this file"

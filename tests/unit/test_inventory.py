@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from builders import entry, instance_text, write
 
+from tgtwatch.config.grammar import Limits
 from tgtwatch.config.inventory import scan
 from tgtwatch.config.settings import DefaultInstanceSettings, Settings
 from tgtwatch.config.trust import TrustPolicy
@@ -353,3 +354,45 @@ def test_targets_carry_their_backing_stores(settings: Settings, policy: TrustPol
         ("iqn.2026-01.x:a", ("/srv/a.img",)),
         ("iqn.2026-01.x:b", ("/srv/b.img",)),
     ]
+
+
+def test_files_beyond_the_directory_limit_are_each_a_problem(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    for i, name in enumerate(("a", "b", "c")):
+        write(
+            settings.instances_dir / f"{name}.conf",
+            instance_text(3261 + i, f"iqn.2026-01.x:{name}"),
+        )
+    limited = dataclasses.replace(settings, limits=Limits(files_per_directory=2))
+    desired = scan(limited, Applied(), policy)
+    assert names_by_port(desired) == {3261: "a", 3262: "b"}
+    [problem] = desired.problems
+    assert (problem.path.name, problem.rule) == ("c.conf", Rule.LIMIT)
+    assert "holds 3 instance files, more than the 2 allowed" in problem.message
+
+
+def test_a_lookup_error_is_that_files_problem_only(settings: Settings, policy: TrustPolicy) -> None:
+    write(settings.instances_dir / "good.conf", instance_text(3261, "iqn.2026-01.x:good"))
+    long_dir = "d" * 200 + "/" + "e" * 200  # each part fine, the whole too long for a lookup
+    write(settings.instances_dir / "bad.conf", instance_text(3262) + f"include {long_dir}/x\n")
+    write(settings.instances_dir / "loop.conf", instance_text(3263) + "include loop.inc\n")
+    (settings.instances_dir / "loop.inc").symlink_to("loop.inc")
+    desired = scan(settings, Applied(), policy)
+    assert names_by_port(desired) == {3261: "good"}
+    assert sorted((p.path.name, p.rule) for p in desired.problems) == [
+        ("bad.conf", Rule.INCLUDE),
+        ("loop.conf", Rule.TRUST),
+    ]
+
+
+def test_stores_outside_the_roots_are_refused(settings: Settings, policy: TrustPolicy) -> None:
+    text = (
+        instance_text(3261) + "<target iqn.2026-01.x:t>\n backing-store /var/lib/x.img\n</target>\n"
+    )
+    path = write(settings.instances_dir / "out.conf", text)
+    desired = scan(settings, Applied(), policy)
+    assert desired.instances == {}
+    [problem] = desired.problems
+    assert (problem.path, problem.rule, problem.line) == (path, Rule.STORE, 4)
+    assert "outside the allowed backing-store roots" in problem.message

@@ -118,6 +118,7 @@ def test_a_comment_line_ends_a_continuation_and_a_c_comment_does_not() -> None:
     ("text", "words"),
     [
         ("A=x \\", "ends inside a continued line"),  # Config::General drops it silently
+        ("A=x \\\n", "ends inside a continued line"),
         ("<target \\\n  iqn.2026-01.x:y>\n", "becomes a block tag"),
         ("A=1\\\n<target iqn.2026-01.x:y/>\n", "ends in a block tag"),
         ("A=x\\\\\n", "backslash"),  # an escaped backslash: no continuation, an escape

@@ -107,16 +107,18 @@ def _luns(draw: st.DrawFn) -> tuple[Lun, ...]:
     luns = []
     for path, number in zip(paths, numbers, strict=True):
         pages = draw(st.lists(_page, max_size=2, unique_by=lambda p: (p.page, p.subpage)))
+        bs_type = draw(st.none() | st.sampled_from(BsType))
+        flags = [(), (BsOFlag.SYNC,), (BsOFlag.SYNC, BsOFlag.DIRECT)]
+        if bs_type in (BsType.AIO, BsType.SSC):
+            flags = [()]  # the grammar refuses bsoflags on those
         luns.append(
             Lun(
                 number=number,
                 path=path,
                 kind=draw(st.sampled_from(StoreKind)),
                 device_type=draw(st.none() | st.sampled_from(DeviceType)),
-                bs_type=draw(st.none() | st.sampled_from(BsType)),
-                bsoflags=draw(
-                    st.sampled_from([(), (BsOFlag.SYNC,), (BsOFlag.SYNC, BsOFlag.DIRECT)])
-                ),
+                bs_type=bs_type,
+                bsoflags=draw(st.sampled_from(flags)),
                 block_size=draw(st.none() | st.sampled_from([512, 4096])),
                 params=draw(_params),
                 mode_pages=tuple(pages),
@@ -186,3 +188,16 @@ def test_any_tree_renders_and_reads_back_the_same(targets: tuple[Target, ...], i
         isns=IsnsSettings("127.0.0.1", 3205, False, isns) if isns else IsnsSettings(),
     )
     assert read(render(tree)) == tree
+
+
+def test_a_rendering_without_accounts_holds_no_secret() -> None:
+    text = every_key_text(3263, "iqn.2026-01.x:t", "/srv/a", "/srv/b", "/dev/disk/by-id/c")
+    tree = read(text)
+    bare = render(tree, accounts=False)
+    assert all(s not in bare for s in ("discosecret", "tenantsecret", "targetsecret", "user "))
+    assert read(bare) == dataclasses.replace(
+        without_instance_keys(tree),
+        discovery_incoming=None,
+        discovery_outgoing=None,
+        targets=tuple(dataclasses.replace(t, incoming=(), outgoing=None) for t in tree.targets),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -123,10 +124,13 @@ class CountingSystemctl(Systemctl):
         return ""
 
 
-def unit_tgtd(proc: Path, pid: int, control_port: int, unit: str) -> None:
+def unit_tgtd(proc: Path, pid: int, control_port: int, unit: str, exe: str = "/bin/false") -> None:
+    """A tgtd in /proc as the backend checks it: root's, running its programs' tgtd (exe)."""
     fake_tgtd(proc, pid, control_port)
     (proc / str(pid) / "comm").write_text("tgtd\n")
     (proc / str(pid) / "cgroup").write_text(f"0::/system.slice/system-tgtd.slice/{unit}\n")
+    (proc / str(pid) / "status").write_text("Name:\ttgtd\nUid:\t0\t0\t0\t0\n")
+    (proc / str(pid) / "exe").symlink_to(os.path.realpath(exe))
 
 
 def counting_backend(tmp_path: Path) -> tuple[SystemdBackend, CountingSystemctl, Path]:

@@ -24,6 +24,7 @@ from tgtwatch.tgt.show import (
     SystemState,
     observed_targets,
     parse_show_accounts,
+    parse_show_params,
     parse_show_portals,
     parse_show_system,
     parse_show_targets,
@@ -119,6 +120,13 @@ def test_system_discovery_accounts_are_not_device_types() -> None:
     assert info.accounts == ("disc", "out1 (outgoing)")
     assert info.device_types[-1] == "passthrough"
     assert parse_show_system(data("show_sys_ready.txt")).accounts == ()
+
+
+def test_target_params() -> None:
+    params = parse_show_params(data("show_target_tid.txt"))
+    assert params["MaxRecvDataSegmentLength"] == "8192" and params["nop_interval"] == "0"
+    assert params["HeaderDigest"] == "None" and len(params) == 26
+    assert parse_show_params("junk\n=x\n") == {}
 
 
 def test_account_list() -> None:

@@ -268,3 +268,9 @@ def test_parse_never_raises_on_config_like_text(text: str) -> None:
     assert (parsed.tree is None) == bool(parsed.problems)
     for problem in parsed.problems:
         assert problem.line is None or problem.line >= 1
+
+
+def test_reading_stops_after_twenty_problems() -> None:
+    text = "".join(f"include missing{i}.conf\n" for i in range(1000))
+    parsed = parse_text(text)
+    assert len(parsed.problems) == 20 and parsed.problems[-1].line == 20

@@ -6,6 +6,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from tgtwatch.backends import chap_files
+from tgtwatch.config.accounts import account_set
+from tgtwatch.config.render import for_tgt_admin
 from tgtwatch.config.settings import Settings
 from tgtwatch.model.structs import InstanceSpec
 
@@ -34,8 +37,13 @@ def env_path(settings: Settings, name: str) -> Path:
 
 
 def config_path(settings: Settings, name: str) -> Path:
-    """The unit's tgt-admin config: the checked text of NAME.conf with its includes inlined."""
+    """The unit's tgt-admin config: the canonical rendering of NAME.conf as checked."""
     return settings.state_dir / ENV_SUBDIR / f"{name}.conf"
+
+
+def accounts_path(settings: Settings, name: str) -> Path:
+    """The CHAP accounts `tgtwatch accounts --instance NAME` gives the unit's tgtd (0600)."""
+    return settings.state_dir / ENV_SUBDIR / f"{name}.accounts"
 
 
 def fresh_token(settings: Settings, name: str) -> Path:
@@ -57,12 +65,21 @@ def _replace(path: Path, text: str, mode: int) -> None:
 
 
 def write_spec(settings: Settings, spec: InstanceSpec) -> Path:
-    """The env file and the config snapshot tgtd@NAME.service reads, both from one check.
+    """The env file, the config snapshot and the accounts tgtd@NAME.service reads, all from
+    one check.
 
     The unit's tgt-admin reads the snapshot, never the instance file: a file swapped
-    after the check (tgt-admin passes values to a shell) is never what runs.
+    after the check (tgt-admin passes values to a shell) is never what runs. The snapshot
+    holds no CHAP account: the unit's `tgtwatch accounts` binds them over the control socket
+    from NAME.accounts, which exists while there are accounts to give (or, once, to take
+    back from the tgtd when the file no longer has any).
     """
-    _replace(config_path(settings, spec.name), spec.text or spec.config.read_text(), 0o600)
+    text = for_tgt_admin(spec.tree, spec.text or spec.config.read_text())
+    _replace(config_path(settings, spec.name), text, 0o600)
+    accounts = account_set(spec.tree)
+    keep = accounts_path(settings, spec.name)
+    if accounts.accounts or keep.exists():
+        chap_files.write_private(keep, chap_files.to_json(accounts), private_dir=False)
     path = env_path(settings, spec.name)
     _replace(path, render(spec), 0o644)
     return path

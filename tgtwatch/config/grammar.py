@@ -18,6 +18,7 @@ from tgtwatch.config.raw import Block, Option, merged
 from tgtwatch.config.values import iscsi_name
 from tgtwatch.model.structs import Problem, Rule
 from tgtwatch.model.tree import (
+    BsType,
     ConfigTree,
     Driver,
     IscsiParam,
@@ -30,6 +31,9 @@ from tgtwatch.model.tree import (
 )
 
 Found = dict[str, list[tuple[Any, Option]]]
+MAX_LUN = 16383  # SAM's flat addressing; `lun N` has the same bound
+MAX_PROBLEMS = 20
+_LOWER = {key.lower(): key for key in (*k.GLOBAL_KEYS, *k.TARGET_KEYS, *k.LUN_KEYS)}
 MAX_MESSAGE_VALUE = 160
 
 
@@ -56,10 +60,14 @@ DEFAULT_LIMITS = Limits()
 class _Checker:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.more = 0
         self.secrets: dict[str, str] = {}
 
     def add(self, at: Option | Block, message: str, rule: Rule = Rule.GRAMMAR) -> None:
-        self.problems.append(Problem(at.path, rule, message, at.line or None))
+        if len(self.problems) <= MAX_PROBLEMS:  # past that only the count matters (_few)
+            self.problems.append(Problem(at.path, rule, message, at.line or None))
+        else:
+            self.more += 1
 
     def accounts(self, found: Found, keys: Iterable[str]) -> None:
         """tgt-admin creates a CHAP user once and keeps its first secret: a second one
@@ -93,7 +101,8 @@ class _Checker:
             found.setdefault(option.key, []).append((value, option))
         for key, items in found.items():
             if not table[key].repeat and len(items) > 1:
-                lines = ", ".join(str(o.line) for _, o in items)
+                lines = ", ".join(str(o.line) for _, o in items[:5])
+                lines += ", ..." if len(items) > 5 else ""
                 self.add(items[1][1], f"{where}{key} is set {len(items)} times (lines {lines})")
         return found
 
@@ -103,8 +112,8 @@ def _unknown(key: str, table: dict[str, k.Key]) -> str:
         return f"{key} is not accepted: {k.REFUSED[key]}"
     if key in k.LUN_KEYS or key in k.TARGET_KEYS or key in k.GLOBAL_KEYS:
         return f"{key} is not accepted at this level"
-    near = [name for name in table if name.lower() == key.lower()]
-    hint = f" (did you mean {near[0]}?)" if near else ""
+    near = _LOWER.get(key.lower())
+    hint = f" (did you mean {near}?)" if near and near in table else ""
     return f"unknown key {key[:MAX_MESSAGE_VALUE]!r}{hint}"
 
 
@@ -156,16 +165,17 @@ def build(
             f"{len(blocks)} targets, more than the {limits.targets_per_file} allowed in one file",
             Rule.LIMIT,
         )
-        return None, tuple(chk.problems)
-    driver = _first(found, "default-driver") or Driver.ISCSI
-    targets = [t for t in (_target(chk, b, driver) for b in blocks.values()) if t is not None]
-    luns = sum(len(t.luns) for t in targets)
-    if luns > limits.luns_per_file:
+        return None, _few(chk.problems, chk.more)
+    stores = sum(_store_count(b) for b in blocks.values())
+    if stores > limits.luns_per_file:  # counted before any is numbered or resolved
         chk.add(
             root,
-            f"{luns} LUNs, more than the {limits.luns_per_file} allowed in one file",
+            f"{stores} LUNs, more than the {limits.luns_per_file} allowed in one file",
             Rule.LIMIT,
         )
+        return None, _few(chk.problems, chk.more)
+    driver = _first(found, "default-driver") or Driver.ISCSI
+    targets = [t for t in (_target(chk, b, driver) for b in blocks.values()) if t is not None]
     tree = ConfigTree(
         targets=tuple(sorted(targets, key=lambda t: t.name)),
         isns=IsnsSettings(
@@ -182,8 +192,25 @@ def build(
     )
     _check_tids(chk, tree, blocks)
     if chk.problems:
-        return None, tuple(chk.problems)
+        return None, _few(chk.problems, chk.more)
     return tree, ()
+
+
+def _few(problems: list[Problem], more: int) -> tuple[Problem, ...]:
+    """The first problems of a file, and how many more: a hostile file must not flood the
+    output, the journal or the audit log."""
+    if len(problems) <= MAX_PROBLEMS:
+        return tuple(problems)
+    more += len(problems) - MAX_PROBLEMS + 1
+    last = problems[MAX_PROBLEMS - 1]
+    summary = Problem(last.path, last.rule, f"... and {more} more problems in this file")
+    return (*problems[: MAX_PROBLEMS - 1], summary)
+
+
+def _store_count(block: Block) -> int:
+    kinds = ("backing-store", "direct-store")
+    flat = {(o.key, o.value) for o in block.options if o.key in kinds}
+    return len(flat) + len({(b.kind, b.name) for b in block.blocks if b.kind in kinds})
 
 
 def _raw_value(root: Block, key: str) -> str | None:
@@ -257,15 +284,18 @@ def _luns(chk: _Checker, block: Block, defaults: Found, where: str) -> list[Lun]
             if number in explicit:
                 chk.add(option, f"{where}lun {number} is given to two stores")
             explicit[number] = option
-    taken = set(explicit)
     luns = []
+    free = 1  # automatic numbers only grow: the smallest free one is never behind
     order = sorted(stores, key=lambda s: (s[0] is StoreKind.DIRECT, s[1]))
     for kind, path in order:
         at, own = stores[(kind, path)]
         number = _first(own, "lun")
         if number is None:
-            number = next(n for n in range(1, len(taken) + 2) if n not in taken)
-            taken.add(number)
+            while free in explicit:
+                free += 1
+            number, free = free, free + 1
+            if number > MAX_LUN:
+                chk.add(at, f"{where}{path} would be LUN {number}, above {MAX_LUN}", Rule.LIMIT)
         luns.append(_resolve(chk, at, kind, path, number, own, defaults, where))
     return luns
 
@@ -313,6 +343,8 @@ def _resolve(
     for page in pages:  # tgtd replaces a page of the same code and appends it at the end
         last.pop((page.page, page.subpage), None)
         last[(page.page, page.subpage)] = page
+    if setting("bsoflags") and setting("bs-type") in (BsType.AIO, BsType.SSC):
+        chk.add(at, f"{where}bsoflags: the {setting('bs-type').value} store takes none")
     write_cache = setting("write-cache")
     if write_cache is False and (8, 0) in last:
         chk.add(at, f"{where}write-cache off and mode_page 8:0 both set the caching page")

@@ -184,7 +184,7 @@ def _logical(text: str, number: int, continued: bool, raw: str = "") -> Line:
                 raise LexError(number, f"malformed block tag {text!r}")
             return _tag(text, number)
         raise LexError(number, f"malformed block tag {text[:80]!r}")
-    if not continued:
+    if not continued and text[:7].lower() == "include":
         include = _include(text, raw, number)
         if include is not None:
             return include
@@ -199,16 +199,24 @@ def lex(text: str) -> Iterator[Line]:
     in_comment = False
     pending: list[str] = []
     pending_line = 0
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line, in_comment = _strip_c_comment(raw, in_comment)
-        if in_comment:
-            continue
-        found = _HASH_COMMENT.search(line)
-        if found:
-            line = line[: found.start()]
-        if "\r" in line.rstrip("\r"):
+    physical = text.split("\n")
+    if physical[-1] == "":
+        physical.pop()  # a final newline ends the last line; it starts none (Perl's <$fh>)
+    for number, raw in enumerate(physical, start=1):
+        # (the `in` tests only skip work: each step below is a no-op without its character)
+        line = raw
+        if in_comment or "*" in line:
+            line, in_comment = _strip_c_comment(line, in_comment)
+            if in_comment:
+                continue
+        if "#" in line:
+            found = _HASH_COMMENT.search(line)
+            if found:
+                line = line[: found.start()]
+        content = line.rstrip("\r")
+        if "\r" in content:
             raise LexError(number, "a carriage return inside a line")
-        if _UNPRINTABLE.search(line.rstrip("\r")):
+        if _UNPRINTABLE.search(content):
             raise LexError(number, "a byte that is not printable ASCII (outside a comment)")
         if line.endswith("\\") and not line.endswith("\\\\"):
             if not pending:
@@ -221,7 +229,7 @@ def lex(text: str) -> Iterator[Line]:
             if pending and "".join(pending) == "0":
                 raise LexError(pending_line, "a continued line that is just 0")
             pending = []
-        if _empty_block(line):
+        if "/>" in line and _empty_block(line):
             if pending:
                 raise LexError(number, "a continued line that ends in a block tag")
             yield from _empty_block_lines(line, number)

@@ -43,7 +43,7 @@ def _account(key: str, account: ChapAccount) -> str:
     return f"{key} {account.user} {account.secret}"
 
 
-def render_globals(tree: ConfigTree) -> str:
+def render_globals(tree: ConfigTree, accounts: bool = True) -> str:
     lines = []
     isns = tree.isns
     if isns.server_ip is not None:
@@ -54,9 +54,9 @@ def render_globals(tree: ConfigTree) -> str:
         lines.append(f"iSNSAccessControl {_on_off(isns.access_control)}")
     if isns.enabled is not None:
         lines.append(f"iSNS {_on_off(isns.enabled)}")
-    if tree.discovery_incoming is not None:
+    if accounts and tree.discovery_incoming is not None:
         lines.append(_account("incomingdiscoveryuser", tree.discovery_incoming))
-    if tree.discovery_outgoing is not None:
+    if accounts and tree.discovery_outgoing is not None:
         lines.append(_account("outgoingdiscoveryuser", tree.discovery_outgoing))
     return "".join(f"{line}\n" for line in lines)
 
@@ -82,7 +82,7 @@ def _lun(lun: Lun) -> list[str]:
     return [f"    <{kind} {lun.path}>", *(f"        {line}" for line in inner), f"    </{kind}>"]
 
 
-def render_target(target: Target) -> str:
+def render_target(target: Target, accounts: bool = True) -> str:
     lines = [f"<target {target.name}>"]
     body = []
     if target.driver is not Driver.ISCSI:
@@ -95,8 +95,8 @@ def render_target(target: Target) -> str:
     lines += [f"    {line}" for line in body]
     for lun in target.luns:
         lines += _lun(lun)
-    body = [_account("incominguser", a) for a in target.incoming]
-    if target.outgoing is not None:
+    body = [_account("incominguser", a) for a in target.incoming] if accounts else []
+    if accounts and target.outgoing is not None:
         body.append(_account("outgoinguser", target.outgoing))
     body += [f"initiator-address {a}" for a in target.initiator_addresses]
     body += [f"initiator-name {n}" for n in target.initiator_names]
@@ -105,9 +105,17 @@ def render_target(target: Target) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def render(tree: ConfigTree) -> str:
+def render(tree: ConfigTree, accounts: bool = True) -> str:
     """The whole config for tgt-admin (SOCKET_OPTS, PORTAL_OPTS and control-port are
-    tgtwatch's to pass as arguments, never in the text)."""
-    parts = [HEADER, render_globals(tree)]
-    parts += [render_target(target) for target in tree.targets]
+    tgtwatch's to pass as arguments, never in the text). Without `accounts`, no CHAP
+    account: for a caller that gives tgtd the accounts itself, keeping secrets out of
+    tgt-admin's tgtadm command lines."""
+    parts = [HEADER, render_globals(tree, accounts)]
+    parts += [render_target(target, accounts) for target in tree.targets]
     return "".join(parts)
+
+
+def for_tgt_admin(tree: ConfigTree | None, text: str) -> str:
+    """What tgt-admin may be given: the rendering without CHAP accounts (tgtwatch binds those
+    over tgtd's socket). `text` stands in for a spec built without a tree (tests)."""
+    return text if tree is None else render(tree, accounts=False)

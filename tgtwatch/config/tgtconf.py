@@ -10,6 +10,7 @@ from the typed tree (render.py), never copied from the file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tgtwatch.config import grammar, render
-from tgtwatch.config.grammar import DEFAULT_LIMITS, Dialect, Limits
+from tgtwatch.config.grammar import DEFAULT_LIMITS, MAX_PROBLEMS, Dialect, Limits
 from tgtwatch.config.lexer import LexError, LineKind, lex
 from tgtwatch.config.raw import Block, Option
 from tgtwatch.model.structs import Problem, Rule, TargetSpec
@@ -91,6 +92,10 @@ def decode(data: bytes, path: Path) -> tuple[str | None, Problem | None]:
         return None, Problem(path, Rule.SYNTAX, "invalid UTF-8, not a config file", line)
 
 
+class _TooMany(Exception):
+    """Enough problems were found: reading the rest would only find more (and cost time)."""
+
+
 class _Reader:
     """Walks one config file and its includes into a tree of blocks."""
 
@@ -103,22 +108,25 @@ class _Reader:
         self.problems: list[Problem] = []
         self.depth = 0  # how many files are being read, one inside the other
 
+    def _problem(self, problem: Problem) -> None:
+        self.problems.append(problem)
+        if len(self.problems) >= MAX_PROBLEMS or problem.rule is Rule.LIMIT:
+            raise _TooMany
+
     def load(self, path: Path, stack: list[Block], include_line: tuple[Path, int] | None) -> None:
         where, line = include_line if include_line else (path, None)
         if path in self.files:
-            self.problems.append(
+            self._problem(
                 Problem(where, Rule.INCLUDE, f"include cycle: {path} is already loaded", line)
             )
             return
         if self.depth > MAX_INCLUDE_DEPTH:
-            self.problems.append(
+            self._problem(
                 Problem(where, Rule.LIMIT, f"includes nested deeper than {MAX_INCLUDE_DEPTH}", line)
             )
             return
         if len(self.files) >= self.limits.files_per_config:
-            if any(p.rule is Rule.LIMIT for p in self.problems):
-                return  # said once
-            self.problems.append(
+            self._problem(
                 Problem(
                     where,
                     Rule.LIMIT,
@@ -131,21 +139,21 @@ class _Reader:
             data = self.source.read(path)
         except SourceError as exc:
             message = str(exc) if include_line is None else f"include {path}: {exc}"
-            self.problems.append(Problem(where, exc.rule, message, line))
+            self._problem(Problem(where, exc.rule, message, line))
             return
         self.files.append(path)
         self.digest.update(f"{path}\0{len(data)}\0".encode())
         self.digest.update(data)
         text, problem = decode(data, path)
         if problem is not None or text is None:
-            self.problems.append(problem or Problem(path, Rule.SYNTAX, "unreadable"))
+            self._problem(problem or Problem(path, Rule.SYNTAX, "unreadable"))
             return
         depth = len(stack)
         self.depth += 1
         try:
             self._parse(path, text, stack, depth)
         except LexError as exc:
-            self.problems.append(Problem(path, Rule.SYNTAX, str(exc), exc.number))
+            self._problem(Problem(path, Rule.SYNTAX, str(exc), exc.number))
         finally:
             # A file only closes what it opened: an include's broken or unclosed blocks
             # never swallow the lines of the file that included it.
@@ -190,17 +198,38 @@ class _Reader:
         try:
             matches = self.source.expand(pattern)
         except SourceError as exc:
-            self.problems.append(Problem(path, exc.rule, f"include {value}: {exc}", line))
+            self._problem(Problem(path, exc.rule, f"include {value}: {exc}", line))
             return
         if keyword == "includeoptional" and not _GLOB_MAGIC.search(value):
             # IncludeOptional: Config::General globs the name itself, so only that file.
             matches = [m for m in matches if m == pattern]
         elif not matches and not _GLOB_MAGIC.search(value):
-            self.problems.append(
-                Problem(path, Rule.INCLUDE, f"include {value}: no such file", line)
-            )
+            self._problem(Problem(path, Rule.INCLUDE, f"include {value}: no such file", line))
         for match in matches:
             self.load(match, stack, (path, line))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A config and its includes read into untyped blocks, before any grammar."""
+
+    root: Block
+    files: tuple[Path, ...]
+    sha256: str
+    problems: tuple[Problem, ...]
+
+
+def read(
+    path: Path, source: FileSource, base_dir: Path | None = None, limits: Limits = DEFAULT_LIMITS
+) -> Reading:
+    """The blocks Config::General would read from `path` and its includes (relative ones
+    against `base_dir`, by default the config's directory, where tgt-admin would run),
+    or the problems of what it would read differently. Never raises."""
+    reader = _Reader(source, base_dir if base_dir is not None else path.parent, limits)
+    root = Block("", None, 0, path)
+    with contextlib.suppress(_TooMany):  # the problems say enough; the file is refused
+        reader.load(path, [root], None)
+    return Reading(root, tuple(reader.files), reader.digest.hexdigest(), tuple(reader.problems))
 
 
 def parse(
@@ -211,16 +240,12 @@ def parse(
     dialect: Dialect = Dialect.INSTANCE,
     limits: Limits = DEFAULT_LIMITS,
 ) -> ParsedConfig:
-    """Read `path` and its includes; relative includes resolve against `base_dir` (by
-    default the config's directory, where tgt-admin would run). Never raises."""
-    reader = _Reader(source, base_dir if base_dir is not None else path.parent, limits)
-    root = Block("", None, 0, path)
-    reader.load(path, [root], None)
-    files = tuple(reader.files)
-    sha256 = reader.digest.hexdigest()
+    """Read `path` and its includes and check them against the grammar. Never raises."""
+    reading = read(path, source, base_dir, limits)
+    root, files, sha256 = reading.root, reading.files, reading.sha256
     options = tuple(root.options)
-    if reader.problems:
-        return ParsedConfig(path, options, (), files, sha256, tuple(reader.problems))
+    if reading.problems:
+        return ParsedConfig(path, options, (), files, sha256, reading.problems)
     tree, problems = grammar.build(root, dialect, limits)
     if tree is None:
         return ParsedConfig(path, options, (), files, sha256, problems)

@@ -91,6 +91,8 @@ class TrustedFiles:
             raise SourceError(f"cannot look it up: {exc.strerror}", Rule.INCLUDE) from None
 
     def _expand(self, pattern: Path) -> list[Path]:
+        # Confined before any lookup: a name outside the tree is refused even if missing.
+        self._resolve(pattern)
         text = str(pattern)
         if any(c in text for c in "*?["):
             # glob.glob, not Path.glob: like Perl's bsd_glob, `*` skips dotfiles. Sorted as

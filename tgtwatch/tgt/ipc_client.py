@@ -18,6 +18,7 @@ from tgtwatch.tgt.show import (
     TargetInfo,
     observed_targets,
     parse_show_accounts,
+    parse_show_params,
     parse_show_portals,
     parse_show_system,
     parse_show_targets,
@@ -159,6 +160,10 @@ class TgtdSocket:
 
     def target_details(self) -> tuple[TargetInfo, ...]:
         return parse_show_targets(self.show_targets_text())
+
+    def target_params(self, tid: int) -> dict[str, str]:
+        """One target's iSCSI parameters (what a login negotiates from) and nop settings."""
+        return parse_show_params(self.call(ops.show_target(tid)))
 
     def accounts(self) -> tuple[str, ...]:
         """Every account tgtd holds (bound or not); never a password: tgtd shows none."""

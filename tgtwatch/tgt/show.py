@@ -253,6 +253,21 @@ def parse_show_system(text: str) -> SystemInfo:
 
 
 # ---------------------------------------------------------------------------
+# tgtadm --op show --mode target --tid N
+
+
+def parse_show_params(text: str) -> dict[str, str]:
+    """Parse one target's parameters (`nop_interval=0`, `MaxRecvDataSegmentLength=8192`, ...,
+    one `Key=value` a line), as `tgtadm --op show --mode target --tid N` prints them."""
+    params: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key:
+            params[key] = value
+    return params
+
+
+# ---------------------------------------------------------------------------
 # tgtadm --op show --mode account
 
 
