@@ -13,7 +13,7 @@ from typing import Any
 
 from tgt_tree import run_tool
 
-from tgtwatch.tgt.show import parse_show_targets, parse_target_params
+from tgtwatch.tgt.show import parse_show_params, parse_show_targets
 
 # Attributes that differ between two loads of the same config for reasons that are not
 # configuration: none today; the size is the backing file's, the same for both.
@@ -30,7 +30,7 @@ def tgtd_state(port: int) -> dict[str, Any]:
     """Everything tgtd on control port `port` shows of its configuration, as plain data."""
     targets: dict[str, Any] = {}
     for target in parse_show_targets(_tgtadm(port, "--op", "show", "--mode", "target")):
-        params = parse_target_params(
+        params = parse_show_params(
             _tgtadm(port, "--op", "show", "--mode", "target", "--tid", str(target.tid))
         )
         targets[target.name] = {

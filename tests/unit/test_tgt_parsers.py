@@ -28,7 +28,6 @@ from tgtwatch.tgt.show import (
     parse_show_portals,
     parse_show_system,
     parse_show_targets,
-    parse_target_params,
 )
 
 DATA = Path(__file__).parent / "data" / "tgt"
@@ -374,16 +373,3 @@ def test_lun_attributes_accounts_and_acls() -> None:
     assert lun1.attribute("nonexistent") is None
     assert target.accounts == ("u1", "o1 (outgoing)")
     assert target.acl == ("10.0.0.0/24", "iqn.1993-08.org.debian:01:abc")
-
-
-def test_target_params() -> None:
-    params = parse_target_params(data("show_target_tid_params.txt"))
-    assert params["MaxRecvDataSegmentLength"] == "65536"
-    assert params["HeaderDigest"] == "None"
-    assert params["nop_interval"] == "0"
-    assert len(params) == 26
-
-
-@given(st.text())
-def test_target_params_never_raise(text: str) -> None:
-    assert all("=" not in k for k in parse_target_params(text))

@@ -171,16 +171,6 @@ def observed_targets(text: str) -> tuple[ObservedTarget, ...]:
     return tuple(t.observed() for t in parse_show_targets(text))
 
 
-def parse_target_params(text: str) -> dict[str, str]:
-    """`tgtadm --op show --mode target --tid N`: its `Key=value` lines (session keys, nop_*)."""
-    params: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key and not key[0].isspace():
-            params[key] = value
-    return params
-
-
 # ---------------------------------------------------------------------------
 # tgtadm --op show --mode sys
 
