@@ -16,17 +16,20 @@ from pathlib import Path
 
 from tgtwatch.backends import chap_files
 from tgtwatch.backends.base import Outcome, Result
+from tgtwatch.backends.loading import Loaded, load_targets, record_file
 from tgtwatch.backends.tgtd_procs import TgtdProcess, scan_tgtd, trusted_executables
 from tgtwatch.config.accounts import AccountSet, account_set
 from tgtwatch.config.render import for_tgt_admin
+from tgtwatch.config.settings import EngineKind
 from tgtwatch.model.structs import (
     DrainStop,
+    InstanceKind,
     InstanceSpec,
     Observed,
     ObservedInstance,
     ObservedTarget,
 )
-from tgtwatch.tgt.admin_output import AdminReport, error_summary
+from tgtwatch.tgt.admin_output import error_summary
 from tgtwatch.tgt.chap import AccountError, AccountsApplied
 from tgtwatch.tgt.gateway import (
     DEFAULT_TIMEOUT_S,
@@ -113,20 +116,17 @@ def portal_listens(portal: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def _admin_outcome(what: str, report: AdminReport, pid: int | None, output: str) -> Outcome:
+def _outcome(what: str, loaded: Loaded, pid: int | None) -> Outcome:
     """OK (busy targets named: the reconciler tells which are pending), or PARTIAL when
-    tgt-admin exited 0 but skipped a device (missing, or opened by another tgtd)."""
-    if report.problems:
-        problems = "; ".join(p.message for p in report.problems)
-        return Outcome(
-            Result.PARTIAL,
-            f"{what}, but: {problems}",
-            output,
-            pid,
-            report.busy_names,
-            incomplete=True,
-        )
-    return Outcome(Result.OK, what, "", pid, report.busy_names)
+    something the file asks for is missing (a store not there yet, or skipped by tgt-admin)."""
+    return Outcome(
+        loaded.result,
+        what + loaded.message,
+        loaded.output,
+        pid,
+        loaded.busy,
+        incomplete=loaded.incomplete,
+    )
 
 
 class DirectBackend:
@@ -143,8 +143,10 @@ class DirectBackend:
         proc_root: Path = Path("/proc"),
         start_timeout_s: float = START_TIMEOUT_S,
         tool_timeout_s: float = DEFAULT_TIMEOUT_S,
+        engine: EngineKind = EngineKind.NATIVE,
     ) -> None:
         self.log_dir = log_dir
+        self.engine = engine
         self.state_dir = log_dir.parent
         self.snapshot_dir = self.state_dir / SNAPSHOT_SUBDIR
         self.programs = programs or TgtPrograms()
@@ -218,6 +220,19 @@ class DirectBackend:
         """Create and bind the spec's CHAP accounts over the control socket."""
         return chap_files.apply(self.state_dir, spec.control_port, desired, self.tool_timeout_s)
 
+    def _load(self, spec: InstanceSpec, control: TgtControl, *, update: bool) -> Loaded:
+        # The default instance belongs to the distribution: reloaded as its own unit does.
+        kind = EngineKind.TGT_ADMIN if spec.kind is InstanceKind.DEFAULT else self.engine
+        return load_targets(
+            spec,
+            kind,
+            control=control,
+            state_dir=self.state_dir,
+            snapshot=write_snapshot(self.snapshot_dir, spec),
+            update=update,
+            timeout_s=self.tool_timeout_s,
+        )
+
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
         desired = account_set(spec.tree)
         control = self.control(spec.control_port)
@@ -267,7 +282,12 @@ class DirectBackend:
                     tail(),
                 )
             control.set_state(SystemState.OFFLINE)
-            loaded = control.execute(write_snapshot(self.snapshot_dir, spec))
+            loaded = self._load(spec, control, update=False)
+            if loaded.result is Result.FAILED:
+                self._teardown(control, proc.pid, spec.port)
+                return Outcome(
+                    Result.FAILED, f"start failed and was undone{loaded.message}", loaded.output
+                )
             # Before ready: a target with incominguser but no account bound admits anyone.
             chap = self._accounts(spec, desired)
             control.set_state(SystemState.READY)
@@ -287,7 +307,7 @@ class DirectBackend:
             f"tgtd pid {proc.pid} on {spec.portal} answered after {waited * 1000:.0f} ms; "
             f"ready with {names}{chap_files.summary(chap)}"
         )
-        return _admin_outcome(what, loaded.report, proc.pid, loaded.command.output)
+        return _outcome(what, loaded, proc.pid)
 
     def _teardown(self, control: TgtControl, pid: int, port: int) -> None:
         """Undo a start that went wrong: no half-configured tgtd is left on the port."""
@@ -311,7 +331,14 @@ class DirectBackend:
             # (offline) until the accounts are bound again, rather than pass without CHAP.
             if desired.incoming:
                 control.set_state(SystemState.OFFLINE)
-            updated = control.update(write_snapshot(self.snapshot_dir, spec))
+            updated = self._load(spec, control, update=True)
+            if updated.result is Result.FAILED:
+                offline = (
+                    "; new logins are refused until a reload succeeds" if desired.incoming else ""
+                )
+                return Outcome(
+                    Result.FAILED, f"reload failed{updated.message}{offline}", updated.output
+                )
             chap = self._accounts(spec, desired)
             # An adopted tgtd may have been left offline by an interrupted start.
             if control.system().state is SystemState.OFFLINE:
@@ -326,12 +353,7 @@ class DirectBackend:
                 f"reload failed: {exc}; new logins are refused until the accounts are bound",
             )
         pid = self._pid_on(spec.control_port)
-        return _admin_outcome(
-            f"reloaded {spec.config}{chap_files.summary(chap)}",
-            updated.report,
-            pid,
-            updated.command.output,
-        )
+        return _outcome(f"reloaded {spec.config}{chap_files.summary(chap)}", updated, pid)
 
     # ---- drain and stop --------------------------------------------------------------------
 
@@ -370,6 +392,7 @@ class DirectBackend:
                 )
             control.remove_all(force=bool(sessions))
             control.delete_system()
+            record_file(self.state_dir, action.control_port).remove()
         except TgtCommandError as exc:
             if self._pid_on(action.control_port) is None:
                 return Outcome(Result.OK, f"tgtd pid {pid} is gone", pid=pid)

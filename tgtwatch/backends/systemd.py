@@ -138,6 +138,7 @@ class SystemdBackend:
             default_portal_port=settings.default_instance.portal.port,
             proc_root=proc_root,
             tool_timeout_s=settings.tool_timeout_s,
+            engine=settings.engine,
         )
         # Each costs a systemctl process (~10 ms in the test container) on a start's path:
         # tgtd pids whose units were seen active (a unit activates once per MainPID), the
