@@ -19,8 +19,9 @@ from tgtwatch.model.tree import ConfigTree
 from tgtwatch.tgt import ipc_ops as ops
 from tgtwatch.tgt.applier import Client, apply_changes
 from tgtwatch.tgt.changes import Timing
-from tgtwatch.tgt.from_tree import instance_record
+from tgtwatch.tgt.from_tree import instance_record, isns_params
 from tgtwatch.tgt.instance_changes import instance_changes
+from tgtwatch.tgt.ipc import Mode, Op, Payload, Request
 from tgtwatch.tgt.ipc_client import IpcError
 from tgtwatch.tgt.records import (
     InstanceRecord,
@@ -124,6 +125,23 @@ class RecordFile:
         self.path.unlink(missing_ok=True)
 
 
+def _isns(
+    client: Client, sent: tuple[tuple[str, str], ...], wanted: tuple[tuple[str, str], ...]
+) -> tuple[tuple[tuple[str, str], ...], str]:
+    """tgtd's iSNS keys that differ from what was last sent, in tgt-admin's sorted order."""
+    done = dict(sent)
+    for key, value in sorted(wanted):
+        if done.get(key) == value:
+            continue
+        request = Request(Mode.SYSTEM, Op.UPDATE, payload=Payload(name=key, value=value))
+        try:
+            client.call(request)
+        except IpcError as exc:
+            return tuple(sorted(done.items())), f"iSNS {key}: {exc}"
+        done[key] = value
+    return tuple(sorted(done.items())), ""
+
+
 def load(
     client: Client,
     tree: ConfigTree,
@@ -141,7 +159,8 @@ def load(
     desired = instance_record(tree, present)
     changes = instance_changes(record, desired, tids_in_use={t.tid for t in shown})
     applied = apply_changes(client, record, changes, busy=busy)
-    records.save(applied.record)
+    isns, isns_error = _isns(client, records.load().isns, isns_params(tree.isns))
+    records.save(replace(applied.record, isns=isns))
     missing = tuple(lun.path for t in tree.targets for lun in t.luns if not present(lun.path))
     waiting_targets = tuple(sorted({c.target for c in applied.waiting}))
     return EngineReport(
@@ -151,7 +170,5 @@ def load(
         waiting=tuple(c.describe() for c in applied.waiting),
         busy=waiting_targets,
         missing=missing,
-        error=""
-        if applied.ok or applied.failed is None
-        else f"{applied.failed.describe()}: {applied.error}",
+        error=f"{applied.failed.describe()}: {applied.error}" if applied.failed else isns_error,
     )

@@ -62,6 +62,7 @@ class InstanceRecord:
     """Every target one tgtd holds from tgtwatch, with its tid, by name."""
 
     targets: Mapping[str, tuple[int, TargetRecord]] = field(default_factory=dict)
+    isns: tuple[tuple[str, str], ...] = ()  # tgtd-wide iSNS keys, as last sent
 
 
 # --- JSON, for the state file -------------------------------------------------------------
@@ -123,12 +124,16 @@ def target_from_json(raw: Mapping[str, Any]) -> tuple[int, TargetRecord]:
     )
 
 
-def instance_to_json(record: InstanceRecord) -> list[dict[str, Any]]:
-    return [
-        target_to_json(tid, t) for tid, t in sorted(record.targets.values(), key=lambda e: e[0])
-    ]
+def instance_to_json(record: InstanceRecord) -> dict[str, Any]:
+    targets = sorted(record.targets.values(), key=lambda e: e[0])
+    return {
+        "targets": [target_to_json(tid, t) for tid, t in targets],
+        "isns": [list(p) for p in record.isns],
+    }
 
 
 def instance_from_json(raw: Any) -> InstanceRecord:
-    targets = [target_from_json(t) for t in raw]
-    return InstanceRecord(targets={t.name: (tid, t) for tid, t in targets})
+    targets = [target_from_json(t) for t in raw["targets"]]
+    return InstanceRecord(
+        targets={t.name: (tid, t) for tid, t in targets}, isns=_pairs(raw.get("isns", ()))
+    )
