@@ -586,3 +586,37 @@ def test_a_cycle_that_fails_is_logged_and_tried_again(make: Callable[..., Rig]) 
     )
     assert rig.cycles_since_start()[:2] == [0.0, 5.0]
     assert 3261 in rig.backend.running
+
+
+# --- an exception in the loop -------------------------------------------------------------
+
+
+def test_an_exception_in_the_loop_still_shuts_every_part_down(settings: Settings) -> None:
+    """A bug that escapes the loop must not leave the watcher's and the lanes' threads
+    running a process whose loop is dead (a drain waits for its sessions without limit)."""
+    seed = Host(settings)
+    seed.write("alpha", 3261, {T1: "/srv/t1.img"})
+    seed.cycle()
+    seed.close()
+    rig = Rig(settings, sync_lanes=False)
+    try:
+        rig.backend.running = seed.backend.running
+        rig.backend.connect(3261, T1)
+        rig.host.remove("alpha")  # its drain waits for the session, without limit
+
+        def bug() -> None:
+            assert rig.host.executor.busy() == {3261}
+            raise RuntimeError("a bug in the loop")
+
+        rig.then(1.0, bug)
+        with pytest.raises(RuntimeError, match="a bug in the loop"):
+            rig.run()
+        assert rig.watcher.stopped and rig.waiter.closed
+        assert rig.rec.cancel.is_set()
+        assert rig.host.executor.busy() == frozenset()  # the drain was abandoned, not left
+        assert 3261 in rig.backend.running  # tgtds keep running
+        assert "stopping after an internal error: RuntimeError: a bug in the loop" in (
+            rig.log.getvalue()
+        )
+    finally:
+        rig.close()

@@ -98,14 +98,19 @@ def scan_tgtd(proc_root: Path = Path("/proc")) -> list[TgtdProcess]:
 
 
 def wait_exit(pid: int, timeout_s: float) -> bool:
-    """Wait for any process (child or not) to exit, without polling; True when it has."""
+    """Wait for any process (child or not) to exit, without polling; True when it has.
+
+    poll(), not select(): a daemon managing hundreds of tgtds holds more than 1024
+    descriptors, and select() refuses any descriptor number past FD_SETSIZE.
+    """
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return True
     try:
-        readable, _, _ = select.select([fd], [], [], timeout_s)
-        return bool(readable)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(max(0, int(timeout_s * 1000))))
     finally:
         os.close(fd)
 

@@ -101,18 +101,28 @@ class Daemon:
     # ---- public ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Until SIGTERM/SIGINT: exit 0, leaving every tgtd running."""
-        now = self.clock()
-        self.watcher.start(self.watch_paths(None))
-        if self.watchdog_interval_s:
-            self.deadlines.watchdog_at = now
-        self.deadlines.extend_at = now
-        self.cycle()
-        # Nothing to start or reload: the first reconcile is already done.
-        self._check_ready(self.clock())
-        while not self.state.stopping:
-            self.iterate()
-        self.shutdown()
+        """Until SIGTERM/SIGINT: exit 0, leaving every tgtd running.
+
+        Whatever ends the loop, an exception included, shuts its parts down: the watcher's
+        and the lanes' threads would otherwise keep a process with a dead loop alive (a
+        drain waits for its sessions without limit) until systemd's watchdog killed it.
+        """
+        try:
+            now = self.clock()
+            self.watcher.start(self.watch_paths(None))
+            if self.watchdog_interval_s:
+                self.deadlines.watchdog_at = now
+            self.deadlines.extend_at = now
+            self.cycle()
+            # Nothing to start or reload: the first reconcile is already done.
+            self._check_ready(self.clock())
+            while not self.state.stopping:
+                self.iterate()
+        except Exception as exc:
+            self._say(f"stopping after an internal error: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.shutdown()
         return 0
 
     def iterate(self) -> None:
@@ -362,11 +372,17 @@ class Daemon:
             self._say(f"{self.settings.metrics_file}: cannot write metrics: {exc.strerror}")
 
     def shutdown(self) -> None:
-        """Abandon waits in flight (drains stay offline, resumed next start); tgtds keep running."""
+        """Abandon waits in flight (drains stay offline, resumed next start); tgtds keep running.
+
+        Every step runs even when one before it fails (after an error, a part may be broken).
+        """
         self.reconciler.cancel.set()
-        self.watcher.stop()
-        self.reconciler.executor.shutdown(wait=True)
-        self.waiter.close()
+        steps = (self.watcher.stop, lambda: self.reconciler.executor.shutdown(wait=True))
+        for step in (*steps, self.waiter.close):
+            try:
+                step()
+            except Exception as exc:
+                self._say(f"shutdown: {type(exc).__name__}: {exc}")
 
 
 def managed_pids(observed: Observed, desired: Desired, applied_ports: set[int]) -> list[int]:
