@@ -699,3 +699,28 @@ def test_a_failed_reload_keeps_the_old_digest_and_is_retried_with_backoff(host: 
         ("reload", "alpha", "failed"),
         ("reload", "alpha", "ok"),
     ]
+
+
+# --- a lane that ends while the cycle looks -------------------------------------------------
+
+
+def test_a_start_ending_during_the_scan_is_not_planned_again(host: Host) -> None:
+    """The cycle reads which lanes are busy before it scans /proc: a start that ends between
+    the two is deferred, not planned again from a scan that never saw its tgtd."""
+    host.write("alpha", 3261, STORES)
+    gate = host.backend.gate("start", 3261)
+    host.cycle(wait=False)
+    gate.wait_entered()
+    real = host.backend.observe
+
+    def scan_then_the_start_ends(detail: object = None) -> object:
+        seen = real(detail)  # type: ignore[arg-type]
+        gate.open()  # the start lane ends right after the scan
+        assert host.executor.wait(THREAD_TIMEOUT_S)
+        return seen
+
+    host.backend.observe = scan_then_the_start_ends  # type: ignore[method-assign]
+    report = host.cycle()
+    assert host.backend.ops() == ["start"]
+    assert 3261 in report.deferred
+    assert host.actions() == [("start", "alpha", "ok")]

@@ -117,6 +117,10 @@ class Reconciler:
 
     def cycle(self) -> CycleReport:
         """Rescan, observe, plan and hand the actions to the lanes (does not wait for them)."""
+        # Busy first, then applied, then /proc: a lane that ends after this snapshot is on a
+        # port deferred below. Read the other way round, a start ending between the scan
+        # and `busy` was planned again from a scan that had not seen its tgtd yet.
+        busy = self.executor.busy()
         with self._lock:
             applied = self.applied
         desired = inventory.scan(self.settings, applied, self.policy)
@@ -125,13 +129,12 @@ class Reconciler:
         detail |= {p for p, s in desired.instances.items() if s.kind.value == "default"}
         observed = self.backend.observe(detail)
         result = plan(desired, applied, observed)
-        self._forget_gone(desired, observed)
+        self._forget_gone(desired, observed, busy)
         self._forget_troubles(desired, observed)
         by_port: dict[int, list[Action]] = {}
         for action in result.actions:
             by_port.setdefault(action.port, []).append(action)
         deferred: dict[int, str] = {}
-        busy = self.executor.busy()
         now = self.clock()
         retry_at: dict[int, float] = {}
         submit: list[tuple[int, list[Action]]] = []
@@ -321,9 +324,9 @@ class Reconciler:
         else:
             self.state_warning = None
 
-    def _forget_gone(self, desired: Desired, observed: Observed) -> None:
-        """Drop applied records of ports nothing wants and nothing runs on."""
-        busy = self.executor.busy()
+    def _forget_gone(self, desired: Desired, observed: Observed, busy: frozenset[int]) -> None:
+        """Drop applied records of ports nothing wants and nothing runs on (`observed` was
+        scanned after `busy` was read: a lane ending since may have started a tgtd)."""
         with self._lock:
             gone = [
                 port
