@@ -231,3 +231,42 @@ def test_inotify_watches_exhausted_is_reported(world: RelWorld) -> None:
         # One line in the daemon's log (the journal under systemd) names the directory.
         dh.wait_for(lambda: "cannot watch" in daemon.log(), 10, "the watch failure reported")
     assert f"watcher: cannot watch {world.instances_dir}" in daemon.log(), daemon.log()
+
+
+def test_state_file_unwritable_is_reported(world: RelWorld) -> None:
+    """applied.json cannot be replaced (a directory stands in its place): the start still
+    happens, and the daemon says the state was not saved in its log (the journal under
+    systemd), in STATUS and in the metrics, once; then that it was written again."""
+    _port, _pid, daemon = bystander(world)
+    state = world.state_dir / "applied.json"
+    state.unlink()
+    state.mkdir()
+    (state / "in-the-way").touch()
+    port = world.reserve_port()
+    world.write_instance("x", port)
+    daemon.wait_for_record(action="start", instance="x", result="ok")
+    dh.wait_for(
+        lambda: any("state not saved (" in d.fields["STATUS"] for d in daemon.notes("STATUS")),
+        10,
+        "STATUS to say the state was not saved",
+    )
+    dh.wait_for(lambda: "cannot write the state" in daemon.log(), 10, "the log line")
+    assert metric(world, "tgtwatch_state_save_failing") == 1
+    shutil.rmtree(state)
+    other = world.reserve_port()
+    world.write_instance("y", other)
+    daemon.wait_for_record(action="start", instance="y", result="ok")
+    dh.wait_for(lambda: "written again" in daemon.log(), 10, "the state written again")
+    assert daemon.log().count("cannot write the state") == 1, daemon.log()
+    assert "state not saved" not in daemon.notes("STATUS")[-1].fields["STATUS"]
+    assert metric(world, "tgtwatch_state_save_failing") == 0
+    entries = json.loads(state.read_text())["ports"]
+    assert {str(port), str(other)} <= set(entries)
+
+
+def metric(world: RelWorld, name: str) -> float:
+    """The value of an unlabelled gauge in the daemon's metrics file."""
+    for line in world.metrics_file.read_text().splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in {world.metrics_file}")

@@ -620,3 +620,45 @@ def test_an_exception_in_the_loop_still_shuts_every_part_down(settings: Settings
         )
     finally:
         rig.close()
+
+
+# --- the state file -----------------------------------------------------------------------
+
+
+def test_a_failed_state_write_is_logged_in_status_and_metrics(
+    make: Callable[..., Rig], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the state directory should be")
+    metrics_path = tmp_path / "tgtwatch.prom"
+    rig = make(state_dir=blocker / "state", metrics_file=metrics_path)
+    rig.host.write("alpha", 3261)
+
+    def saving_failed() -> None:
+        assert "state not saved (" in rig.notifier.messages[-1]
+        assert gauge() == 1
+        blocker.unlink()
+        rig.host.write("beta", 3262)
+        rig.watcher.push(FILE)
+
+    def gauge() -> float:
+        text = metrics_path.read_text()
+        return next(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "tgtwatch_state_save_failing"
+        )
+
+    rig.then(1.0, saving_failed)
+    rig.stop(5.0)
+    rig.run()
+    lines = rig.log.getvalue().splitlines()
+    failed = [line for line in lines if "cannot write the state" in line]
+    assert len(failed) == 1, lines  # said once, not after every lane
+    assert failed[0].endswith("what runs is unchanged, but a restart would not know it")
+    assert lines[-1] == f"tgtwatch: state: {blocker / 'state' / 'applied.json'} written again"
+    statuses = rig.messages("STATUS=")
+    assert any("state not saved" in m and "cannot write the state" in m for m in statuses)
+    assert statuses[-1] == "STATUS=2 running"
+    assert gauge() == 0

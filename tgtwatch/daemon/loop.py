@@ -57,6 +57,7 @@ class DaemonState:
     deferred: set[int] = field(default_factory=set)
     last: CycleReport | None = None
     last_status: str = ""
+    save_error: str | None = None  # the state file's write failure last logged
     cycle_seconds: float = 0.0
     cycle_timestamp: float = 0.0
     watched: dict[int, int] = field(default_factory=dict)  # tgtd pid -> port, for messages
@@ -261,14 +262,26 @@ class Daemon:
         ports = {r.pid: port for port, r in observed.instances.items() if r.pid is not None}
         self.state.watched = {pid: ports[pid] for pid in pids if pid in ports}
         self.waiter.watch_pids(pids)
+        self._say_save_error()
         statuses = self.statuses(last.desired, observed)
-        line = status_line(statuses, last.desired.problems)
+        line = status_line(statuses, last.desired.problems, self.reconciler.save_error)
         if line != self.state.last_status:
             self.state.last_status = line
             self._notify(lambda: self.notifier.status(line))
         self._count_actions()
         if self.settings.metrics_file is not None:
             self._write_metrics(statuses, last.desired)
+
+    def _say_save_error(self) -> None:
+        """One line when writing the state file starts failing, and one when it works again."""
+        error = self.reconciler.save_error
+        if error == self.state.save_error:
+            return
+        if error is not None:
+            self._say(f"{error}; what runs is unchanged, but a restart would not know it")
+        else:
+            self._say(f"state: {self.reconciler.state.path} written again")
+        self.state.save_error = error
 
     def statuses(self, desired: Desired, observed: Observed) -> list[InstanceStatus]:
         return instance_states(
@@ -365,6 +378,7 @@ class Daemon:
             problems=len(desired.problems),
             last_cycle_seconds=self.state.cycle_seconds,
             last_cycle_timestamp=self.state.cycle_timestamp,
+            state_save_failing=self.reconciler.save_error is not None,
         )
         try:
             metrics.write(self.settings.metrics_file, snapshot)

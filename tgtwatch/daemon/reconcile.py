@@ -105,6 +105,8 @@ class Reconciler:
         # applied, troubles and the retry times through it.
         self._lock = threading.RLock()
         self.applied, self.state_warning = state.load()
+        # Why the last write of the state file failed (None: it was written, or not yet).
+        self.save_error: str | None = None
         self.troubles: dict[int, Trouble] = {}
         # Ports whose next attempt waits for a time: deferred by their backoff, or whose
         # start just failed (its first retry is due at once). The daemon wakes for these.
@@ -320,9 +322,9 @@ class Reconciler:
         try:
             self.state.save(self.applied, self.failures())
         except StateError as exc:
-            self.state_warning = str(exc)
+            self.state_warning = self.save_error = str(exc)
         else:
-            self.state_warning = None
+            self.state_warning = self.save_error = None
 
     def _forget_gone(self, desired: Desired, observed: Observed, busy: frozenset[int]) -> None:
         """Drop applied records of ports nothing wants and nothing runs on (`observed` was

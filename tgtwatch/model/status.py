@@ -110,8 +110,14 @@ def instance_states(
     return result
 
 
-def status_line(statuses: list[InstanceStatus], problems: tuple[Problem, ...]) -> str:
-    """One line for systemd's STATUS=, e.g. `3 running, 1 draining, 1 problem (x.conf: ...)`."""
+def status_line(
+    statuses: list[InstanceStatus], problems: tuple[Problem, ...], state_error: str | None = None
+) -> str:
+    """One line for systemd's STATUS=, e.g. `3 running, 1 draining, 1 problem (x.conf: ...)`.
+
+    `state_error`: why the applied state could not be saved (a restart would then not know
+    what it applied), said last.
+    """
     counts = Counter(s.state for s in statuses if s.managed)
     parts = [f"{counts[state]} {state.value}" for state in InstanceState if counts[state]]
     if not parts:
@@ -120,4 +126,6 @@ def status_line(statuses: list[InstanceStatus], problems: tuple[Problem, ...]) -
         first = problems[0]
         noun = "problem" if len(problems) == 1 else "problems"
         parts.append(f"{len(problems)} {noun} ({first.path.name}: {first.message})")
+    if state_error:
+        parts.append(f"state not saved ({state_error})")
     return ", ".join(parts)

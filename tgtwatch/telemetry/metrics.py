@@ -20,6 +20,7 @@ class MetricsSnapshot:
     problems: int
     last_cycle_seconds: float
     last_cycle_timestamp: float
+    state_save_failing: bool = False
 
 
 def render_registry(snapshot: MetricsSnapshot) -> CollectorRegistry:
@@ -50,6 +51,12 @@ def render_registry(snapshot: MetricsSnapshot) -> CollectorRegistry:
         registry=registry,
     )
     pending.set(sum(len(s.pending) for s in snapshot.statuses))
+    Gauge(
+        "tgtwatch_state_save_failing",
+        "1 while the last write of the applied-state file failed (a restart would not know "
+        "what was applied), else 0.",
+        registry=registry,
+    ).set(int(snapshot.state_save_failing))
     Gauge(
         "tgtwatch_last_cycle_duration_seconds",
         "How long the last cycle took to plan.",
