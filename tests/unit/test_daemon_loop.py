@@ -635,7 +635,7 @@ def test_a_failed_state_write_is_logged_in_status_and_metrics(
     rig.host.write("alpha", 3261)
 
     def saving_failed() -> None:
-        assert "state not saved (" in rig.notifier.messages[-1]
+        assert "state not saved (" in rig.messages("STATUS=")[-1]
         assert gauge() == 1
         blocker.unlink()
         rig.host.write("beta", 3262)
