@@ -662,3 +662,38 @@ def test_a_failed_state_write_is_logged_in_status_and_metrics(
     assert any("state not saved" in m and "cannot write the state" in m for m in statuses)
     assert statuses[-1] == "STATUS=2 running"
     assert gauge() == 0
+
+
+# --- sd_notify when systemd does not read -------------------------------------------------
+
+
+def test_a_deaf_notify_socket_never_stalls_the_loop_and_is_caught_up(
+    make: Callable[..., Rig],
+) -> None:
+    """systemd's queue is full: every send fails with EAGAIN at once. The loop keeps its
+    timers (cycles, watchdog), keeps the latest STATUS and the rest in order, retries with
+    backoff (not a spin), and delivers everything once systemd reads again."""
+    rig = make(watchdog=10.0, stop_at=200.0, resync_interval_s=60.0)
+    rig.notifier.fail = OSError(11, "Resource temporarily unavailable")
+    rig.host.write("alpha", 3261)
+
+    def edit() -> None:
+        rig.host.write("beta", 3262)
+        rig.watcher.push(FILE)
+
+    def hear() -> None:
+        assert rig.notifier.messages == []
+        assert rig.daemon.notifier.kept[0] == "READY=1"
+        rig.notifier.fail = None
+
+    rig.then(30.0, edit)
+    rig.then(20.0, signals=[signal.SIGHUP])
+    rig.then(50.0, hear)
+    assert rig.run() == 0
+    assert rig.cycles_since_start()[:4] == [0.0, 30.25, 50.0, 110.0]  # on time while deaf
+    assert len(rig.waiter.timeouts) < 120  # retries back off to 1 s: no spin
+    msgs = rig.notifier.messages
+    assert msgs[:2] == ["READY=1", "STATUS=2 running"]  # the latest STATUS only
+    reloading = next(i for i, m in enumerate(msgs) if m.startswith("RELOADING=1"))
+    assert msgs[reloading + 1] == "READY=1"
+    assert msgs[-1] == "STOPPING=1"

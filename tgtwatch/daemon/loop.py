@@ -19,7 +19,8 @@ from tgtwatch.daemon.watch_events import Watcher
 from tgtwatch.model.status import InstanceStatus, instance_states, status_line
 from tgtwatch.model.structs import Desired, DrainStop, InstanceKind, Observed, Reload, Start
 from tgtwatch.telemetry import metrics
-from tgtwatch.telemetry.notify import Notifier, NotifyError
+from tgtwatch.telemetry.notify import NotifyError
+from tgtwatch.telemetry.outbox import Outbox, Sender
 
 # While the first reconcile runs, ask systemd for this much more start time, this often.
 EXTEND_BY_S = 30.0
@@ -73,7 +74,7 @@ class Daemon:
         reconciler: Reconciler,
         watcher: Watcher,
         waiter: Waiter,
-        notifier: Notifier,
+        notifier: Sender,
         *,
         reload_settings: Callable[[], Settings],
         pids_of: Callable[[Observed, Desired], list[int]],
@@ -82,12 +83,14 @@ class Daemon:
         log: TextIO,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.reconciler = reconciler
         self.watcher = watcher
         self.waiter = waiter
-        self.notifier = notifier
+        # Never blocks the loop: what systemd cannot take now is kept and retried.
+        self.notifier = Outbox(notifier, clock=clock, sleep=sleep)
         self.reload_settings = reload_settings
         self.pids_of = pids_of
         self.observe_light = observe_light
@@ -167,6 +170,9 @@ class Daemon:
         if retry is not None and now >= retry:
             run_cycle = True
         self._ping(now)
+        retry_notes = self.notifier.retry_at()
+        if retry_notes is not None and now >= retry_notes:
+            self._notify(self.notifier.flush)
         if run_cycle:
             self.cycle()
         elif wake.lanes_done:
@@ -213,6 +219,9 @@ class Daemon:
         retry = self.reconciler.next_retry()
         if retry is not None:
             candidates.append(retry)
+        retry_notes = self.notifier.retry_at()
+        if retry_notes is not None:
+            candidates.append(retry_notes)
         return min(candidates)
 
     # ---- the cycle -------------------------------------------------------------------------
@@ -392,7 +401,7 @@ class Daemon:
         """
         self.reconciler.cancel.set()
         steps = (self.watcher.stop, lambda: self.reconciler.executor.shutdown(wait=True))
-        for step in (*steps, self.waiter.close):
+        for step in (*steps, self.waiter.close, self.notifier.close):
             try:
                 step()
             except Exception as exc:

@@ -1,0 +1,53 @@
+"""Faults that used to stall the daemon's loop: each must leave the loop responsive (starts on
+time, watchdog pings on time, little CPU) while the fault lasts, and be caught up after.
+Every fault is undone in a finally block or by the world's cleanup."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+from rel_harness import RelWorld, dh
+
+pytestmark = [pytest.mark.integration, pytest.mark.reliability]
+
+# What a prompt start takes here: the debounce (0.1 s) plus tgtd and tgt-admin (~0.3 s).
+PROMPT_S = 3.0
+IDLE_WINDOW_S = 3.0
+
+
+def test_a_notify_socket_nobody_reads_never_stalls_the_loop(world: RelWorld) -> None:
+    """systemd busy: its notify socket's queue is full. Before, each sd_notify blocked the
+    loop for up to 5 s, spinning (poll: writable, sendto: EAGAIN): drops took 10 s each and
+    the idle daemon used a whole core. Now sends fail at once and are kept: files start on
+    time, the idle daemon uses little CPU, and once systemd reads again it gets the latest
+    STATUS, RELOADING=1 then READY=1 of a SIGHUP it missed, and the watchdog pings."""
+    world.write_instance("a", world.reserve_port())
+    daemon = world.start(env={"WATCHDOG_USEC": "1000000"})
+    daemon.notify.hold()
+    assert daemon.notify.fill() > 0
+    cpu = dh.cpu_seconds(daemon.pid)
+    busy_from = time.monotonic()
+    for name in ("b", "c", "d"):
+        written = time.monotonic()
+        world.write_instance(name, world.reserve_port())
+        record = daemon.wait_for_record(action="start", instance=name, result="ok", timeout=60)
+        assert record.at - written < PROMPT_S, f"{name} started {record.at - written:.1f} s late"
+    daemon.proc.send_signal(signal.SIGHUP)
+    threading.Event().wait(IDLE_WINDOW_S)  # the window measured, not a synchronisation
+    used = dh.cpu_seconds(daemon.pid) - cpu
+    elapsed = time.monotonic() - busy_from
+    print(f"deaf notify socket: {used:.2f} s CPU in {elapsed:.1f} s")
+    assert used < 0.25 * elapsed, f"{used:.2f} s CPU in {elapsed:.1f} s: spinning"
+    released = time.monotonic()
+    daemon.notify.release()
+    daemon.wait_for_notify("STATUS=4 running", after=released, timeout=10)
+    reloading = daemon.wait_for_notify("RELOADING=1", after=released, timeout=10)
+    daemon.wait_for_notify("READY=1", after=reloading.at - 1e-9, timeout=10)
+    later = [d for d in daemon.notes() if d.at >= reloading.at]
+    assert "RELOADING" in later[0].fields
+    assert any("READY" in d.fields for d in later[1:]), "READY=1 lost or before RELOADING=1"
+    ping = daemon.wait_for_notify("WATCHDOG=1", after=released, timeout=10)
+    daemon.wait_for_notify("WATCHDOG=1", after=ping.at, timeout=5)
