@@ -7,9 +7,11 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from rel_harness import RelWorld, dh
+from instances import Initiators
+from rel_harness import Call, RelWorld, dh
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -51,3 +53,40 @@ def test_a_notify_socket_nobody_reads_never_stalls_the_loop(world: RelWorld) -> 
     assert any("READY" in d.fields for d in later[1:]), "READY=1 lost or before RELOADING=1"
     ping = daemon.wait_for_notify("WATCHDOG=1", after=released, timeout=10)
     daemon.wait_for_notify("WATCHDOG=1", after=ping.at, timeout=5)
+
+
+def test_a_long_drain_polls_its_sessions_with_backoff(world: RelWorld, tmp_path: Path) -> None:
+    """A drain waits for its sessions for as long as they last: it used to ask tgtd 10 times
+    a second, per port, for hours. Now the pauses double up to 5 s; the last session to
+    leave is still noticed within that."""
+    world.write_settings(on_drain_timeout="wait", drain_timeout_s=1)
+    port = world.reserve_port()
+    target = dh.iqn("a", 1)
+    world.write_instance("a", port, {target: [world.backing("a-1.img")]})
+    daemon = world.start()
+    initiators = Initiators(tmp_path)
+    try:
+        initiators.hold(port, target)
+        world.remove_instance("a")
+        daemon.wait_for_record(action="drain", instance="a", result="partial")
+        mark = world.call_count()
+        threading.Event().wait(DRAIN_WINDOW_S)  # the window measured, not a synchronisation
+        polls = [c for c in world.calls()[mark:] if is_session_poll(c, port)]
+        print(f"drain: {len(polls)} session polls in {DRAIN_WINDOW_S:g} s")
+        assert len(polls) <= 8, polls  # 10 Hz was 60
+    finally:
+        initiators.stop_all()
+    gone = time.monotonic()
+    record = daemon.wait_for_record(action="stop", instance="a", result="ok", timeout=30)
+    assert record.at - gone < 5.0 + PROMPT_S, f"noticed {record.at - gone:.1f} s late"
+
+
+DRAIN_WINDOW_S = 6.0
+
+
+def is_session_poll(call: Call, port: int) -> bool:
+    return (
+        call.program == "tgtadm"
+        and call.args[:2] == ("-C", str(port))
+        and (" ".join(call.args).endswith("--op show --mode target"))
+    )

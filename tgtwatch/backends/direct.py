@@ -37,8 +37,11 @@ from tgtwatch.tgt.show import SystemState
 
 START_TIMEOUT_S = 10.0
 EXIT_TIMEOUT_S = 5.0
-# Sessions of a draining port are polled this often: only while a drain is under way.
+# Sessions of a draining port are polled only while a drain is under way, with backoff:
+# often at first (idle initiators log out within a second), then every DRAIN_POLL_MAX_S
+# for as long as sessions last (hours, maybe), which is when the last one is noticed.
 DRAIN_POLL_S = 0.1
+DRAIN_POLL_MAX_S = 5.0
 LOG_TAIL_BYTES = 2000
 
 
@@ -340,10 +343,14 @@ class DirectBackend:
             control.set_state(SystemState.OFFLINE)
             sessions = sum(t.sessions for t in control.targets())
             deadline = None if timeout_s is None else started + timeout_s
+            delay = DRAIN_POLL_S
             while sessions:
-                if deadline is not None and time.monotonic() >= deadline:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
                     break
-                if cancel.wait(DRAIN_POLL_S):
+                pause = delay if deadline is None else min(delay, deadline - now)
+                delay = min(delay * 2, DRAIN_POLL_MAX_S)
+                if cancel.wait(pause):
                     return Outcome(
                         Result.PARTIAL,
                         f"drain interrupted with {sessions} sessions; port stays offline",
