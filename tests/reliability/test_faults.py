@@ -174,14 +174,37 @@ def test_state_dir_unwritable(world: RelWorld, how: str) -> None:
     assert_bystander(world, by_port, by_pid)
 
 
-def test_watched_directory_removed_and_recreated(world: RelWorld) -> None:
-    """Removing instances_dir drains what it held (nothing asks for it any more); the
-    recreated directory is watched again: a file dropped there starts within a deadline."""
-    _port, pid, daemon = bystander(world)
-    shutil.rmtree(world.instances_dir)
+def test_instances_dir_moved_away_holds_every_instance_and_says_so(world: RelWorld) -> None:
+    """Moving instances_dir away (or a typo in the setting) deletes no file: every instance
+    keeps its tgtd, pid and targets, and the daemon says so: a `reject` record naming the
+    directory, STATUS, the metrics. Moved back, nothing happens. An empty directory is
+    every file deleted (how a whole directory is retired on purpose): its instances drain;
+    a file dropped there then starts."""
+    port, pid, daemon = bystander(world)
+    moved = world.instances_dir.with_name("moved-away")
+    world.instances_dir.rename(moved)
+    record = daemon.wait_for_record(action="reject", instance=world.instances_dir.name)
+    message = record.get("MESSAGE") or ""
+    assert "does not exist: the 1 instances applied from it are held" in message, message
+    assert "[rule: directory]" in message
+    dh.wait_for(
+        lambda: "1 problem (conf.d: does not exist" in daemon.notes("STATUS")[-1].fields["STATUS"],
+        10,
+        "STATUS to name the missing directory",
+    )
+    dh.wait_for(lambda: metric(world, "tgtwatch_held_instances") == 1, 10, "the held metric")
+    assert_bystander(world, port, pid)
+    moved.rename(world.instances_dir)
+    dh.wait_for(
+        lambda: daemon.notes("STATUS")[-1].fields["STATUS"] == "1 running", 10, "problem gone"
+    )
+    assert metric(world, "tgtwatch_held_instances") == 0
+    assert_bystander(world, port, pid)
+    assert not daemon.records(action="drain") and not daemon.records(action="stop")
+    # Retire the whole directory on purpose: delete its files (an empty directory).
+    world.remove_instance("by")
     daemon.wait_for_record(action="stop", instance="by", result="ok", timeout=30)
     assert dh.process_gone(pid)
-    world.instances_dir.mkdir()
     other = world.reserve_port()
     world.write_instance("x", other)
     daemon.wait_for_record(action="start", instance="x", result="ok", timeout=30)

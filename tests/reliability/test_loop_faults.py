@@ -4,6 +4,7 @@ Every fault is undone in a finally block or by the world's cleanup."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -90,3 +91,40 @@ def is_session_poll(call: Call, port: int) -> bool:
         and call.args[:2] == ("-C", str(port))
         and (" ".join(call.args).endswith("--op show --mode target"))
     )
+
+
+def test_a_stopped_tgtd_holds_only_its_own_lane(world: RelWorld) -> None:
+    """A tgtd that does not answer (SIGSTOP: hung) used to be asked on the loop's thread
+    (the details of a draining, pending or default port) for tool_timeout_s: the loop, and
+    the watchdog pings with it, stopped; systemd killed tgtwatch. Now it is asked on its own
+    lane: the pings keep their pace, another file starts at once, a crashed tgtd is
+    restarted at once; once it answers again its drain finishes."""
+    world.write_settings(tool_timeout_s=10)
+    hung, crashy = world.reserve_port(), world.reserve_port()
+    world.write_instance("h", hung)
+    world.write_instance("c", crashy)
+    daemon = world.start(env={"WATCHDOG_USEC": "1000000"})
+    stopped = world.pids()[hung]
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        world.remove_instance("h")  # its drain, and the cycle's look at it, find it hung
+        since = time.monotonic()
+        written = time.monotonic()
+        other = world.reserve_port()
+        world.write_instance("n", other)
+        record = daemon.wait_for_record(action="start", instance="n", result="ok", timeout=30)
+        assert record.at - written < PROMPT_S, f"n started {record.at - written:.1f} s late"
+        killed = world.pids()[crashy]
+        os.kill(killed, signal.SIGKILL)
+        died = time.monotonic()
+        record = daemon.wait_for_record(action="start", instance="c", result="ok", timeout=30)
+        assert record.at - died < PROMPT_S, f"c restarted {record.at - died:.1f} s late"
+        failed = daemon.wait_for_record(action="stop", instance="h", result="failed", timeout=30)
+        assert "timed out after 10s" in (failed.get("MESSAGE") or ""), failed.fields
+        pings = [d.at for d in daemon.notes("WATCHDOG") if d.at >= since]
+        gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+        assert pings and max(gaps, default=0.0) < 1.0, f"watchdog gaps {gaps}"
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    daemon.wait_for_record(action="stop", instance="h", result="ok", timeout=60)
+    assert dh.process_gone(stopped)

@@ -149,6 +149,7 @@ def running(
         system_state="ready",
         targets=targets,
         starting=starting,
+        inspected=True,
     )
 
 

@@ -424,8 +424,9 @@ def test_a_busy_changed_target_is_pending_then_reloaded_once_its_sessions_end(
     assert report.plan.actions == ()
     assert len(host.audit.records) == 3
     host.backend.disconnect(3261)
+    host.rec.recheck((3261,))  # the daemon's pending poll: its check lands the reload
     report = host.cycle()
-    assert [a.kind.value for a in report.plan.actions] == ["reload"]
+    assert [a.kind.value for a in report.plan.actions] == ["check"]
     assert host.rec.applied.entries[3261].pending == ()
     assert host.actions()[-1] == ("reload", "alpha", "ok")
     assert host.statuses()[3261].state is InstanceState.RUNNING

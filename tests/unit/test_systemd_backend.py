@@ -144,14 +144,30 @@ def asked(systemctl: CountingSystemctl, verb: str) -> int:
     return sum(1 for c in calls if c[0] == verb)
 
 
+# `status` asks for details (of some port): only then is systemd asked which units activate.
+DETAIL = (1,)
+
+
+def test_the_loops_observation_never_runs_systemctl(tmp_path: Path) -> None:
+    """The daemon's loop observes with no details: /proc only. A systemctl call (timeout
+    120 s) on the loop's thread would stall it past WatchdogSec when systemd is busy."""
+    b, systemctl, proc = counting_backend(tmp_path)
+    unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
+    systemctl.activating_units.add("tgtd@delta.service")  # type: ignore[attr-defined]
+    for _ in range(3):
+        running = b.observe(()).instances[3400]
+        assert running.unit == "tgtd@delta.service" and not running.inspected
+    assert systemctl.calls == []  # type: ignore[attr-defined]
+
+
 def test_an_activating_unit_is_starting_until_systemd_says_it_is_active(tmp_path: Path) -> None:
     b, systemctl, proc = counting_backend(tmp_path)
     unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
     systemctl.activating_units.add("tgtd@delta.service")  # type: ignore[attr-defined]
-    assert b.observe(()).instances[3400].starting
-    assert b.observe(()).instances[3400].starting
+    assert b.observe(DETAIL).instances[3400].starting
+    assert b.observe(DETAIL).instances[3400].starting
     systemctl.activating_units.clear()  # type: ignore[attr-defined]
-    running = b.observe(()).instances[3400]
+    running = b.observe(DETAIL).instances[3400]
     assert not running.starting and running.unit == "tgtd@delta.service"
     assert asked(systemctl, "list-units") == 3
 
@@ -160,26 +176,26 @@ def test_a_settled_tgtd_costs_no_systemctl_call(tmp_path: Path) -> None:
     b, systemctl, proc = counting_backend(tmp_path)
     unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
     for _ in range(3):
-        assert not b.observe(()).instances[3400].starting
+        assert not b.observe(DETAIL).instances[3400].starting
     assert asked(systemctl, "list-units") == 1
 
 
 def test_a_new_tgtd_on_a_pid_seen_before_is_asked_about_again(tmp_path: Path) -> None:
     b, systemctl, proc = counting_backend(tmp_path)
     unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
-    b.observe(())
+    b.observe(DETAIL)
     shutil.rmtree(proc / "60")
-    assert b.observe(()).instances == {}
+    assert b.observe(DETAIL).instances == {}
     unit_tgtd(proc, 60, 3400, "tgtd@delta.service")  # the pid came round again
     systemctl.activating_units.add("tgtd@delta.service")  # type: ignore[attr-defined]
-    assert b.observe(()).instances[3400].starting
+    assert b.observe(DETAIL).instances[3400].starting
     assert asked(systemctl, "list-units") == 2
 
 
 def test_only_tgtd_units_are_asked_about(tmp_path: Path) -> None:
     b, systemctl, proc = counting_backend(tmp_path)
     unit_tgtd(proc, 61, 3260, "tgt.service")
-    assert b.observe(()).instances[3260].unit == "tgt.service"
+    assert b.observe(DETAIL).instances[3260].unit == "tgt.service"
     assert asked(systemctl, "list-units") == 0
 
 

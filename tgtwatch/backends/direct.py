@@ -15,7 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from tgtwatch.backends.base import Outcome, Result
+from tgtwatch.backends.base import Outcome, Result, Unanswered
 from tgtwatch.model.structs import (
     DrainStop,
     InstanceSpec,
@@ -216,7 +216,31 @@ class DirectBackend:
             )
         return Observed(instances)
 
-    def _pid_on(self, control_port: int) -> int | None:
+    def inspect(self, spec: InstanceSpec) -> ObservedInstance | None:
+        pid = self.pid_on(spec.control_port)
+        if pid is None:
+            return None
+        control = self.control(spec.control_port)
+        try:
+            info = control.system()
+            targets = control.targets()
+        except TgtCommandError as exc:
+            if self.pid_on(spec.control_port) is None:
+                return None  # it exited while we asked
+            raise Unanswered(f"tgtd pid {pid} on port {spec.port} does not answer: {exc}") from None
+        state = info.state.value if info.state else ""
+        return ObservedInstance(
+            spec.port, spec.control_port, pid, state, targets, None, False, inspected=True
+        )
+
+    def set_ready(self, spec: InstanceSpec) -> Outcome:
+        try:
+            self.control(spec.control_port).set_state(SystemState.READY)
+        except TgtCommandError as exc:
+            return Outcome(Result.FAILED, f"could not set it ready: {exc}", exc.output)
+        return Outcome(Result.OK, "set ready", pid=self.pid_on(spec.control_port))
+
+    def pid_on(self, control_port: int) -> int | None:
         for process in scan_tgtd(self.proc_root):
             if process.cmdline.control_port == control_port:
                 return process.pid
@@ -322,7 +346,7 @@ class DirectBackend:
                 control.set_state(SystemState.READY)
         except TgtCommandError as exc:
             return Outcome(Result.FAILED, f"reload failed: {exc}", exc.output)
-        pid = self._pid_on(spec.control_port)
+        pid = self.pid_on(spec.control_port)
         return _admin_outcome(
             f"reloaded {spec.config}", updated.report, pid, updated.command.output
         )
@@ -333,7 +357,7 @@ class DirectBackend:
         self, action: DrainStop, timeout_s: float | None, force: bool, cancel: threading.Event
     ) -> Outcome:
         control = self.control(action.control_port)
-        pid = self._pid_on(action.control_port)
+        pid = self.pid_on(action.control_port)
         if pid is None:
             return Outcome(Result.OK, f"no tgtd runs on control port {action.control_port}")
         started = time.monotonic()
@@ -369,7 +393,7 @@ class DirectBackend:
             control.remove_all(force=bool(sessions))
             control.delete_system()
         except TgtCommandError as exc:
-            if self._pid_on(action.control_port) is None:
+            if self.pid_on(action.control_port) is None:
                 return Outcome(Result.OK, f"tgtd pid {pid} is gone", pid=pid)
             return Outcome(Result.FAILED, f"drain failed: {exc}", exc.output, pid)
         waited = time.monotonic() - started

@@ -12,10 +12,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tgtwatch.backends import envfile
-from tgtwatch.backends.base import Outcome, Result
+from tgtwatch.backends.base import Outcome, Result, Unanswered
 from tgtwatch.backends.direct import DirectBackend, portal_listens
 from tgtwatch.config.settings import Settings
-from tgtwatch.model.structs import DrainStop, InstanceKind, InstanceSpec, Observed
+from tgtwatch.model.structs import (
+    DrainStop,
+    InstanceKind,
+    InstanceSpec,
+    Observed,
+    ObservedInstance,
+)
 from tgtwatch.tgt.cmdline import parse_tgtd_cmdline
 from tgtwatch.tgt.gateway import TgtCommandError, TgtControl, TgtPrograms, child_env
 
@@ -163,7 +169,9 @@ class SystemdBackend:
             unsettled = pids.keys() - self._settled
             self._units_seen = frozenset(u for u in units.values() if u is not None)
         activating: set[str] = set()
-        if unsettled:
+        # Asked only with details (`status`): the daemon's loop observes with none, and a
+        # systemctl call (up to its 120 s timeout) must never run on the loop's thread.
+        if unsettled and (detail is None or detail):
             try:
                 activating = self.systemctl.activating()
             except SystemctlError:
@@ -177,6 +185,35 @@ class SystemdBackend:
             for port, running in observed.instances.items()
         }
         return Observed(instances)
+
+    def inspect(self, spec: InstanceSpec) -> ObservedInstance | None:
+        """As the direct backend, but a unit still activating is `starting`: its
+        ExecStartPost loads the targets offline, then sets ready. Only an offline or silent
+        tgtd needs asking systemd (a systemctl process): a ready one is past that point."""
+        try:
+            running = self.direct.inspect(spec)
+        except Unanswered:
+            if not self._activating(spec.control_port):
+                raise
+            pid = self.direct.pid_on(spec.control_port)
+            return ObservedInstance(spec.port, spec.control_port, pid, starting=True)
+        if running is None or running.system_state != "offline":
+            return running
+        return replace(running, starting=self._activating(spec.control_port, running.pid))
+
+    def _activating(self, control_port: int, pid: int | None = None) -> bool:
+        pid = pid if pid is not None else self.direct.pid_on(control_port)
+        unit = unit_of_pid(pid, self.proc_root) if pid else None
+        if unit is None or not unit.startswith("tgtd@"):
+            return False
+        try:
+            state = self.systemctl.show(unit, "ActiveState").get("ActiveState", "")
+        except SystemctlError:
+            return False
+        return state == "activating"
+
+    def set_ready(self, spec: InstanceSpec) -> Outcome:
+        return self.direct.set_ready(spec)
 
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
         unit = unit_for(spec.name)

@@ -90,7 +90,8 @@ def _apply(settings: Settings, out: TextIO, err: TextIO) -> int:
         converged = False
     for problem in report.desired.problems:
         print(f"problem {problem}", file=out)
-    if not report.plan.actions:
+    # Checks that found every tgtd as applied did nothing: they are not reported.
+    if not reports and not report.deferred:
         print("nothing to do" + (" until those sessions end" if waiting else ""), file=out)
     return EXIT_OK if converged else EXIT_PROBLEMS
 

@@ -163,8 +163,12 @@ class Daemon:
         if self.debouncer.take_batch(now) is not None:
             run_cycle = True
         if now >= self.deadlines.resync_at:
+            # Every managed tgtd is compared with what was applied again (on lanes).
+            self.reconciler.recheck()
             run_cycle = True
         if self.deadlines.pending_at is not None and now >= self.deadlines.pending_at:
+            entries = self.reconciler.applied.entries
+            self.reconciler.recheck(p for p, e in entries.items() if e.pending)
             run_cycle = True
         retry = self.reconciler.next_retry()
         if retry is not None and now >= retry:
@@ -293,9 +297,8 @@ class Daemon:
         self.state.save_error = error
 
     def statuses(self, desired: Desired, observed: Observed) -> list[InstanceStatus]:
-        return instance_states(
-            desired, self.reconciler.applied, observed, self.reconciler.failures()
-        )
+        rec = self.reconciler
+        return instance_states(desired, rec.applied, observed, rec.failures(), rec.checker.wrong())
 
     def watch_paths(self, desired: Desired | None) -> list[Path]:
         """instances_dir, tgt_dir and every directory an include reads from."""
@@ -388,6 +391,7 @@ class Daemon:
             last_cycle_seconds=self.state.cycle_seconds,
             last_cycle_timestamp=self.state.cycle_timestamp,
             state_save_failing=self.reconciler.save_error is not None,
+            held=len(self.state.last.plan.held) if self.state.last is not None else 0,
         )
         try:
             metrics.write(self.settings.metrics_file, snapshot)

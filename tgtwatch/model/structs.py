@@ -33,6 +33,7 @@ class ActionKind(enum.Enum):
     START = "start"
     RELOAD = "reload"
     DRAIN_STOP = "drain_stop"
+    CHECK = "check"
 
 
 class Rule(enum.Enum):
@@ -122,7 +123,10 @@ class ObservedInstance:
     system_state: str = ""  # tgtd's own: ready | offline
     targets: tuple[ObservedTarget, ...] = ()
     unit: str | None = None  # systemd backend: the unit that owns the process
-    starting: bool = False  # systemd backend: unit activating
+    starting: bool = False  # control socket not answering yet, or (systemd) unit activating
+    # tgtd itself was asked (system state, targets, LUNs, sessions): without it only the
+    # process is known (a /proc scan), and nothing above but pid and ports is meaningful.
+    inspected: bool = False
 
     @property
     def sessions(self) -> int:
@@ -193,7 +197,25 @@ class DrainStop:
     reason: str = "no file wants this port any more"
 
 
-Action = Start | Reload | DrainStop
+@dataclass(frozen=True)
+class Check:
+    """Compare what runs on a port with what was applied; repair it if it drifted, and land
+    pending targets whose sessions ended. `why`: the drift already seen, if any."""
+
+    kind: ClassVar[ActionKind] = ActionKind.CHECK
+    spec: InstanceSpec
+    why: str = ""
+
+    @property
+    def port(self) -> int:
+        return self.spec.port
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+Action = Start | Reload | DrainStop | Check
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ class MetricsSnapshot:
     last_cycle_seconds: float
     last_cycle_timestamp: float
     state_save_failing: bool = False
+    held: int = 0  # instances kept as they run because their file cannot be seen
 
 
 def render_registry(snapshot: MetricsSnapshot) -> CollectorRegistry:
@@ -45,6 +46,12 @@ def render_registry(snapshot: MetricsSnapshot) -> CollectorRegistry:
     for (action, result), count in sorted(snapshot.actions.items()):
         actions.labels(action, result).set(count)
     Gauge("tgtwatch_problems", "Files refused.", registry=registry).set(snapshot.problems)
+    Gauge(
+        "tgtwatch_held_instances",
+        "Instances kept running as they are because their file is refused or cannot be seen "
+        "(e.g. instances_dir missing).",
+        registry=registry,
+    ).set(snapshot.held)
     pending = Gauge(
         "tgtwatch_pending_targets",
         "Targets waiting for their sessions to end before a reload applies.",
