@@ -4,6 +4,7 @@ Every fault is undone in a finally block or by the world's cleanup."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -122,7 +123,7 @@ def test_a_stopped_tgtd_holds_only_its_own_lane(world: RelWorld) -> None:
         failed = daemon.wait_for_record(action="stop", instance="h", result="failed", timeout=30)
         assert "timed out after 10s" in (failed.get("MESSAGE") or ""), failed.fields
         pings = [d.at for d in daemon.notes("WATCHDOG") if d.at >= since]
-        gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(pings)]
         assert pings and max(gaps, default=0.0) < 1.0, f"watchdog gaps {gaps}"
     finally:
         os.kill(stopped, signal.SIGCONT)
