@@ -88,6 +88,7 @@ class FakeTgtd:
     sessions: dict[str, int] = field(default_factory=dict)  # name -> I_T nexuses
     starting: bool = False
     luns: dict[str, int] = field(default_factory=dict)  # name -> LUNs (1 when not said)
+    instance: str | None = None  # one tgtd per name (systemd units): the name it runs for
 
     def observed(self, detail: bool) -> ObservedInstance:
         targets = (
@@ -106,6 +107,7 @@ class FakeTgtd:
             targets=targets,
             starting=self.starting,
             inspected=detail,
+            instance=self.instance,
         )
 
 
@@ -136,6 +138,8 @@ class FakeBackend:
     - ``connect(port, target, n)``: sessions on a target (a reload then reports it busy,
       a drain waits for it);
     - ``crash(port)``: the tgtd vanishes; ``foreign(port)``: a tgtd tgtwatch never started;
+    - ``units = True``: one tgtd per instance name, as systemd's tgtd@NAME: observed with
+      its name, and a start waits (as a unit would) until no other port runs that name;
     - ``hang(port)``: its tgtd stops answering (``inspect`` raises Unanswered) until
       ``unhang(port)``; ``inspects`` lists every port inspected (not in ``calls``).
 
@@ -155,6 +159,7 @@ class FakeBackend:
         # Backing stores that do not exist: a start or reload makes their targets without
         # them (tgt-admin skips a missing store and exits 0).
         self.missing_stores: set[str] = set()
+        self.units = False
         self._pids = itertools.count(4000)
         self._lock = threading.Condition()
         self._script: dict[tuple[str, int], list[Step]] = {}
@@ -255,6 +260,8 @@ class FakeBackend:
         if scripted is not None:
             return scripted
         with self._lock:
+            while self.units and not cancel.is_set() and self._runs_elsewhere(spec):
+                self._lock.wait(0.01)
             if spec.port in self.running:
                 return Outcome(Result.FAILED, f"port {spec.port} already in use")
             tgtd = FakeTgtd(
@@ -265,6 +272,7 @@ class FakeBackend:
                 spec.sha256,
                 targets={t.name: t.digest for t in spec.targets},
                 luns={t.name: self._luns(t) for t in spec.targets},
+                instance=spec.name if self.units else None,
             )
             self.running[spec.port] = tgtd
             return Outcome(Result.OK, f"started pid {tgtd.pid}", pid=tgtd.pid)
@@ -318,6 +326,9 @@ class FakeBackend:
             return Outcome(Result.OK, "stopped", pid=tgtd.pid)
 
     # ---- internals -----------------------------------------------------------------------
+
+    def _runs_elsewhere(self, spec: InstanceSpec) -> bool:
+        return any(t.instance == spec.name and p != spec.port for p, t in self.running.items())
 
     def _luns(self, target: TargetSpec) -> int:
         return sum(1 for store in target.stores if store not in self.missing_stores)

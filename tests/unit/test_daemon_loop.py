@@ -701,3 +701,26 @@ def test_a_deaf_notify_socket_never_stalls_the_loop_and_is_caught_up(
     reloading = next(i for i, m in enumerate(msgs) if m.startswith("RELOADING=1"))
     assert msgs[reloading + 1] == "READY=1"
     assert msgs[-1] == "STOPPING=1"
+
+
+def test_ready_after_a_restart_does_not_wait_for_port_moves_draining(settings: Settings) -> None:
+    """One tgtd per name (systemd): files moved to new ports while tgtwatch was down. Their
+    starts wait for the old ports' drains (sessions: without limit); READY=1 must not."""
+    seed = Host(settings)
+    seed.backend.units = True
+    seed.write("alpha", 3261, {T1: "/srv/a.img"})
+    seed.cycle()
+    seed.close()
+    rig = Rig(settings, sync_lanes=False, drain_timeout_s=1.0)
+    try:
+        rig.backend.units = True
+        rig.backend.running = seed.backend.running
+        rig.backend.connect(3261, T1)
+        rig.host.write("alpha", 3271, {T1: "/srv/a.img"})
+        rig.stop(60.0)
+        assert rig.run() == 0
+        assert "READY=1" in rig.notifier.messages
+        assert len(rig.messages("EXTEND_TIMEOUT_USEC=")) <= 1
+        assert "start" not in rig.backend.ops()
+    finally:
+        rig.close()

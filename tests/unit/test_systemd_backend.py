@@ -79,14 +79,26 @@ def test_no_wait_when_the_unit_is_down_or_on_the_same_port(tmp_path: Path) -> No
     assert same._wait_old_port("tgtd@delta.service", spec(3401), cancel) is None
 
 
-def test_port_change_waits_until_the_old_unit_has_stopped(tmp_path: Path) -> None:
-    """Active on the old port, then deactivating without a MainPID (ExecStop still runs),
-    then inactive: a start before that would cancel the stop job."""
-    b = backend(tmp_path, [("active", 50), ("active", 50), ("deactivating", 0), ("inactive", 0)])
+def test_a_unit_on_its_old_port_fails_the_start_at_once_instead_of_holding_a_lane(
+    tmp_path: Path,
+) -> None:
+    """The plan holds a port change's start until the old port has drained; should the unit
+    still run its old port anyway, the start must not wait (a drain may last hours, and a
+    start lane waiting for it held one of the few shared lanes)."""
+    b = backend(tmp_path, [("active", 50)])
     fake_tgtd(tmp_path / "proc", 50, 3400)
-    cancel = threading.Event()
-    assert b._wait_old_port("tgtd@delta.service", spec(3401), cancel) is None
-    assert len(b.systemctl.calls) == 4  # type: ignore[attr-defined]
+    outcome = b._wait_old_port("tgtd@delta.service", spec(3401), threading.Event())
+    assert outcome is not None and outcome.result is Result.FAILED
+    assert "still runs control port 3400" in outcome.message
+    assert len(b.systemctl.calls) == 1  # type: ignore[attr-defined]
+
+
+def test_a_port_change_after_the_drain_waits_only_for_the_stop_job(tmp_path: Path) -> None:
+    """Deactivating without a MainPID (ExecStop still runs), then inactive: a start before
+    that would cancel the stop job."""
+    b = backend(tmp_path, [("deactivating", 0), ("deactivating", 0), ("inactive", 0)])
+    assert b._wait_old_port("tgtd@delta.service", spec(3401), threading.Event()) is None
+    assert len(b.systemctl.calls) == 3  # type: ignore[attr-defined]
 
 
 def test_a_deactivating_unit_is_waited_for(tmp_path: Path) -> None:
@@ -96,13 +108,20 @@ def test_a_deactivating_unit_is_waited_for(tmp_path: Path) -> None:
 
 
 def test_the_wait_ends_when_cancelled(tmp_path: Path) -> None:
-    b = backend(tmp_path, [("active", 50)])
-    fake_tgtd(tmp_path / "proc", 50, 3400)
+    b = backend(tmp_path, [("deactivating", 0)])
     cancel = threading.Event()
     cancel.set()
     outcome = b._wait_old_port("tgtd@delta.service", spec(3401), cancel)
     assert outcome is not None and outcome.result is Result.FAILED
-    assert "control port 3400" in outcome.message
+    assert "still stopping (cancelled)" in outcome.message
+
+
+def test_the_loops_observation_names_the_instance_of_each_unit(tmp_path: Path) -> None:
+    b, _systemctl, proc = counting_backend(tmp_path)
+    unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
+    unit_tgtd(proc, 61, 3260, "tgt.service")
+    seen = b.observe(()).instances
+    assert (seen[3400].instance, seen[3260].instance) == ("delta", None)
 
 
 class CountingSystemctl(Systemctl):

@@ -27,8 +27,9 @@ from tgtwatch.tgt.gateway import TgtCommandError, TgtControl, TgtPrograms, child
 
 UNIT_TEMPLATE = "tgtd@{name}.service"
 SYSTEMCTL_TIMEOUT_S = 120.0
-# A unit that still runs an instance's old port is polled this often until it has stopped.
-UNIT_POLL_S = 0.2
+# A unit still stopping is polled from this often (doubling to 1 s), for at most this long.
+UNIT_POLL_S = 0.05
+DEACTIVATING_WAIT_S = 60.0
 UNIT_UP_STATES = frozenset({"active", "reloading", "deactivating"})
 
 
@@ -39,6 +40,13 @@ def stop_marker(state_dir: Path, port: int) -> Path:
 
 def unit_for(name: str) -> str:
     return UNIT_TEMPLATE.format(name=name)
+
+
+def instance_of(unit: str | None) -> str | None:
+    """NAME of tgtd@NAME.service (None for any other unit)."""
+    if unit is None or not unit.startswith("tgtd@") or not unit.endswith(".service"):
+        return None
+    return unit[len("tgtd@") : -len(".service")] or None
 
 
 def unit_of_pid(pid: int, proc_root: Path = Path("/proc")) -> str | None:
@@ -180,7 +188,10 @@ class SystemdBackend:
                 self._settled |= {pid for pid in unsettled if pids[pid] not in activating}
         instances = {
             port: replace(
-                running, unit=units[port], starting=running.starting or units[port] in activating
+                running,
+                unit=units[port],
+                starting=running.starting or units[port] in activating,
+                instance=instance_of(units[port]),
             )
             for port, running in observed.instances.items()
         }
@@ -284,11 +295,14 @@ class SystemdBackend:
     def _wait_old_port(
         self, unit: str, spec: InstanceSpec, cancel: threading.Event
     ) -> Outcome | None:
-        """A port change is DrainStop of the old port and Start of the new one, on two lanes
-        but one unit: wait until the drain lane has stopped the unit that runs the old port.
-        Starting it now would be a no-op on an active unit, and rewriting its env file would
-        make its ExecStop drain the new port instead of the old one."""
-        old: int | None = None
+        """A port change is DrainStop of the old port and Start of the new one, but one unit.
+        The plan holds the start until the old port's tgtd is gone; should the unit still
+        run another port here (a race), the start fails at once rather than hold a lane for
+        as long as the drain lasts (hours, maybe). A unit still stopping (ExecStop runs on
+        after tgtd exited: a start job would cancel the stop job) is waited for, bounded,
+        polling with backoff."""
+        deadline = time.monotonic() + DEACTIVATING_WAIT_S
+        delay = UNIT_POLL_S
         while True:
             try:
                 props = self.systemctl.show(unit, "ActiveState", "MainPID")
@@ -297,19 +311,21 @@ class SystemdBackend:
             state = props.get("ActiveState", "")
             if state not in UNIT_UP_STATES:
                 return None
-            # While it stops (ExecStop runs on after tgtd exited) a start job would cancel
-            # the stop job: wait for that too.
-            if state != "deactivating" and old is None:
+            if state != "deactivating":
                 pid = int(props.get("MainPID") or 0)
                 running = self._control_port_of(pid) if pid else None
                 if running is None or running == spec.control_port:
                     return None
-                old = running
-            if cancel.wait(UNIT_POLL_S):
                 return Outcome(
                     Result.FAILED,
-                    f"{unit} still runs control port {old}; start on {spec.port} cancelled",
+                    f"{unit} still runs control port {running}; it starts on {spec.port} "
+                    "once that port has drained",
                 )
+            left = deadline - time.monotonic()
+            if left <= 0 or cancel.wait(min(delay, left)):
+                why = "cancelled" if cancel.is_set() else f"after {DEACTIVATING_WAIT_S:g} s"
+                return Outcome(Result.FAILED, f"{unit} is still stopping ({why})")
+            delay = min(delay * 2, 1.0)
 
     def _write_env(self, spec: InstanceSpec) -> None:
         envfile.write_spec(self.settings, spec)

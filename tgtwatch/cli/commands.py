@@ -54,9 +54,10 @@ def _apply(settings: Settings, out: TextIO, err: TextIO) -> int:
     report = reconciler.cycle()
     reconciler.executor.wait()
     reports = reconciler.take_reports()
-    if _drained_then_incomplete(reports):
+    if _drained_then_incomplete(reports) or (report.plan.waiting and _drained(reports)):
         # A port move: the new port started while the old tgtd still held its backing
-        # stores (other lanes, in parallel). Those are free now: one more cycle lands them.
+        # stores (other lanes, in parallel), or (one unit per name) its start waited for
+        # the old port's drain. Both can land now: one more cycle.
         report = reconciler.cycle()
         reconciler.executor.wait()
         reports += reconciler.take_reports()
@@ -96,10 +97,12 @@ def _apply(settings: Settings, out: TextIO, err: TextIO) -> int:
     return EXIT_OK if converged else EXIT_PROBLEMS
 
 
+def _drained(reports: list[ActionReport]) -> bool:
+    return any(isinstance(r.action, DrainStop) and not r.outcome.draining for r in reports)
+
+
 def _drained_then_incomplete(reports: list[ActionReport]) -> bool:
-    return any(isinstance(r.action, DrainStop) and not r.outcome.draining for r in reports) and any(
-        r.outcome.incomplete for r in reports
-    )
+    return _drained(reports) and any(r.outcome.incomplete for r in reports)
 
 
 def status(settings: Settings, as_json: bool, out: TextIO) -> int:

@@ -243,9 +243,7 @@ class Daemon:
         self.state.cycle_seconds = self.clock() - started
         self.state.cycle_timestamp = self.wall_clock()
         self.state.last = report
-        self.state.deferred = {
-            port for port, why in report.deferred.items() if why.startswith("an action")
-        }
+        self.state.deferred = set(report.wake_on)
         self.deadlines.resync_at = self.clock() + self.settings.resync_interval_s
         self.deadlines.pending_at = None  # refresh() sets it again while targets are pending
         if not self.state.ready or self.state.reloading:

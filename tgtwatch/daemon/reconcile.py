@@ -65,6 +65,9 @@ class CycleReport:
     plan: Plan
     deferred: dict[int, str] = field(default_factory=dict)  # port -> why not now
     state_warning: str | None = None
+    # Ports whose lane's end should bring a cycle: a deferred port's own, or the port an
+    # instance drains from before it starts on its new one.
+    wake_on: frozenset[int] = frozenset()
 
 
 class Reconciler:
@@ -138,13 +141,18 @@ class Reconciler:
         by_port: dict[int, list[Action]] = {}
         for action in result.actions:
             by_port.setdefault(action.port, []).append(action)
-        deferred: dict[int, str] = {}
+        deferred: dict[int, str] = {
+            port: f"waits for port {blocker} to drain (the same instance runs there)"
+            for port, blocker in result.waiting
+        }
+        wake_on = {blocker for _, blocker in result.waiting}
         retry_at: dict[int, float] = {}
         submit: list[tuple[int, list[Action]]] = []
         for port, actions in by_port.items():
             if port in busy:
                 # Its lane's end brings the daemon back (lane_done): no timed retry needed.
                 deferred[port] = "an action is under way on this port"
+                wake_on.add(port)
                 continue
             with self._lock:
                 trouble = self.troubles.get(port)
@@ -166,7 +174,9 @@ class Reconciler:
         for port, actions in submit:
             self.checker.submitted(port)
             self.executor.submit(port, actions, self._run, self.on_lane_done)
-        return CycleReport(desired, observed, result, deferred, self.state_warning)
+        return CycleReport(
+            desired, observed, result, deferred, self.state_warning, frozenset(wake_on)
+        )
 
     def next_retry(self) -> float | None:
         """Monotonic time of the earliest retry waiting for its time (the daemon wakes then

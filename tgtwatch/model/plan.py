@@ -101,9 +101,30 @@ def plan(
     for port, spec in desired.instances.items():
         running = observed.instances.get(port)
         actions += _for_desired(spec, applied.entries.get(port), running, port in verify)
+    actions, waiting = _hold_starts_of_busy_names(actions, observed)
     foreign = tuple(
         running
         for port, running in sorted(observed.instances.items())
         if port not in desired.instances and port not in applied.entries
     )
-    return Plan(actions=tuple(actions), foreign=foreign, held=tuple(held))
+    return Plan(actions=tuple(actions), foreign=foreign, held=tuple(held), waiting=waiting)
+
+
+def _hold_starts_of_busy_names(
+    actions: list[Action], observed: Observed
+) -> tuple[list[Action], tuple[tuple[int, int], ...]]:
+    """A port change is a drain of the old port and a start of the new one. Where one name
+    runs one tgtd at a time (a systemd unit), the start waits, without holding a lane, until
+    the old port's tgtd has gone: its drain may last as long as its sessions."""
+    running_as = {
+        r.instance: port for port, r in observed.instances.items() if r.instance is not None
+    }
+    kept: list[Action] = []
+    waiting: list[tuple[int, int]] = []
+    for action in actions:
+        blocker = running_as.get(action.name) if isinstance(action, Start) else None
+        if blocker is not None and blocker != action.port:
+            waiting.append((action.port, blocker))
+            continue
+        kept.append(action)
+    return kept, tuple(waiting)

@@ -127,6 +127,9 @@ class ObservedInstance:
     # tgtd itself was asked (system state, targets, LUNs, sessions): without it only the
     # process is known (a /proc scan), and nothing above but pid and ports is meaningful.
     inspected: bool = False
+    # The instance it runs for, when that binds a name to one tgtd at a time (systemd: its
+    # unit tgtd@NAME): a file moved to another port starts once the old port is drained.
+    instance: str | None = None
 
     @property
     def sessions(self) -> int:
@@ -225,3 +228,6 @@ class Plan:
     actions: tuple[Action, ...] = ()
     foreign: tuple[ObservedInstance, ...] = ()  # running, never applied, wanted by no file
     held: tuple[AppliedEntry, ...] = ()  # file refused: keeps running on its last good config
+    # (port, blocker): a start that waits until the tgtd of the same instance on `blocker`
+    # has drained (systemd: one unit per name); the blocker's lane ending brings it back.
+    waiting: tuple[tuple[int, int], ...] = ()
