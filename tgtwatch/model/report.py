@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from tgtwatch.model.structs import Action, AppliedEntry, DrainStop, ObservedInstance, Plan, Problem
+from tgtwatch.model.structs import (
+    Action,
+    AppliedEntry,
+    Check,
+    DrainStop,
+    ObservedInstance,
+    Plan,
+    Problem,
+)
 
 
 def action_json(action: Action) -> dict[str, Any]:
@@ -27,7 +35,7 @@ def action_json(action: Action) -> dict[str, Any]:
         "sha256": spec.sha256,
         "targets": [{"name": t.name, "luns": t.luns} for t in spec.targets],
         **({"adopt": True} if getattr(action, "adopt", False) else {}),
-        **({"drift": action.why} if getattr(action, "why", "") else {}),
+        **({"drift": action.why} if isinstance(action, Check) and action.why else {}),
     }
 
 
