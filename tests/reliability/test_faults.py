@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -211,6 +212,27 @@ def test_instances_dir_moved_away_holds_every_instance_and_says_so(world: RelWor
     assert converged(world, "x", other)
 
 
+def test_an_unmounted_instances_dir_holds_every_instance(world: RelWorld) -> None:
+    """instances_dir as a mount point: unmounted, it is the empty directory beneath, which
+    would read as every file deleted. Owned by another user (as README's advice has it),
+    that directory is refused instead: every instance is held as it runs."""
+    os.chown(world.instances_dir, 65534, 65534)
+    argv = ["mount", "-t", "tmpfs", "-o", "mode=0755", "tgtwatch-conf", str(world.instances_dir)]
+    with mounted(argv, world.instances_dir):
+        port = world.reserve_port()
+        conf = world.conf("by")
+        conf.write_text(world.instance_text("by", port))  # the staging dir is elsewhere
+        conf.chmod(0o644)
+        daemon = world.start()
+        pid = world.pids()[port]
+        subprocess.run(["umount", str(world.instances_dir)], check=True)
+        record = daemon.wait_for_record(action="reject", instance=world.instances_dir.name)
+        assert "directory owned by uid 65534" in (record.get("MESSAGE") or "")
+        dh.wait_for(lambda: metric(world, "tgtwatch_held_instances") == 1, 10, "held")
+        assert_bystander(world, port, pid)
+        assert not daemon.records(action="drain") and not daemon.records(action="stop")
+
+
 def inotify_watches(pid: int) -> int:
     """The inotify watches a process holds, from /proc/PID/fdinfo."""
     count = 0
@@ -293,3 +315,39 @@ def metric(world: RelWorld, name: str) -> float:
         if line.startswith(f"{name} "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in {world.metrics_file}")
+
+
+QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+@contextlib.contextmanager
+def small_inotify_queue(events: int) -> Iterator[None]:
+    """fs.inotify.max_queued_events lowered (host-wide) while an inotify instance is made:
+    the instance keeps the limit it was made with. Restored whatever happens."""
+    original = QUEUED_EVENTS.read_text()
+    try:
+        QUEUED_EVENTS.write_text(f"{events}\n")
+        yield
+    finally:
+        QUEUED_EVENTS.write_text(original)
+
+
+def test_an_inotify_overflow_is_caught_up_by_a_rescan(world: RelWorld) -> None:
+    """The kernel drops events past the queue's limit: the daemon hears IN_Q_OVERFLOW from
+    its own reader, says so, and rescans, so a file whose events were lost still starts.
+    The daemon is stopped (SIGSTOP) while 100 events pile up; the new file comes last."""
+    with small_inotify_queue(16):
+        daemon = world.start()
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        for n in range(50):  # ignored names: only events, no instances
+            junk = world.instances_dir / f".junk{n}"
+            junk.touch()
+            junk.unlink()
+        port = world.reserve_port()
+        world.write_instance("x", port)
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    daemon.wait_for_record(action="start", instance="x", result="ok", timeout=30)
+    assert "watcher: inotify queue overflowed: events were lost; rescanning" in daemon.log()
+    assert converged(world, "x", port)

@@ -1,4 +1,4 @@
-"""`tgtwatch run`: wire the daemon's parts (imported only for it: watchdog, prometheus)."""
+"""`tgtwatch run`: wire the daemon's parts (imported only for it: the watcher, prometheus)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TextIO
 from tgtwatch.backends.direct import DirectBackend
 from tgtwatch.cli.exits import EXIT_BUSY
 from tgtwatch.cli.wiring import make_reconciler
-from tgtwatch.config.settings import Settings, load
+from tgtwatch.config.settings import Settings, WatcherKind, load
 from tgtwatch.daemon.lock import LockBusy, StateLock
 from tgtwatch.daemon.loop import Daemon, managed_pids
 from tgtwatch.daemon.wakeup import SelectWaiter
@@ -40,6 +40,12 @@ def _run(settings_path: Path, settings: Settings, err: TextIO) -> int:
     # Children must never see these: tgtd would tell systemd that *tgtwatch* is ready.
     for name in ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"):
         os.environ.pop(name, None)
+    if settings.watcher is WatcherKind.WATCHDOG:
+        print(
+            "tgtwatch: watcher: watchdog is tgtwatch's own inotify reader now (the watchdog "
+            "package reports no lost events); write `watcher: inotify`",
+            file=err,
+        )
     waiter = SelectWaiter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
     reconciler = make_reconciler(settings, env=env, stderr=err)
     if reconciler.state_warning:
