@@ -9,10 +9,14 @@ from pathlib import Path
 
 from tgtwatch.backends.base import Outcome, Result
 from tgtwatch.backends.systemd import Systemctl, SystemdBackend, unit_of_pid
+from tgtwatch.backends.unit_dropin import DROPIN_NAME, UNIT_STATE_DIR, ensure_dropin
 from tgtwatch.cli.wiring import make_backend
 from tgtwatch.config.settings import BackendKind, Settings
 from tgtwatch.model.structs import DrainStop, InstanceKind, InstanceSpec, Observed, ObservedInstance
 from tgtwatch.tgt.gateway import TgtPrograms
+
+# Never the host's /run/systemd/system: a directory whose parent does not exist.
+NO_SYSTEMD = Path("/nonexistent/tgtwatch-test/tgtd@.service.d")
 
 
 class ScriptedSystemctl(Systemctl):
@@ -54,7 +58,9 @@ def backend(tmp_path: Path, states: list[tuple[str, int]]) -> SystemdBackend:
     settings = Settings(state_dir=tmp_path / "run")
     proc = tmp_path / "proc"
     proc.mkdir(exist_ok=True)
-    return SystemdBackend(settings, systemctl=ScriptedSystemctl(states), proc_root=proc)
+    return SystemdBackend(
+        settings, systemctl=ScriptedSystemctl(states), proc_root=proc, dropin_dir=NO_SYSTEMD
+    )
 
 
 def test_unit_of_pid_reads_the_cgroup(tmp_path: Path) -> None:
@@ -154,7 +160,9 @@ def counting_backend(tmp_path: Path) -> tuple[SystemdBackend, CountingSystemctl,
     systemctl = CountingSystemctl()
     settings = Settings(state_dir=tmp_path / "run")
     programs = TgtPrograms("/bin/false", "/bin/false", "/bin/false")  # no tgtd answers
-    backend = SystemdBackend(settings, programs=programs, systemctl=systemctl, proc_root=proc)
+    backend = SystemdBackend(
+        settings, programs=programs, systemctl=systemctl, proc_root=proc, dropin_dir=NO_SYSTEMD
+    )
     return backend, systemctl, proc
 
 
@@ -255,7 +263,11 @@ def test_a_start_waits_for_a_unit_this_backend_is_stopping(tmp_path: Path) -> No
     systemctl = StoppingSystemctl()
     programs = TgtPrograms("/bin/false", "/bin/false", "/bin/false")  # no tgtd answers
     b = SystemdBackend(
-        Settings(state_dir=tmp_path / "run"), programs=programs, systemctl=systemctl, proc_root=proc
+        Settings(state_dir=tmp_path / "run"),
+        programs=programs,
+        systemctl=systemctl,
+        proc_root=proc,
+        dropin_dir=NO_SYSTEMD,
     )
     unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
     b.direct = DrainingDirect(Outcome(Result.OK, "drained", pid=60))  # type: ignore[assignment]
@@ -313,7 +325,12 @@ def drain_with(tmp_path: Path, ends: Outcome, result: str = "success") -> tuple[
     proc.mkdir()
     unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
     systemctl = ResultSystemctl(result)
-    b = SystemdBackend(Settings(state_dir=tmp_path / "run"), systemctl=systemctl, proc_root=proc)
+    b = SystemdBackend(
+        Settings(state_dir=tmp_path / "run"),
+        systemctl=systemctl,
+        proc_root=proc,
+        dropin_dir=NO_SYSTEMD,
+    )
     direct = DrainingDirect(ends)
     b.direct = direct  # type: ignore[assignment]
     action = DrainStop(3400, 3400, "delta", spec(3400).config)
@@ -376,3 +393,53 @@ def test_every_tgt_tool_call_gets_the_configured_timeout(tmp_path: Path) -> None
         .timeout_s
         == 120.0
     )  # type: ignore[attr-defined]
+
+
+# --- the units follow state_dir -------------------------------------------------------------
+
+
+def test_units_follow_a_state_dir_other_than_their_default(tmp_path: Path) -> None:
+    """tgtd@.service names /run/tgtwatch; with another state_dir every start used to fail
+    (the unit read an env file that was never written). The backend writes a runtime
+    drop-in for its state_dir and reloads systemd once, before its first start."""
+    b, systemctl, _proc = counting_backend(tmp_path)
+    (tmp_path / "system").mkdir()  # as /run/systemd/system: PID 1 is systemd
+    b.dropin_dir = tmp_path / "system" / "tgtd@.service.d"
+    new = dataclasses.replace(spec(3401), text="<target iqn.2026-11.t:delta>\n</target>\n")
+    b.start(new, threading.Event())
+    b.start(new, threading.Event())
+    state = b.settings.state_dir
+    assert (b.dropin_dir / DROPIN_NAME).read_text() == (
+        "# Written by tgtwatch: its state_dir is not the unit's default. Do not edit.\n"
+        "[Service]\n"
+        f"Environment=TGTWATCH_STATE_DIR={state}\n"
+        "EnvironmentFile=\n"
+        f"EnvironmentFile=-{state}/env/%i.env\n"
+    )
+    assert asked(systemctl, "daemon-reload") == 1
+    assert (state / "env" / "delta.env").is_file()  # where the drop-in points the unit
+
+
+def test_the_default_state_dir_needs_no_drop_in_and_a_stale_one_goes(tmp_path: Path) -> None:
+    reloads: list[str] = []
+    directory = tmp_path / "tgtd@.service.d"
+    assert not ensure_dropin(Path("/srv/tw"), lambda: reloads.append("x"), directory / "x" / "y")
+    assert not (directory / "x").exists()  # no systemd there: nothing written
+    assert not ensure_dropin(UNIT_STATE_DIR, lambda: reloads.append("x"), directory)
+    assert ensure_dropin(Path("/srv/tw"), lambda: reloads.append("x"), directory)
+    assert not ensure_dropin(Path("/srv/tw"), lambda: reloads.append("x"), directory)
+    assert ensure_dropin(UNIT_STATE_DIR, lambda: reloads.append("x"), directory)
+    assert not (directory / DROPIN_NAME).exists()
+    assert reloads == ["x", "x"]
+
+
+def test_a_drop_in_that_cannot_be_written_fails_the_start_saying_why(tmp_path: Path) -> None:
+    b, systemctl, _proc = counting_backend(tmp_path)
+    (tmp_path / "system").mkdir()
+    blocker = tmp_path / "system" / "tgtd@.service.d"
+    blocker.write_text("a file where the drop-in directory should be")
+    b.dropin_dir = blocker
+    outcome = b.start(spec(3401), threading.Event())
+    assert outcome.result is Result.FAILED
+    assert f"tgtd@.service cannot read state_dir {b.settings.state_dir}" in outcome.message
+    assert asked(systemctl, "start") == 0

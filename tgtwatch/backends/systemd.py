@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from tgtwatch.backends import envfile
 from tgtwatch.backends.base import Outcome, Result, Unanswered
 from tgtwatch.backends.direct import DirectBackend, portal_listens
+from tgtwatch.backends.systemctl import SYSTEMCTL_TIMEOUT_S, Systemctl, SystemctlError
+from tgtwatch.backends.unit_dropin import DROPIN_DIR, DropinError, ensure_dropin
 from tgtwatch.config.settings import Settings
 from tgtwatch.model.structs import (
     DrainStop,
@@ -23,10 +24,10 @@ from tgtwatch.model.structs import (
     ObservedInstance,
 )
 from tgtwatch.tgt.cmdline import parse_tgtd_cmdline
-from tgtwatch.tgt.gateway import TgtCommandError, TgtControl, TgtPrograms, child_env
+from tgtwatch.tgt.gateway import TgtCommandError, TgtControl, TgtPrograms
 
 UNIT_TEMPLATE = "tgtd@{name}.service"
-SYSTEMCTL_TIMEOUT_S = 120.0
+__all__ = ["SYSTEMCTL_TIMEOUT_S", "Systemctl", "SystemctlError", "SystemdBackend"]
 # A unit still stopping is polled from this often (doubling to 1 s), for at most this long.
 UNIT_POLL_S = 0.05
 DEACTIVATING_WAIT_S = 60.0
@@ -62,68 +63,6 @@ def unit_of_pid(pid: int, proc_root: Path = Path("/proc")) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class SystemctlError(Exception):
-    argv: tuple[str, ...]
-    returncode: int | None
-    output: str
-
-    def __str__(self) -> str:
-        last = self.output.strip().splitlines()[-1:] or [""]
-        return f"{' '.join(self.argv)}: exit {self.returncode}: {last[0]}"
-
-
-@dataclass(frozen=True)
-class Systemctl:
-    """The only code that runs systemctl and journalctl."""
-
-    program: str = "systemctl"
-    timeout_s: float = SYSTEMCTL_TIMEOUT_S
-
-    def run(self, *args: str) -> str:
-        argv = (self.program, *args)
-        try:
-            done = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout_s,
-                env=child_env(os.environ),
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SystemctlError(argv, None, str(exc)) from None
-        if done.returncode != 0:
-            raise SystemctlError(argv, done.returncode, done.stdout + done.stderr)
-        return done.stdout
-
-    def show(self, unit: str, *props: str) -> dict[str, str]:
-        out = self.run("show", *(f"--property={p}" for p in props), unit)
-        return dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
-
-    def activating(self) -> set[str]:
-        out = self.run(
-            "list-units",
-            "--type=service",
-            "--state=activating",
-            "--plain",
-            "--no-legend",
-            "tgtd@*",
-        )
-        return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-    def journal_tail(self, unit: str, lines: int = 20) -> str:
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            return subprocess.run(
-                ("journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"),
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            ).stdout
-        return ""
-
-
 class SystemdBackend:
     """Start and stop through systemd; query and reload tgtd itself through the gateway.
 
@@ -141,8 +80,10 @@ class SystemdBackend:
         programs: TgtPrograms | None = None,
         systemctl: Systemctl | None = None,
         proc_root: Path = Path("/proc"),
+        dropin_dir: Path = DROPIN_DIR,
     ) -> None:
         self.settings = settings
+        self.dropin_dir = dropin_dir
         self.programs = programs or TgtPrograms()
         self.systemctl = systemctl or Systemctl()
         self.proc_root = proc_root
@@ -160,6 +101,7 @@ class SystemdBackend:
         self._settled: set[int] = set()
         self._units_seen: frozenset[str] = frozenset()
         self._stopping: set[str] = set()
+        self._follows_state_dir = False  # the units' drop-in checked by this backend
 
     def observe(self, detail: Collection[int] | None = None) -> Observed:
         observed = self.direct.observe(detail)
@@ -226,9 +168,32 @@ class SystemdBackend:
     def set_ready(self, spec: InstanceSpec) -> Outcome:
         return self.direct.set_ready(spec)
 
+    def follow_state_dir(self) -> Outcome | None:
+        """Once per backend: the units read from this state_dir (a drop-in when it is not
+        the unit's default, none when it is); a failed start says why when they cannot.
+        The daemon calls it as it starts (a stale drop-in goes), a start at the latest."""
+        with self._lock:
+            if self._follows_state_dir:
+                return None
+            try:
+                ensure_dropin(self.settings.state_dir, self._daemon_reload, self.dropin_dir)
+            except (DropinError, SystemctlError) as exc:
+                return Outcome(
+                    Result.FAILED,
+                    f"tgtd@.service cannot read state_dir {self.settings.state_dir}: {exc}",
+                )
+            self._follows_state_dir = True
+            return None
+
+    def _daemon_reload(self) -> None:
+        self.systemctl.run("daemon-reload")
+
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
         unit = unit_for(spec.name)
         started = time.monotonic()
+        failed = self.follow_state_dir()
+        if failed is not None:
+            return failed
         # Only a unit that ran a tgtd when last seen, or that this backend is stopping, can
         # hold the old port of a port change; asking systemd costs every start ~10 ms.
         with self._lock:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tgtwatch.backends.direct import DirectBackend
+from tgtwatch.backends.systemd import SystemdBackend
 from tgtwatch.cli.exits import EXIT_BUSY
 from tgtwatch.cli.wiring import make_reconciler
 from tgtwatch.config.settings import Settings, WatcherKind, load
@@ -52,6 +53,12 @@ def _run(settings_path: Path, settings: Settings, err: TextIO) -> int:
         print(f"tgtwatch: {reconciler.state_warning}", file=err)
     reconciler.on_lane_done = waiter.lane_done
     backend = reconciler.backend
+    if isinstance(backend, SystemdBackend):
+        # Before the loop (it may run systemctl daemon-reload): tgtd@.service reads the
+        # files this daemon renders under its state_dir.
+        failed = backend.follow_state_dir()
+        if failed is not None:
+            print(f"tgtwatch: {failed.message}", file=err)
 
     def pids_of(observed: Observed, desired: Desired) -> list[int]:
         if isinstance(backend, DirectBackend):
