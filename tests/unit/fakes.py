@@ -25,7 +25,8 @@ from tgtwatch.config.settings import Settings
 from tgtwatch.config.trust import TrustPolicy
 from tgtwatch.daemon.debounce import Trigger
 from tgtwatch.daemon.lanes import Executor
-from tgtwatch.daemon.reconcile import CycleReport, Reconciler
+from tgtwatch.daemon.outcomes import CycleReport
+from tgtwatch.daemon.reconcile import Reconciler
 from tgtwatch.daemon.state import StateFile
 from tgtwatch.daemon.wakeup import Wake, drained
 from tgtwatch.daemon.watch_events import TriggerQueue

@@ -17,7 +17,7 @@ from tgtwatch.cli.wiring import make_backend, make_reconciler
 from tgtwatch.config import inventory
 from tgtwatch.config.settings import DrainTimeoutPolicy, Settings
 from tgtwatch.daemon.lock import Holder, LockBusy, StateLock
-from tgtwatch.daemon.reconcile import ActionReport
+from tgtwatch.daemon.outcomes import ActionReport
 from tgtwatch.daemon.state import StateFile
 from tgtwatch.model.records import AuditAction, AuditRecord
 from tgtwatch.model.report import problem_json

@@ -13,7 +13,8 @@ from typing import TextIO
 
 from tgtwatch.config.settings import Settings, SettingsError
 from tgtwatch.daemon.debounce import Debouncer, TriggerKind
-from tgtwatch.daemon.reconcile import START_FAILED, CycleReport, Reconciler
+from tgtwatch.daemon.outcomes import CycleReport
+from tgtwatch.daemon.reconcile import START_FAILED, Reconciler
 from tgtwatch.daemon.wakeup import Waiter, Wake
 from tgtwatch.daemon.watch_events import Watcher
 from tgtwatch.model.status import InstanceStatus, instance_states, status_line

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from tgtwatch.backends.base import Backend, Outcome, Result
 from tgtwatch.config import inventory
@@ -14,6 +14,7 @@ from tgtwatch.config.trust import TrustPolicy
 from tgtwatch.daemon.backoff import CRASH_WINDOW_S, FAILED_AFTER, Trouble, backoff_s
 from tgtwatch.daemon.checks import Checker
 from tgtwatch.daemon.lanes import Cancel, Executor
+from tgtwatch.daemon.outcomes import ActionReport, CycleReport, crashed, guarded
 from tgtwatch.daemon.recorder import AuditSink, Recorder
 from tgtwatch.daemon.state import StateError, StateFile
 from tgtwatch.model.applied import pending_targets, running_targets
@@ -28,7 +29,6 @@ from tgtwatch.model.structs import (
     DrainStop,
     InstanceSpec,
     Observed,
-    Plan,
     Reload,
     Start,
 )
@@ -36,38 +36,6 @@ from tgtwatch.model.structs import (
 START_FAILED = "start failed"
 RELOAD_FAILED = "reload failed"
 KEEPS_DYING = "tgtd keeps dying after start"
-
-
-def _crashed(exc: Exception) -> Outcome:
-    return Outcome(Result.FAILED, f"{type(exc).__name__}: {exc}")
-
-
-def _guarded(call: Callable[[], Outcome]) -> Outcome:
-    """A backend call whose exception (a bug, an unexpected OS error) is a failed outcome,
-    so it is audited like any failure and fails this port only."""
-    try:
-        return call()
-    except Exception as exc:
-        return _crashed(exc)
-
-
-@dataclass(frozen=True)
-class ActionReport:
-    action: Action
-    outcome: Outcome
-    duration_ms: int
-
-
-@dataclass(frozen=True)
-class CycleReport:
-    desired: Desired
-    observed: Observed
-    plan: Plan
-    deferred: dict[int, str] = field(default_factory=dict)  # port -> why not now
-    state_warning: str | None = None
-    # Ports whose lane's end should bring a cycle: a deferred port's own, or the port an
-    # instance drains from before it starts on its new one.
-    wake_on: frozenset[int] = frozenset()
 
 
 class Reconciler:
@@ -216,7 +184,7 @@ class Reconciler:
             else:
                 outcome = self._dispatch(action, started)
         except Exception as exc:  # a bug of ours: fails this port only
-            outcome = _crashed(exc)
+            outcome = crashed(exc)
         if done is not None:
             self._settle(done, outcome)
             with self._lock:
@@ -235,7 +203,7 @@ class Reconciler:
     def _dispatch(self, action: Action, started: float) -> Outcome:
         if isinstance(action, Start):
             crashed = self._crash_note(action.spec)
-            outcome = _guarded(lambda: self.backend.start(action.spec, self.cancel))
+            outcome = guarded(lambda: self.backend.start(action.spec, self.cancel))
             if outcome.result is not Result.FAILED:
                 outcome = self.checker.after_action(action.spec, outcome)
             self.recorder.action(
@@ -252,7 +220,7 @@ class Reconciler:
     def _reload(self, spec: InstanceSpec, kind: AuditAction, note: str) -> Outcome:
         """Apply the file to its running tgtd, audited as `kind` (reload, adopt, repair)."""
         started = self.clock()
-        outcome = self._with_pending(spec, _guarded(lambda: self.backend.reload(spec)))
+        outcome = self._with_pending(spec, guarded(lambda: self.backend.reload(spec)))
         if outcome.result is not Result.FAILED:
             outcome = self.checker.after_action(spec, outcome)
         self.recorder.action(kind, spec, outcome, self._ms_since(started), note)
@@ -280,11 +248,11 @@ class Reconciler:
         with self._lock:
             self._drains[action.port] = (action, stop)
         try:
-            outcome = _guarded(lambda: self.backend.drain_stop(action, timeout, force, stop))
+            outcome = guarded(lambda: self.backend.drain_stop(action, timeout, force, stop))
             if outcome.draining and self.keep_draining and not stop.is_set():
                 # `wait`: say so once, then keep the port offline until its last session leaves.
                 self._audit_drop(AuditAction.DRAIN, action, outcome, self._ms_since(started))
-                outcome = _guarded(lambda: self.backend.drain_stop(action, None, False, stop))
+                outcome = guarded(lambda: self.backend.drain_stop(action, None, False, stop))
         finally:
             with self._lock:
                 self._drains.pop(action.port, None)
