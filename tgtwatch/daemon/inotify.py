@@ -69,9 +69,9 @@ def _libc() -> ctypes.CDLL:
     return libc
 
 
-def _error(what: str, path: Path | None = None) -> OSError:
+def _error(path: Path | None = None) -> OSError:
     code = ctypes.get_errno()
-    return OSError(code, f"{what}: {os.strerror(code)}", None if path is None else str(path))
+    return OSError(code, os.strerror(code), None if path is None else str(path))
 
 
 class Inotify:
@@ -81,14 +81,14 @@ class Inotify:
         self._libc = _libc()
         fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
-            raise _error("inotify_init1")
+            raise _error()
         self.fd: int = fd
 
     def add_watch(self, path: Path, mask: int) -> int:
         """The watch descriptor (the same one for the same inode: masks add up)."""
         wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), mask | IN_MASK_ADD)
         if wd < 0:
-            raise _error("inotify_add_watch", path)
+            raise _error(path)
         return int(wd)
 
     def rm_watch(self, wd: int) -> None:
