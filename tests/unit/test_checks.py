@@ -158,3 +158,21 @@ def test_a_drain_stops_when_its_file_comes_back_and_the_port_is_set_ready(
     assert host.backend.running[3261].system_state == "ready"
     assert [r.result.value for r in host.records(AuditAction.REPAIR)] == ["ok"]
     assert host.backend.running[3261].sessions == {T1: 1}
+
+
+def test_a_cycle_asks_no_tgtd_anything(host: Host) -> None:
+    """The cycle runs on the daemon's loop: it scans /proc only. Details of pending,
+    draining or default ports used to be asked there (tgtadm, up to tool_timeout_s each)."""
+    host.write("alpha", 3261, STORES)
+    host.write("beta", 3262, STORES)
+    host.cycle()
+    host.backend.connect(3261, T1)
+    host.write("alpha", 3261, {T1: "/srv/t1-new.img", T2: "/srv/t2.img"})  # T1 pending
+    host.backend.connect(3262, T1)
+    host.remove("beta")  # draining (its session stays)
+    host.backend.observe_calls.clear()
+    host.cycle(wait=False)
+    host.rec.recheck()
+    host.cycle(wait=False)
+    assert host.backend.observe_calls == [(), ()]
+    host.backend.disconnect(3262)
