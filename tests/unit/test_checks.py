@@ -176,3 +176,21 @@ def test_a_cycle_asks_no_tgtd_anything(host: Host) -> None:
     host.cycle(wait=False)
     assert host.backend.observe_calls == [(), ()]
     host.backend.disconnect(3262)
+
+
+def test_a_spent_check_retry_never_keeps_the_daemon_awake(host: Host) -> None:
+    """A check put off (its tgtd did not answer) whose port then needs no check (its tgtd
+    died and its restart waits for its backoff): the retry time, once passed, must not stay
+    the daemon's next wake-up, or the loop spins on it with a zero timeout."""
+    host.write("alpha", 3261, STORES)
+    host.cycle()
+    host.backend.hang(3261)
+    host.rec.recheck()
+    host.cycle()
+    checker = host.rec.checker
+    retry = checker.next_at()
+    assert retry is not None and retry > host.clock()
+    host.backend.crash(3261)
+    host.clock.set(retry + 0.5)
+    assert checker.due(host.backend.observe(()), host.clock()) == set()
+    assert checker.next_at() is None

@@ -46,12 +46,16 @@ class Checker:
         """Ports whose tgtd is not known to run as applied: never inspected, a new pid, or
         asked for again (recheck), and not waiting for a retry."""
         with self._lock:
+            # A retry time that has come is spent: the port is due now (or was found fine,
+            # or is gone); kept, it would wake the daemon again and again.
+            for port in [p for p, t in self._not_before.items() if t <= now]:
+                del self._not_before[port]
             return {
                 port
                 for port, running in observed.instances.items()
                 if running.pid is not None
                 and self._verified.get(port) != running.pid
-                and now >= self._not_before.get(port, now)
+                and port not in self._not_before
             }
 
     def recheck(self, ports: Iterable[int] | None = None) -> None:
