@@ -15,7 +15,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from tgtwatch.backends import chap_files
-from tgtwatch.backends.base import Outcome, Result
+from tgtwatch.backends.base import Outcome, Result, Unanswered
 from tgtwatch.backends.tgtd_procs import TgtdProcess, scan_tgtd, trusted_executables
 from tgtwatch.config.accounts import AccountSet, account_set
 from tgtwatch.config.render import for_tgt_admin
@@ -40,8 +40,11 @@ from tgtwatch.tgt.show import SystemState
 
 START_TIMEOUT_S = 10.0
 EXIT_TIMEOUT_S = 5.0
-# Sessions of a draining port are polled this often: only while a drain is under way.
+# Sessions of a draining port are polled only while a drain is under way, with backoff:
+# often at first (idle initiators log out within a second), then every DRAIN_POLL_MAX_S
+# for as long as sessions last (hours, maybe), which is when the last one is noticed.
 DRAIN_POLL_S = 0.1
+DRAIN_POLL_MAX_S = 5.0
 LOG_TAIL_BYTES = 2000
 
 
@@ -83,14 +86,19 @@ def write_snapshot(directory: Path, spec: InstanceSpec) -> Path:
 
 
 def wait_exit(pid: int, timeout_s: float) -> bool:
-    """Wait for any process (child or not) to exit, without polling; True when it has."""
+    """Wait for any process (child or not) to exit, without polling; True when it has.
+
+    poll(), not select(): a daemon managing hundreds of tgtds holds more than 1024
+    descriptors, and select() refuses any descriptor number past FD_SETSIZE.
+    """
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return True
     try:
-        readable, _, _ = select.select([fd], [], [], timeout_s)
-        return bool(readable)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(max(0, int(timeout_s * 1000))))
     finally:
         os.close(fd)
 
@@ -196,7 +204,31 @@ class DirectBackend:
             )
         return Observed(instances)
 
-    def _pid_on(self, control_port: int) -> int | None:
+    def inspect(self, spec: InstanceSpec) -> ObservedInstance | None:
+        pid = self.pid_on(spec.control_port)
+        if pid is None:
+            return None
+        control = self.control(spec.control_port)
+        try:
+            info = control.system()
+            targets = control.targets()
+        except TgtCommandError as exc:
+            if self.pid_on(spec.control_port) is None:
+                return None  # it exited while we asked
+            raise Unanswered(f"tgtd pid {pid} on port {spec.port} does not answer: {exc}") from None
+        state = info.state.value if info.state else ""
+        return ObservedInstance(
+            spec.port, spec.control_port, pid, state, targets, None, False, inspected=True
+        )
+
+    def set_ready(self, spec: InstanceSpec) -> Outcome:
+        try:
+            self.control(spec.control_port).set_state(SystemState.READY)
+        except TgtCommandError as exc:
+            return Outcome(Result.FAILED, f"could not set it ready: {exc}", exc.output)
+        return Outcome(Result.OK, "set ready", pid=self.pid_on(spec.control_port))
+
+    def pid_on(self, control_port: int) -> int | None:
         for process in scan_tgtd(self.proc_root, self.tgtd_executables):
             if process.cmdline.control_port == control_port:
                 return process.pid
@@ -325,7 +357,7 @@ class DirectBackend:
                 Result.FAILED,
                 f"reload failed: {exc}; new logins are refused until the accounts are bound",
             )
-        pid = self._pid_on(spec.control_port)
+        pid = self.pid_on(spec.control_port)
         return _admin_outcome(
             f"reloaded {spec.config}{chap_files.summary(chap)}",
             updated.report,
@@ -339,7 +371,7 @@ class DirectBackend:
         self, action: DrainStop, timeout_s: float | None, force: bool, cancel: threading.Event
     ) -> Outcome:
         control = self.control(action.control_port)
-        pid = self._pid_on(action.control_port)
+        pid = self.pid_on(action.control_port)
         if pid is None:
             return Outcome(Result.OK, f"no tgtd runs on control port {action.control_port}")
         started = time.monotonic()
@@ -349,10 +381,14 @@ class DirectBackend:
             control.set_state(SystemState.OFFLINE)
             sessions = sum(t.sessions for t in control.targets())
             deadline = None if timeout_s is None else started + timeout_s
+            delay = DRAIN_POLL_S
             while sessions:
-                if deadline is not None and time.monotonic() >= deadline:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
                     break
-                if cancel.wait(DRAIN_POLL_S):
+                pause = delay if deadline is None else min(delay, deadline - now)
+                delay = min(delay * 2, DRAIN_POLL_MAX_S)
+                if cancel.wait(pause):
                     return Outcome(
                         Result.PARTIAL,
                         f"drain interrupted with {sessions} sessions; port stays offline",
@@ -371,7 +407,7 @@ class DirectBackend:
             control.remove_all(force=bool(sessions))
             control.delete_system()
         except TgtCommandError as exc:
-            if self._pid_on(action.control_port) is None:
+            if self.pid_on(action.control_port) is None:
                 return Outcome(Result.OK, f"tgtd pid {pid} is gone", pid=pid)
             return Outcome(Result.FAILED, f"drain failed: {exc}", exc.output, pid)
         waited = time.monotonic() - started
