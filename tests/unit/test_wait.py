@@ -115,7 +115,8 @@ def test_a_new_content_waits_until_the_daemon_has_read_and_applied_it(
     gate = rig.backend.gate("reload", 3261)
     verdicts = run_judging(
         rig,
-        (0.1, lambda: rig.host.write("alpha", 3261, {T1: "/srv/b.img"})),  # not read yet
+        # The start has ended (its lane, on a real thread); the new content is not read yet.
+        (0.1, lambda: (rig.settle(), rig.host.write("alpha", 3261, {T1: "/srv/b.img"}))),
         (0.0, lambda: rig.waiter.triggers.put(FILE)),  # read, reloading
         (1.0, gate.wait_entered),
         (0.0, lambda: (gate.open(), rig.settle())),  # the lane ended; the loop not told yet
