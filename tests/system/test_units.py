@@ -454,6 +454,91 @@ def test_manual_start_stop_and_adoption(box: Box) -> None:
     assert sees(port, iqn)
 
 
+def test_tgtd_units_are_bounded(box: Box, sample: dict[str, int]) -> None:
+    """TasksMax=/MemoryMax= of tgtd@.service (bench/README.md says how they were chosen),
+    and what systemd counts for a one-LUN instance: tgtd's main thread and 16 I/O threads."""
+    box.start_tgtwatch()
+    unit = f"tgtd@{SAMPLE[0]}.service"
+    assert box.show(unit, "TasksMax") == "18432"
+    assert box.show(unit, "MemoryMax") == str(2 << 30)
+    assert box.show(unit, "OOMScoreAdjust") == "-999"
+    # (a container without CAP_SYS_RESOURCE cannot lower it: the process may show 0)
+    pid = box.main_pid(unit)
+    adj = box.c.read_file(f"/proc/{pid}/oom_score_adj").decode().strip()
+    assert adj in ("-999", "0"), adj
+    tasks, memory = box.show(unit, "TasksCurrent"), box.show(unit, "MemoryCurrent")
+    TIMINGS["tgtd_one_lun_tasks"] = float(tasks) if tasks.isdigit() else -1
+    TIMINGS["tgtd_one_lun_memory_mib"] = int(memory) / 2**20 if memory.isdigit() else -1
+    if tasks.isdigit():  # the container's systemd may lack the pids controller
+        assert int(tasks) == 1 + 16, tasks
+    if memory.isdigit():
+        assert int(memory) < 64 << 20, memory
+
+
+CHAP_OLD = "Chap-secret-4417"
+CHAP_NEW = "Chap-renewed-9035"
+CHAP_MUTUAL = "Mutual-secret-2208"
+
+
+def chap_conf(box: Box, name: str, port: int, secret: str) -> str:
+    return box.conf(name, port).replace(
+        "    initiator-address ALL\n",
+        f"    initiator-address ALL\n    incominguser alice {secret}\n"
+        f"    outgoinguser mutual {CHAP_MUTUAL}\n",
+    )
+
+
+def chap_login(port: int, iqn: str, secret: str | None) -> bool:
+    auth = f"alice%{secret}@" if secret else ""
+    done = subprocess.run(
+        ["iscsi-inq", f"iscsi://{auth}127.0.0.1:{port}/{iqn}/1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done.returncode == 0 and "DIRECT_ACCESS" in done.stdout
+
+
+def test_chap_accounts_reach_the_units_tgtd_without_an_argv(box: Box) -> None:
+    """Started by tgtwatch, reloaded by tgtwatch, restarted and reloaded by hand: the
+    accounts always arrive (libiscsi logs in with the secret, not without), and no
+    snapshot, journal line or unit command line holds a secret."""
+    box.start_tgtwatch()
+    name, port = "chap", box.ports.take()
+    unit, iqn = f"tgtd@{name}.service", f"{IQN}:{name}"
+    box.drop(name, chap_conf(box, name, port, CHAP_OLD))
+    box.wait_unit(unit, ("active",))
+    wait_until(lambda: chap_login(port, iqn, CHAP_OLD), timeout=30, what="a CHAP login")
+    assert not chap_login(port, iqn, None) and not chap_login(port, iqn, CHAP_NEW)
+
+    box.drop(name, chap_conf(box, name, port, CHAP_NEW))  # tgtwatch reloads it
+    wait_until(lambda: chap_login(port, iqn, CHAP_NEW), timeout=30, what="the new secret")
+    assert not chap_login(port, iqn, CHAP_OLD)
+
+    box.c.systemctl("stop", "tgtwatch.service")
+    box.c.systemctl("restart", unit)  # by hand: ExecStartPre renders, ExecStartPost binds
+    assert chap_login(port, iqn, CHAP_NEW) and not chap_login(port, iqn, None)
+    box.drop(name, chap_conf(box, name, port, CHAP_OLD))
+    box.c.systemctl("reload", unit)  # by hand: ExecReload
+    assert chap_login(port, iqn, CHAP_OLD) and not chap_login(port, iqn, CHAP_NEW)
+    assert (
+        "State: ready"
+        in box.c.run(["tgtadm", "-C", str(port), "--op", "show", "--mode", "sys"]).stdout
+    )
+
+    mode = box.c.run(["stat", "-c", "%a", f"/run/tgtwatch/env/{name}.accounts"]).stdout.strip()
+    assert mode == "600"
+    snapshot = box.c.read_file(f"/run/tgtwatch/env/{name}.conf").decode()
+    assert "incominguser" not in snapshot and f"<target {iqn}>" in snapshot
+    logs = box.c.journal("-o", "verbose")
+    leaks = [s for s in (CHAP_OLD, CHAP_NEW, CHAP_MUTUAL) if s in logs]
+    assert leaks == [], "a secret reached the journal"
+    box.remove(name)
+    box.c.systemctl("stop", unit)
+    box.start_tgtwatch()
+
+
 def test_security_exposure_of_both_units(box: Box) -> None:
     """Scores of the installed units, while every instance above runs under them."""
     scores = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -123,10 +124,13 @@ class CountingSystemctl(Systemctl):
         return ""
 
 
-def unit_tgtd(proc: Path, pid: int, control_port: int, unit: str) -> None:
+def unit_tgtd(proc: Path, pid: int, control_port: int, unit: str, exe: str = "/bin/false") -> None:
+    """A tgtd in /proc as the backend checks it: root's, running its programs' tgtd (exe)."""
     fake_tgtd(proc, pid, control_port)
     (proc / str(pid) / "comm").write_text("tgtd\n")
     (proc / str(pid) / "cgroup").write_text(f"0::/system.slice/system-tgtd.slice/{unit}\n")
+    (proc / str(pid) / "status").write_text("Name:\ttgtd\nUid:\t0\t0\t0\t0\n")
+    (proc / str(pid) / "exe").symlink_to(os.path.realpath(exe))
 
 
 def counting_backend(tmp_path: Path) -> tuple[SystemdBackend, CountingSystemctl, Path]:
@@ -341,3 +345,21 @@ def test_every_tgt_tool_call_gets_the_configured_timeout(tmp_path: Path) -> None
         .timeout_s
         == 120.0
     )  # type: ignore[attr-defined]
+
+
+BAD_CHAP = "<target iqn.2026-11.t:delta>\n    incominguser alice\n</target>\n"
+
+
+def test_accounts_tgt_admin_would_refuse_fail_the_action_before_any_process(
+    tmp_path: Path,
+) -> None:
+    b, systemctl, _ = counting_backend(tmp_path)
+    bad = dataclasses.replace(spec(3401), text=BAD_CHAP)
+    started = b.start(bad, threading.Event())
+    reloaded = b.reload(bad)
+    direct = b.direct.start(bad, threading.Event())
+    for outcome in (started, reloaded, direct):
+        assert outcome.result is Result.FAILED
+        assert "incominguser needs a user and a secret" in outcome.message
+    assert systemctl.calls == []  # type: ignore[attr-defined]
+    assert not (tmp_path / "run" / "log").exists()  # no tgtd was spawned (no log opened)

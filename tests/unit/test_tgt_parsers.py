@@ -23,6 +23,8 @@ from tgtwatch.tgt.show import (
     Portal,
     SystemState,
     observed_targets,
+    parse_show_accounts,
+    parse_show_params,
     parse_show_portals,
     parse_show_system,
     parse_show_targets,
@@ -110,6 +112,25 @@ def test_system_ready() -> None:
 
 def test_system_offline() -> None:
     assert parse_show_system(data("show_sys_offline.txt")).state is SystemState.OFFLINE
+
+
+def test_system_discovery_accounts_are_not_device_types() -> None:
+    info = parse_show_system(data("show_sys_accounts.txt"))
+    assert info.accounts == ("disc", "out1 (outgoing)")
+    assert info.device_types[-1] == "passthrough"
+    assert parse_show_system(data("show_sys_ready.txt")).accounts == ()
+
+
+def test_target_params() -> None:
+    params = parse_show_params(data("show_target_tid.txt"))
+    assert params["MaxRecvDataSegmentLength"] == "8192" and params["nop_interval"] == "0"
+    assert params["HeaderDigest"] == "None" and len(params) == 26
+    assert parse_show_params("junk\n=x\n") == {}
+
+
+def test_account_list() -> None:
+    assert parse_show_accounts(data("show_account.txt")) == ("out1", "disc")
+    assert parse_show_accounts("") == ()
 
 
 def test_system_unknown_state() -> None:

@@ -12,10 +12,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
 
+from tgtwatch.backends import chap_files
 from tgtwatch.backends.base import Outcome, Result
+from tgtwatch.backends.tgtd_procs import TgtdProcess, scan_tgtd, trusted_executables
+from tgtwatch.config.accounts import AccountSet, accounts_of, without_accounts
 from tgtwatch.model.structs import (
     DrainStop,
     InstanceSpec,
@@ -24,7 +26,7 @@ from tgtwatch.model.structs import (
     ObservedTarget,
 )
 from tgtwatch.tgt.admin_output import AdminReport, error_summary
-from tgtwatch.tgt.cmdline import TgtdCmdline, parse_tgtd_cmdline
+from tgtwatch.tgt.chap import AccountError, AccountsApplied
 from tgtwatch.tgt.gateway import (
     DEFAULT_TIMEOUT_S,
     TgtCommandError,
@@ -43,10 +45,20 @@ LOG_TAIL_BYTES = 2000
 
 
 SNAPSHOT_SUBDIR = "snapshots"
+__all__ = [
+    "DirectBackend",
+    "TgtdProcess",
+    "portal_listens",
+    "scan_tgtd",
+    "wait_exit",
+    "write_snapshot",
+]
 
 
 def write_snapshot(directory: Path, spec: InstanceSpec) -> Path:
-    """The config tgt-admin reads: the very text tgtwatch checked, includes inlined.
+    """The config tgt-admin reads: the very text tgtwatch checked, includes inlined, and no
+    CHAP account (tgt-admin would put the secret in tgtadm's argv; tgtwatch binds accounts
+    itself over the control socket).
 
     tgt-admin reads its -c file by name and passes values to a shell: handing it the
     instance file itself would let a file swapped after the check run as root. The
@@ -60,41 +72,12 @@ def write_snapshot(directory: Path, spec: InstanceSpec) -> Path:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{spec.port}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(spec.text)
+            out.write(without_accounts(spec.text))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-@dataclass(frozen=True)
-class TgtdProcess:
-    pid: int
-    cmdline: TgtdCmdline
-
-
-def scan_tgtd(proc_root: Path = Path("/proc")) -> list[TgtdProcess]:
-    """Every live tgtd on the host, from /proc (zombies have an empty cmdline: skipped)."""
-    found: list[TgtdProcess] = []
-    try:
-        entries = os.listdir(proc_root)
-    except OSError:
-        return found
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(proc_root / entry / "comm", "rb") as comm:
-                if comm.read().strip() != b"tgtd":
-                    continue
-            with open(proc_root / entry / "cmdline", "rb") as cmdline:
-                parsed = parse_tgtd_cmdline(cmdline.read())
-        except OSError:
-            continue  # exited while we looked
-        if parsed is not None:
-            found.append(TgtdProcess(int(entry), parsed))
-    return sorted(found, key=lambda p: p.pid)
 
 
 def wait_exit(pid: int, timeout_s: float) -> bool:
@@ -160,8 +143,11 @@ class DirectBackend:
         tool_timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.log_dir = log_dir
-        self.snapshot_dir = log_dir.parent / SNAPSHOT_SUBDIR
+        self.state_dir = log_dir.parent
+        self.snapshot_dir = self.state_dir / SNAPSHOT_SUBDIR
         self.programs = programs or TgtPrograms()
+        # Only root's tgtd from this binary is managed (tgtd_procs.py says why).
+        self.tgtd_executables = trusted_executables(self.programs)
         self.default_portal_port = default_portal_port
         self.proc_root = proc_root
         self.start_timeout_s = start_timeout_s
@@ -184,7 +170,7 @@ class DirectBackend:
     def observe(self, detail: Collection[int] | None = None) -> Observed:
         self.reap()
         instances: dict[int, ObservedInstance] = {}
-        for process in scan_tgtd(self.proc_root):
+        for process in scan_tgtd(self.proc_root, self.tgtd_executables):
             cmd = process.cmdline
             port = cmd.port
             previous = instances.get(port)
@@ -209,7 +195,7 @@ class DirectBackend:
         return Observed(instances)
 
     def _pid_on(self, control_port: int) -> int | None:
-        for process in scan_tgtd(self.proc_root):
+        for process in scan_tgtd(self.proc_root, self.tgtd_executables):
             if process.cmdline.control_port == control_port:
                 return process.pid
         return None
@@ -226,7 +212,14 @@ class DirectBackend:
         except OSError:
             return ""
 
+    def _accounts(self, spec: InstanceSpec, desired: AccountSet) -> AccountsApplied | None:
+        """Create and bind the spec's CHAP accounts over the control socket."""
+        return chap_files.apply(self.state_dir, spec.control_port, desired, self.tool_timeout_s)
+
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
+        desired = accounts_of(spec.text)
+        if desired.problems:
+            return Outcome(Result.FAILED, f"{spec.config}: {'; '.join(desired.problems)}")
         control = self.control(spec.control_port)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"tgtd-{spec.port}.log"
@@ -275,10 +268,15 @@ class DirectBackend:
                 )
             control.set_state(SystemState.OFFLINE)
             loaded = control.execute(write_snapshot(self.snapshot_dir, spec))
+            # Before ready: a target with incominguser but no account bound admits anyone.
+            chap = self._accounts(spec, desired)
             control.set_state(SystemState.READY)
         except TgtCommandError as exc:
             self._teardown(control, proc.pid, spec.port)
             return Outcome(Result.FAILED, f"start failed and was undone: {exc}", exc.output)
+        except AccountError as exc:
+            self._teardown(control, proc.pid, spec.port)
+            return Outcome(Result.FAILED, f"start failed and was undone: {exc}")
         if not portal_listens(spec.portal):
             self._teardown(control, proc.pid, spec.port)
             return Outcome(
@@ -287,7 +285,7 @@ class DirectBackend:
         names = ", ".join(t.name for t in spec.targets) or "no targets"
         what = (
             f"tgtd pid {proc.pid} on {spec.portal} answered after {waited * 1000:.0f} ms; "
-            f"ready with {names}"
+            f"ready with {names}{chap_files.summary(chap)}"
         )
         return _admin_outcome(what, loaded.report, proc.pid, loaded.command.output)
 
@@ -306,17 +304,35 @@ class DirectBackend:
     # ---- reload ----------------------------------------------------------------------------
 
     def reload(self, spec: InstanceSpec) -> Outcome:
+        desired = accounts_of(spec.text)
+        if desired.problems:
+            return Outcome(Result.FAILED, f"{spec.config}: {'; '.join(desired.problems)}")
         control = self.control(spec.control_port)
         try:
+            # tgt-admin re-creates idle targets without their accounts: new logins wait
+            # (offline) until the accounts are bound again, rather than pass without CHAP.
+            if desired.incoming:
+                control.set_state(SystemState.OFFLINE)
             updated = control.update(write_snapshot(self.snapshot_dir, spec))
+            chap = self._accounts(spec, desired)
             # An adopted tgtd may have been left offline by an interrupted start.
             if control.system().state is SystemState.OFFLINE:
                 control.set_state(SystemState.READY)
         except TgtCommandError as exc:
-            return Outcome(Result.FAILED, f"reload failed: {exc}", exc.output)
+            offline = "; new logins are refused until a reload succeeds" if desired.incoming else ""
+            return Outcome(Result.FAILED, f"reload failed: {exc}{offline}", exc.output)
+        except AccountError as exc:
+            # Fail closed: the port stays offline (sessions go on) until accounts are bound.
+            return Outcome(
+                Result.FAILED,
+                f"reload failed: {exc}; new logins are refused until the accounts are bound",
+            )
         pid = self._pid_on(spec.control_port)
         return _admin_outcome(
-            f"reloaded {spec.config}", updated.report, pid, updated.command.output
+            f"reloaded {spec.config}{chap_files.summary(chap)}",
+            updated.report,
+            pid,
+            updated.command.output,
         )
 
     # ---- drain and stop --------------------------------------------------------------------
@@ -361,6 +377,8 @@ class DirectBackend:
                 return Outcome(Result.OK, f"tgtd pid {pid} is gone", pid=pid)
             return Outcome(Result.FAILED, f"drain failed: {exc}", exc.output, pid)
         waited = time.monotonic() - started
+        # What this tgtd was given dies with it.
+        chap_files.record_path(self.state_dir, action.control_port).unlink(missing_ok=True)
         if wait_exit(pid, EXIT_TIMEOUT_S):
             self.reap()
             forced = f"; {sessions} sessions cut off (force)" if sessions else ""

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from tgtwatch.backends import chap_files
+from tgtwatch.config.accounts import accounts_of, without_accounts
 from tgtwatch.config.settings import Settings
 from tgtwatch.model.structs import InstanceSpec
 
@@ -38,6 +40,11 @@ def config_path(settings: Settings, name: str) -> Path:
     return settings.state_dir / ENV_SUBDIR / f"{name}.conf"
 
 
+def accounts_path(settings: Settings, name: str) -> Path:
+    """The CHAP accounts `tgtwatch accounts --instance NAME` gives the unit's tgtd (0600)."""
+    return settings.state_dir / ENV_SUBDIR / f"{name}.accounts"
+
+
 def fresh_token(settings: Settings, name: str) -> Path:
     """Present from tgtwatch's own render until the unit's ExecStartPre removes it."""
     return settings.state_dir / ENV_SUBDIR / f"{name}.fresh"
@@ -57,12 +64,23 @@ def _replace(path: Path, text: str, mode: int) -> None:
 
 
 def write_spec(settings: Settings, spec: InstanceSpec) -> Path:
-    """The env file and the config snapshot tgtd@NAME.service reads, both from one check.
+    """The env file, the config snapshot and the accounts tgtd@NAME.service reads, all from
+    one check.
 
     The unit's tgt-admin reads the snapshot, never the instance file: a file swapped
-    after the check (tgt-admin passes values to a shell) is never what runs.
+    after the check (tgt-admin passes values to a shell) is never what runs. The snapshot
+    holds no CHAP account: the unit's `tgtwatch accounts` binds them over the control socket
+    from NAME.accounts, which exists while there are accounts to give (or, once, to take
+    back from the tgtd when the file no longer has any).
     """
-    _replace(config_path(settings, spec.name), spec.text or spec.config.read_text(), 0o600)
+    text = spec.text or spec.config.read_text()
+    _replace(config_path(settings, spec.name), without_accounts(text), 0o600)
+    accounts = accounts_of(text)
+    if accounts.problems:
+        raise EnvFileError(f"{spec.config}: {'; '.join(accounts.problems)}")
+    keep = accounts_path(settings, spec.name)
+    if accounts.accounts or keep.exists():
+        chap_files.write_private(keep, chap_files.to_json(accounts), private_dir=False)
     path = env_path(settings, spec.name)
     _replace(path, render(spec), 0o644)
     return path

@@ -189,7 +189,10 @@ class SystemdBackend:
         if waited is not None:
             return waited
         # Only now: the old port's ExecStop reads the env file until its unit has stopped.
-        self._write_env(spec)
+        try:
+            self._write_env(spec)
+        except envfile.EnvFileError as exc:  # accounts tgt-admin could not apply either
+            return Outcome(Result.FAILED, str(exc))
         # Just rendered from this very check: the unit's ExecStartPre consumes the token
         # instead of validating again in a fresh Python process (about 200 ms per start).
         fresh = envfile.fresh_token(self.settings, spec.name)
@@ -279,7 +282,10 @@ class SystemdBackend:
 
     def reload(self, spec: InstanceSpec) -> Outcome:
         if spec.kind is InstanceKind.DROPIN:
-            self._write_env(spec)
+            try:
+                self._write_env(spec)
+            except envfile.EnvFileError as exc:
+                return Outcome(Result.FAILED, str(exc))
         return self.direct.reload(spec)
 
     def drain_stop(

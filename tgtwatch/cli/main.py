@@ -11,7 +11,7 @@ from typing import Protocol, TextIO
 
 from tgtwatch import __version__
 from tgtwatch.backends import envfile, install
-from tgtwatch.cli import commands, render_env, wait
+from tgtwatch.cli import accounts_cmd, commands, render_env, wait
 from tgtwatch.cli.exits import EXIT_INTERNAL, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 from tgtwatch.cli.wiring import make_backend
 from tgtwatch.config import inventory, rules
@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     env_cmd.add_argument(
         "--same-port", action="store_true", help="refuse a port change (a reload cannot do it)"
     )
+    accounts_cmd = commands.add_parser(
+        "accounts",
+        help="bind NAME's CHAP accounts in its tgtd over the control socket (tgtd@NAME runs it)",
+    )
+    accounts_cmd.add_argument("--instance", required=True, metavar="NAME")
     units_cmd = commands.add_parser(
         "install-units", help="install the systemd units, settings and /etc/mytgt/conf.d"
     )
@@ -184,6 +189,8 @@ def _dispatch(
             print(f"tgtwatch: {exc}", file=err)
             return EXIT_PROBLEMS
         return EXIT_OK
+    if args.command == "accounts":
+        return accounts_cmd.run(settings, args.instance, out, err)
     if args.command == "install-units":
         try:
             reload = not args.no_reload and args.root == Path("/")

@@ -169,6 +169,8 @@ class SystemInfo:
     llds: tuple[tuple[str, str], ...] = ()  # (driver, state), e.g. ("iscsi", "ready")
     backing_stores: tuple[str, ...] = ()
     device_types: tuple[str, ...] = ()
+    # Discovery accounts: "user" (incoming) and "user (outgoing)", as tgtd lists them.
+    accounts: tuple[str, ...] = ()
 
     @property
     def raw_state(self) -> str:
@@ -185,6 +187,7 @@ def parse_show_system(text: str) -> SystemInfo:
     llds: list[tuple[str, str]] = []
     stores: list[str] = []
     types: list[str] = []
+    accounts: list[str] = []
     section = ""
     for line in text.splitlines():
         if not line.strip():
@@ -193,7 +196,12 @@ def parse_show_system(text: str) -> SystemInfo:
             section = line.strip().rstrip(":")
             continue
         item = line.strip()
-        if section == "System":
+        if item == "Account information:":
+            # tgtd prints the discovery accounts indented under "Device types:".
+            section = "Account information"
+        elif section == "Account information":
+            accounts.append(item)
+        elif section == "System":
             key, _, value = item.partition(":")
             value = value.strip()
             if key == "State":
@@ -215,7 +223,32 @@ def parse_show_system(text: str) -> SystemInfo:
         llds=tuple(llds),
         backing_stores=tuple(stores),
         device_types=tuple(types),
+        accounts=tuple(accounts),
     )
+
+
+# ---------------------------------------------------------------------------
+# tgtadm --op show --mode target --tid N
+
+
+def parse_show_params(text: str) -> dict[str, str]:
+    """Parse one target's parameters (`nop_interval=0`, `MaxRecvDataSegmentLength=8192`, ...,
+    one `Key=value` a line), as `tgtadm --op show --mode target --tid N` prints them."""
+    params: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key:
+            params[key] = value
+    return params
+
+
+# ---------------------------------------------------------------------------
+# tgtadm --op show --mode account
+
+
+def parse_show_accounts(text: str) -> tuple[str, ...]:
+    """Parse `tgtadm --op show --mode account` ("Account list:" then one user a line)."""
+    return tuple(line.strip() for line in text.splitlines() if line[:1].isspace() and line.strip())
 
 
 # ---------------------------------------------------------------------------

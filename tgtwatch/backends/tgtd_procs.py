@@ -1,0 +1,106 @@
+"""Which processes are tgtds tgtwatch may manage: root's, from the configured executable.
+
+Any local user can start a process called `tgtd` with `-C 0` on its command line; one that
+tgtwatch took for a tgtd would be adopted, sent a drain, or hold back a start on its port.
+A process counts only when /proc says it runs as uid 0 (real, effective, saved and
+filesystem uids: /proc/PID/status, readable for every process) and /proc/PID/exe is the
+configured tgtd binary (or that binary replaced by a package upgrade: "... (deleted)").
+
+/proc/PID/exe needs ptrace read access: a root process holding capabilities tgtwatch's
+own unit lacks (the distribution's tgt.service, with every capability, seen from the
+sandboxed tgtwatch.service) cannot be read. Such a process runs as root with more
+privileges than tgtwatch: no local user can start it, so it is accepted on its uid alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from tgtwatch.tgt.cmdline import TgtdCmdline, parse_tgtd_cmdline
+from tgtwatch.tgt.gateway import TgtPrograms
+
+# Where a wrapper script in front of tgtd (tests install some) finds the real binary.
+SYSTEM_SBIN = ("/usr/sbin", "/sbin")
+DELETED = " (deleted)"
+
+
+@dataclass(frozen=True)
+class TgtdProcess:
+    pid: int
+    cmdline: TgtdCmdline
+
+
+def trusted_executables(programs: TgtPrograms) -> frozenset[str]:
+    """The binaries a managed tgtd may run: the configured tgtd, resolved; when that is a
+    script (a wrapper that execs tgtd), the distribution's tgtd binary too."""
+    configured = os.path.realpath(programs.tgtd)
+    found = {configured}
+    try:
+        with open(configured, "rb") as head:
+            script = head.read(2) == b"#!"
+    except OSError:
+        script = False
+    if script:
+        system = shutil.which("tgtd", path=":".join(SYSTEM_SBIN))
+        if system is not None:
+            found.add(os.path.realpath(system))
+    return frozenset(found)
+
+
+def root_uids(status: str) -> bool:
+    """/proc/PID/status says every uid of the process is 0."""
+    for line in status.splitlines():
+        if line.startswith("Uid:"):
+            uids = line.split()[1:]
+            return len(uids) == 4 and all(u == "0" for u in uids)
+    return False
+
+
+def trusted_exe(link: str | None, executables: Collection[str]) -> bool:
+    """/proc/PID/exe names a trusted binary; None: unreadable (see the module's docstring)."""
+    if link is None:
+        return True
+    return link.removesuffix(DELETED) in executables
+
+
+def _exe(entry: Path) -> str | None:
+    try:
+        return os.readlink(entry / "exe")
+    except PermissionError:
+        return None
+
+
+def scan_tgtd(
+    proc_root: Path = Path("/proc"), executables: Collection[str] | None = None
+) -> list[TgtdProcess]:
+    """Every live tgtd tgtwatch may manage, from /proc (zombies, with an empty cmdline, and
+    processes of other users or other binaries are skipped)."""
+    trusted = trusted_executables(TgtPrograms()) if executables is None else executables
+    found: list[TgtdProcess] = []
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        where = proc_root / entry
+        try:
+            with open(where / "comm", "rb") as comm:
+                if comm.read().strip() != b"tgtd":
+                    continue
+            if not root_uids((where / "status").read_text()):
+                continue
+            if not trusted_exe(_exe(where), trusted):
+                continue
+            with open(where / "cmdline", "rb") as cmdline:
+                parsed = parse_tgtd_cmdline(cmdline.read())
+        except OSError:
+            continue  # exited while we looked
+        if parsed is not None:
+            found.append(TgtdProcess(int(entry), parsed))
+    return sorted(found, key=lambda p: p.pid)
