@@ -133,11 +133,20 @@ def test_describe_never_shows_the_password() -> None:
     )
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="\0"), min_size=1, max_size=64))
+# Cs: lone surrogates, which no UTF-8 file can hold (and .encode() refuses).
+@given(
+    st.text(
+        alphabet=st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
+        min_size=1,
+        max_size=64,
+    )
+)
 def test_any_password_is_carried_whole(secret: str) -> None:
     raw = ops.new_account("u", secret).encode()
     assert raw[120:] == f"user=u,password={secret}".encode() + b"\0"
-    assert secret not in ops.new_account("u", secret).describe().partition("password=")[2]
+    # What is shown does not depend on the secret at all (a secret like "]" or "*" is in
+    # the masked text by chance, so "not in" would prove nothing).
+    assert ops.new_account("u", secret).describe() == ops.new_account("u", "x").describe()
 
 
 def test_responses() -> None:
