@@ -129,8 +129,6 @@ class TgtwatchChurn:
     def __init__(self, world: Any, ports: list[int]) -> None:
         self.world = world
         self.ports = ports
-        self.backing = world.backing("churn.img")
-        self.backing2 = world.backing("churn2.img")
         self.daemon = world.daemons[0]
         self.starts = 0
         self.reloads = 0
@@ -140,14 +138,18 @@ class TgtwatchChurn:
         w = self.world
         names = [f"c{i:02d}" for i in range(len(self.ports))]
         while not stop.is_set():
+            # two sparse files each: tgtwatch refuses a store another instance exports
+            stores = {n: [w.backing(f"{n}-1.img"), w.backing(f"{n}-2.img")] for n in names}
             for name, port in zip(names, self.ports, strict=False):
-                atomic_write(w.conf(name), instance_text(name, port, [self.backing]), w.staging_dir)
+                atomic_write(
+                    w.conf(name), instance_text(name, port, stores[name][:1]), w.staging_dir
+                )
             self.starts += len(names)
             self.daemon.wait_for_record(action="start", count=self.starts, timeout=300)
             for name, port in zip(names, self.ports, strict=False):
                 atomic_write(
                     w.conf(name),
-                    instance_text(name, port, [self.backing, self.backing2]),
+                    instance_text(name, port, stores[name]),
                     w.staging_dir,
                 )
             self.reloads += len(names)
@@ -169,14 +171,14 @@ class HandChurn:
     def __init__(self, workdir: Path, ports: list[int]) -> None:
         self.workdir = workdir
         self.ports = ports
-        b1, b2 = sparse(workdir / "churn.img"), sparse(workdir / "churn2.img")
         (workdir / "conf").mkdir(parents=True, exist_ok=True)
         self.items = []
+        self.stores: dict[str, list[Path]] = {}
         for i, port in enumerate(ports):
             name = f"h{i:02d}"
             conf = workdir / "conf" / f"{name}.conf"
             self.items.append((name, port, FloorTgtd(port, conf, workdir / f"t{port}.log")))
-        self.b1, self.b2 = b1, b2
+            self.stores[name] = [sparse(workdir / f"{name}-{n}.img") for n in (1, 2)]
 
     def __call__(self, stop: threading.Event) -> int:
         ops = 0
@@ -184,12 +186,12 @@ class HandChurn:
 
         def add(item: tuple[str, int, FloorTgtd]) -> None:
             name, port, t = item
-            atomic_write(t.conf, instance_text(name, port, [self.b1]), stage)
+            atomic_write(t.conf, instance_text(name, port, self.stores[name][:1]), stage)
             t.start()
 
         def reload(item: tuple[str, int, FloorTgtd]) -> None:
             name, port, t = item
-            atomic_write(t.conf, instance_text(name, port, [self.b1, self.b2]), stage)
+            atomic_write(t.conf, instance_text(name, port, self.stores[name]), stage)
             t.reload()
 
         def delete(item: tuple[str, int, FloorTgtd]) -> None:

@@ -33,11 +33,11 @@ from common import (
 
 def _write_files(world: Any, ports: list[int], prefix: str, staged: bool) -> list[tuple[str, int]]:
     """Instance files for every port; when `staged`, only written to staging (moved later)."""
-    backing = world.backing("shared.img")  # one sparse file, read-only use is enough here
     items = []
     for i, port in enumerate(ports):
         name = f"{prefix}{i:03d}"
-        text = instance_text(name, port, [backing])
+        # a sparse file each: tgtwatch refuses a store another instance exports
+        text = instance_text(name, port, [world.backing(f"{name}.img")])
         path = (world.staging_dir if staged else world.instances_dir) / f"{name}.conf"
         path.write_text(text)
         path.chmod(0o644)
@@ -46,13 +46,12 @@ def _write_files(world: Any, ports: list[int], prefix: str, staged: bool) -> lis
 
 
 def _floor_files(workdir: Path, ports: list[int], prefix: str) -> list[FloorTgtd]:
-    backing = sparse(workdir / "shared.img")
     (workdir / "conf").mkdir(parents=True, exist_ok=True)
     out = []
     for i, port in enumerate(ports):
         name = f"{prefix}{i:03d}"
         conf = workdir / "conf" / f"{name}.conf"
-        conf.write_text(instance_text(name, port, [backing]))
+        conf.write_text(instance_text(name, port, [sparse(workdir / f"{name}.img")]))
         out.append(FloorTgtd(port, conf, workdir / f"tgtd-{port}.log"))
     return out
 

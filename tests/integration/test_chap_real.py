@@ -4,12 +4,13 @@
   was unbound (a hole in its account array): why tgt/chap.py only unbinds from the end.
 - Chains of account sets applied over the socket to one real tgtd: after each, tgtd is
   alive and shows exactly the bindings asked for.
-- accounts_of() reads a config as tgt-admin does: `tgt-admin -p` prints the tgtadm
-  commands it would run for the same file (users, secrets, bindings).
+- account_set() of the checked tree reads a config as tgt-admin does: `tgt-admin -p`
+  prints the tgtadm commands it would run for the same file (users, secrets, bindings).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -17,7 +18,10 @@ from pathlib import Path
 import pytest
 from tgtd_harness import RunningTgtd
 
-from tgtwatch.config.accounts import Account, AccountSet, Direction, accounts_of
+from tgtwatch.config.accounts import Account, AccountSet, account_set
+from tgtwatch.config.tgtconf import parse
+from tgtwatch.config.trust import TrustedFiles, TrustPolicy
+from tgtwatch.model.tree import Direction
 from tgtwatch.tgt import gateway as g
 from tgtwatch.tgt import ipc_ops as ops
 from tgtwatch.tgt.chap import DISCOVERY, AccountRecord, apply_accounts, read_view
@@ -68,7 +72,7 @@ def test_chains_of_account_sets_never_crash_tgtd(tgtd: RunningTgtd) -> None:
     client = with_targets(tgtd, A, B, C)
     record = AccountRecord()
     for accounts in CHAIN:
-        desired = AccountSet(accounts, (), (A, B, C))
+        desired = AccountSet(accounts, (A, B, C))
         record = apply_accounts(client, desired, record).record
         assert tgtd.alive()
         view = read_view(client)
@@ -94,7 +98,7 @@ outgoingdiscoveryuser odisco odiscosecret-1
     outgoinguser mutual mutualsecret-1
 </target>
 <target {A}>
-    incominguser = alice alicesecret-1 extra-words
+    incominguser = alice alicesecret-1
     outgoinguser "mutual mutualsecret-1"
     initiator-address ALL
 </target>
@@ -121,12 +125,13 @@ def tgt_admin_accounts(
     return secrets, binds
 
 
-def test_accounts_of_reads_what_tgt_admin_reads(tgtd: RunningTgtd, tmp_path: Path) -> None:
+def test_account_set_reads_what_tgt_admin_reads(tgtd: RunningTgtd, tmp_path: Path) -> None:
     conf = tmp_path / "chap.conf"
     conf.write_text(ORACLE_CONF)
     secrets, binds = tgt_admin_accounts(tgtd, conf)
-    found = accounts_of(ORACLE_CONF)
-    assert found.problems == ()
+    parsed = parse(conf, TrustedFiles(conf.parent, TrustPolicy(owner_uid=os.getuid())))
+    assert parsed.problems == (), parsed.problems
+    found = account_set(parsed.tree)
     assert found.secrets() == secrets
     # tgt-admin -e numbers targets in sorted order from 1; discovery is tid -1
     tids = {name: tid for tid, name in enumerate(sorted(found.targets), start=1)}

@@ -203,6 +203,8 @@ class TgtTree:
             "default_instance": {"manage": False},
             "state_dir": str(self.state_dir),
             "audit_log": str(self.audit_log),
+            # the tree's own backing files: the only stores its instance files may name
+            "backing_store_roots": [str(self.backing_dir)],
         }
 
     def write_settings(self, **overrides: Any) -> None:

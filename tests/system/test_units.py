@@ -27,7 +27,7 @@ from install import install_tgtwatch
 pytestmark = pytest.mark.system
 
 CONF_D = "/etc/mytgt/conf.d"
-IMG_DIR = "/var/tmp/tgtwatch-systest"
+IMG_DIR = "/srv/tgtwatch-systest"  # under /srv: a default backing-store root
 IQN = "iqn.2026-11.test.tgtwatch"
 # Every field DESIGN.md promises in an audit record.
 AUDIT_FIELDS = (

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tgtwatch.config.settings import DefaultInstanceSettings, Settings
-from tgtwatch.config.tgtconf import SourceError
+from tgtwatch.config.tgtconf import SourceError, parse
 from tgtwatch.config.trust import TrustPolicy
 from tgtwatch.model.structs import (
     DEFAULT_NAME,
@@ -22,6 +22,7 @@ from tgtwatch.model.structs import (
     ObservedTarget,
     TargetSpec,
 )
+from tgtwatch.model.tree import ConfigTree
 
 ROOT = Path("/cfg")
 
@@ -164,8 +165,10 @@ def write(path: Path, text: str | bytes, mode: int = 0o644) -> Path:
 
 def instance_text(port: int, *targets: str, portal_host: str = "0.0.0.0") -> str:
     body = f'SOCKET_OPTS="{port}"\nPORTAL_OPTS="{portal_host}:{port}"\n'
-    for i, target in enumerate(targets):
-        body += f"<target {target}>\n    backing-store /srv/{i}.img\n</target>\n"
+    for target in targets:  # each target its own store: no two instances share one
+        body += (
+            f"<target {target}>\n    backing-store /srv/{target.split(':')[-1]}.img\n</target>\n"
+        )
     return body
 
 
@@ -189,3 +192,11 @@ def settings(tmp_path: Path) -> Settings:
         state_dir=tmp_path / "state",
         default_instance=DefaultInstanceSettings(manage=True),
     )
+
+
+def tree_of(text: str) -> ConfigTree:
+    """The checked tree of one instance file's text (the grammar must accept it)."""
+    parsed = parse(ROOT / "t.conf", MemorySource.of({"t.conf": text}))
+    assert parsed.problems == (), parsed.problems
+    assert parsed.tree is not None
+    return parsed.tree

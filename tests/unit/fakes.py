@@ -472,8 +472,11 @@ class Host:
                 raise AssertionError(f"no lane ended for port {port}")
 
     def write(self, name: str, port: int, targets: Mapping[str, str] | None = None) -> Path:
+        """NAME.conf; each instance's stores under a directory of its own (/srv/NAME/...):
+        two instances may not export one path."""
         path = self.settings.instances_dir / f"{name}.conf"
-        path.write_text(conf_text(port, targets if targets is not None else {}))
+        mine = {t: f"/srv/{name}/{s.removeprefix('/srv/')}" for t, s in (targets or {}).items()}
+        path.write_text(conf_text(port, mine))
         os.chmod(path, 0o644)
         return path
 

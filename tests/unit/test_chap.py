@@ -139,7 +139,7 @@ def account(user: str, target: int | None, outgoing: bool = False, secret: str =
 
 
 def wanted(*accounts: Account, targets: tuple[int, ...] = (1, 2, 3)) -> AccountSet:
-    return AccountSet(tuple(accounts), (), tuple(NAMES[t] for t in targets))
+    return AccountSet(tuple(accounts), tuple(NAMES[t] for t in targets))
 
 
 def end_state(tgtd: ModelTgtd) -> dict[int, tuple[frozenset[str], str | None]]:

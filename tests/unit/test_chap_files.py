@@ -8,19 +8,19 @@ import os
 from pathlib import Path
 
 import pytest
-from builders import instance_text, write
+from builders import instance_text, tree_of, write
 
 from tgtwatch.backends import chap_files, envfile
 from tgtwatch.backends.direct import write_snapshot
 from tgtwatch.cli import accounts_cmd, render_env
-from tgtwatch.config.accounts import accounts_of
+from tgtwatch.config.accounts import account_set
 from tgtwatch.config.settings import Settings
 from tgtwatch.model.structs import InstanceKind, InstanceSpec
 from tgtwatch.tgt.chap import AccountRecord, AccountsApplied
 
 SECRET = "Alice-secret-0193"
 CHAP = (
-    f"<target iqn.x:a>\n    incominguser alice {SECRET}\n"
+    f"<target iqn.2026-01.com.example:a>\n    incominguser alice {SECRET}\n"
     "    outgoinguser m Mutual-secret-1\n</target>\n"
 )
 
@@ -38,16 +38,16 @@ def test_render_env_keeps_accounts_out_of_the_snapshot(tree: Settings) -> None:
     write(tree.instances_dir / "v.conf", instance_text(3263) + CHAP)
     render_env.write(tree, "v")
     assert SECRET not in envfile.config_path(tree, "v").read_text()
-    assert "<target iqn.x:a>" in envfile.config_path(tree, "v").read_text()
+    assert "<target iqn.2026-01.com.example:a>" in envfile.config_path(tree, "v").read_text()
     kept = envfile.accounts_path(tree, "v")
     assert kept.stat().st_mode & 0o777 == 0o600
-    assert chap_files.from_json(kept.read_text()) == accounts_of(CHAP)
+    assert chap_files.from_json(kept.read_text()) == account_set(tree_of(CHAP))
 
 
 def test_accounts_removed_from_the_file_are_taken_back_once(tree: Settings) -> None:
     write(tree.instances_dir / "v.conf", instance_text(3263) + CHAP)
     render_env.write(tree, "v")
-    write(tree.instances_dir / "v.conf", instance_text(3263, "iqn.x:a"))
+    write(tree.instances_dir / "v.conf", instance_text(3263, "iqn.2026-01.com.example:a"))
     render_env.write(tree, "v")
     kept = envfile.accounts_path(tree, "v")
     assert chap_files.from_json(kept.read_text()).accounts == ()
@@ -62,18 +62,30 @@ def test_accounts_removed_from_the_file_are_taken_back_once(tree: Settings) -> N
 def test_an_account_problem_stops_the_render(tree: Settings) -> None:
     write(
         tree.instances_dir / "v.conf",
-        instance_text(3263) + "<target iqn.x:a>\nincominguser x\n</target>\n",
+        instance_text(3263) + "<target iqn.2026-01.com.example:a>\nincominguser x\n</target>\n",
     )
-    with pytest.raises(envfile.EnvFileError, match="incominguser needs a user and a secret"):
+    with pytest.raises(envfile.EnvFileError, match="incominguser: expected USER SECRET"):
         render_env.write(tree, "v")
 
 
 def test_the_direct_backends_snapshot_has_no_account(tmp_path: Path) -> None:
     spec = InstanceSpec(
-        "v", InstanceKind.DROPIN, 3263, "0.0.0.0:3263", 3263, tmp_path / "v.conf", "", text=CHAP
+        "v",
+        InstanceKind.DROPIN,
+        3263,
+        "0.0.0.0:3263",
+        3263,
+        tmp_path / "v.conf",
+        "",
+        text=CHAP,
+        tree=tree_of(CHAP),
     )
     text = write_snapshot(tmp_path / "snapshots", spec).read_text()
-    assert SECRET not in text and "incominguser" not in text and "<target iqn.x:a>" in text
+    assert (
+        SECRET not in text
+        and "incominguser" not in text
+        and "<target iqn.2026-01.com.example:a>" in text
+    )
 
 
 def test_the_accounts_command_says_what_is_wrong(
@@ -91,7 +103,7 @@ def test_the_accounts_command_says_what_is_wrong(
     assert "not an accounts file" in err.getvalue()
     # A tgtd that does not answer: one line, and no record of what it holds.
     monkeypatch.setenv("TGT_IPC_SOCKET", str(tmp_path / "nowhere"))
-    write(envfile.accounts_path(settings, "v"), chap_files.to_json(accounts_of(CHAP)))
+    write(envfile.accounts_path(settings, "v"), chap_files.to_json(account_set(tree_of(CHAP))))
     record = chap_files.record_path(settings.state_dir, 3263)
     chap_files.write_private(record, AccountRecord.of({"alice": "old"}).to_json())
     err = io.StringIO()
@@ -116,8 +128,10 @@ def test_records_are_private_and_junk_is_no_accounts_file(tmp_path: Path) -> Non
 
 
 def test_summary_names_users_never_secrets() -> None:
-    changes = tuple(f"bind u{i} to iqn.x:a" for i in range(6))
+    changes = tuple(f"bind u{i} to iqn.2026-01.com.example:a" for i in range(6))
     line = chap_files.summary(AccountsApplied(AccountRecord(), changes, 6))
-    assert line.startswith("; CHAP: bind u0 to iqn.x:a, bind u1 to iqn.x:a, ")
-    assert line.endswith(", bind u3 to iqn.x:a and 2 more")
+    assert line.startswith(
+        "; CHAP: bind u0 to iqn.2026-01.com.example:a, bind u1 to iqn.2026-01.com.example:a, "
+    )
+    assert line.endswith(", bind u3 to iqn.2026-01.com.example:a and 2 more")
     assert chap_files.summary(None) == ""

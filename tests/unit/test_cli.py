@@ -52,7 +52,7 @@ def sample(tmp_path: Path) -> Path:
 @pytest.fixture
 def bad(tmp_path: Path) -> tuple[Path, Path]:
     conf_d = tmp_path / "bad/conf.d"
-    write(conf_d / "good.conf", instance_text(3261, "iqn.x:good"))
+    write(conf_d / "good.conf", instance_text(3261, "iqn.2026-01.x:good"))
     write(conf_d / "twin.conf", instance_text(3261))
     write(conf_d / "mismatch.conf", 'SOCKET_OPTS="3262"\nPORTAL_OPTS="0.0.0.0:3263"\n')
     write(conf_d / "a b.conf", instance_text(3264))

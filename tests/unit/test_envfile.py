@@ -35,14 +35,24 @@ def test_render_has_only_validated_values() -> None:
 
 
 def test_write_renders_env_and_an_include_free_snapshot(tree: Settings) -> None:
-    write(tree.instances_dir / "shared.inc", "<target iqn.x:b>\n backing-store /srv/b\n</target>\n")
-    write(tree.instances_dir / "v.conf", instance_text(3263, "iqn.x:a") + "include shared.inc\n")
+    write(
+        tree.instances_dir / "shared.inc",
+        "<target iqn.2026-01.x:b>\n backing-store /srv/b\n</target>\n",
+    )
+    write(
+        tree.instances_dir / "v.conf",
+        instance_text(3263, "iqn.2026-01.x:a") + "include shared.inc\n",
+    )
     env = render_env.write(tree, "v")
     assert env == tree.state_dir / "env/v.env"
     assert "SOCKET_OPTS=3263\n" in env.read_text()
     snapshot = envfile.config_path(tree, "v")
     text = snapshot.read_text()
-    assert "include" not in text and "<target iqn.x:b>" in text and "<target iqn.x:a>" in text
+    assert (
+        "include" not in text
+        and "<target iqn.2026-01.x:b>" in text
+        and "<target iqn.2026-01.x:a>" in text
+    )
     assert snapshot.stat().st_mode & 0o777 == 0o600
 
 
@@ -56,9 +66,9 @@ def test_a_bad_file_writes_nothing(tree: Settings) -> None:
 
 
 def test_a_reload_refuses_a_port_change(tree: Settings) -> None:
-    write(tree.instances_dir / "v.conf", instance_text(3263, "iqn.x:a"))
+    write(tree.instances_dir / "v.conf", instance_text(3263, "iqn.2026-01.x:a"))
     render_env.write(tree, "v")
-    write(tree.instances_dir / "v.conf", instance_text(3264, "iqn.x:a"))
+    write(tree.instances_dir / "v.conf", instance_text(3264, "iqn.2026-01.x:a"))
     with pytest.raises(envfile.EnvFileError, match="port changed from 3263 to 3264"):
         render_env.write(tree, "v", same_port=True)
     assert "SOCKET_OPTS=3263\n" in envfile.env_path(tree, "v").read_text()
@@ -75,7 +85,7 @@ def test_the_direct_backend_hands_tgt_admin_a_private_snapshot(tmp_path: Path) -
         3263,
         tmp_path / "v.conf",
         "",
-        text="<target iqn.x:a>\nbacking-store /srv/a\n</target>\n",
+        text="<target iqn.2026-01.x:a>\nbacking-store /srv/a\n</target>\n",
     )
     path = write_snapshot(tmp_path / "snapshots", spec)
     assert path.read_text() == spec.text

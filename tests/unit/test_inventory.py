@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from builders import entry, instance_text, write
 
+from tgtwatch.config.grammar import Limits
 from tgtwatch.config.inventory import scan
 from tgtwatch.config.settings import DefaultInstanceSettings, Settings
 from tgtwatch.config.trust import TrustPolicy
@@ -39,16 +40,16 @@ def names_by_port(desired: Desired) -> dict[int, str]:
 @ROOT_ONLY
 def test_the_done_when_directory(settings: Settings) -> None:
     d = settings.instances_dir
-    write(d / "good1.conf", instance_text(3261, "iqn.x:good1"))
-    write(d / "good2.conf", instance_text(3262, "iqn.x:good2a", "iqn.x:good2b"))
-    write(d / "twin-a.conf", instance_text(3270, "iqn.x:twin-a"))
-    write(d / "twin-b.conf", instance_text(3270, "iqn.x:twin-b"))
+    write(d / "good1.conf", instance_text(3261, "iqn.2026-01.x:good1"))
+    write(d / "good2.conf", instance_text(3262, "iqn.2026-01.x:good2a", "iqn.2026-01.x:good2b"))
+    write(d / "twin-a.conf", instance_text(3270, "iqn.2026-01.x:twin-a"))
+    write(d / "twin-b.conf", instance_text(3270, "iqn.2026-01.x:twin-b"))
     write(d / "mismatch.conf", 'SOCKET_OPTS="3271"\nPORTAL_OPTS="0.0.0.0:3272"\n')
     write(d / "a b.conf", instance_text(3273))
     write(d / "x;y.conf", instance_text(3274))
     write(d / "world.conf", instance_text(3275), 0o666)
     os.chown(write(d / "nobody.conf", instance_text(3276)), 65534, 65534)
-    write(d / "unclosed.conf", 'SOCKET_OPTS="3277"\n<target iqn.x:u>\n  backing-store /a\n')
+    write(d / "unclosed.conf", 'SOCKET_OPTS="3277"\n<target iqn.2026-01.x:u>\n  backing-store /a\n')
     write(d / "big.conf", os.urandom(5 * 1024 * 1024))
     write(d / ".good1.conf.swp", os.urandom(4096))
     write(d / "good1.conf~", "junk")
@@ -57,8 +58,8 @@ def test_the_done_when_directory(settings: Settings) -> None:
 
     assert names_by_port(desired) == {3261: "good1", 3262: "good2", 3270: "twin-a"}
     assert desired.instances[3262].targets == (
-        TargetSpec("iqn.x:good2a", 1),
-        TargetSpec("iqn.x:good2b", 1),
+        TargetSpec("iqn.2026-01.x:good2a", 1),
+        TargetSpec("iqn.2026-01.x:good2b", 1),
     )
     by_file = problems_by_file(desired)
     assert sorted(by_file) == sorted(
@@ -93,7 +94,7 @@ def test_the_done_when_directory(settings: Settings) -> None:
 
 
 def test_a_good_instance_spec(settings: Settings, policy: TrustPolicy) -> None:
-    path = write(settings.instances_dir / "vol-1.conf", instance_text(3263, "iqn.x:a"))
+    path = write(settings.instances_dir / "vol-1.conf", instance_text(3263, "iqn.2026-01.x:a"))
     desired = scan(settings, Applied(), policy)
     s = desired.instances[3263]
     assert (s.name, s.kind, s.port, s.portal, s.control_port, s.config) == (
@@ -127,7 +128,7 @@ def test_either_option_alone_names_the_port(
 @pytest.mark.parametrize(
     ("text", "words", "line"),
     [
-        ("<target t>\n</target>\n", "neither", None),
+        ("<target iqn.2026-01.x:t>\n</target>\n", "neither", None),
         ('SOCKET_OPTS="3263"\nSOCKET_OPTS="3263"\n', "set 2 times", 2),
         ('SOCKET_OPTS="3263"\ncontrol-port 3263\n', "control-port", 2),
         ('PORTAL_OPTS="0.0.0.0:3263 -d 9"\n', "PORTAL_OPTS", None),
@@ -210,9 +211,9 @@ def test_unsafe_instances_directory(settings: Settings, policy: TrustPolicy) -> 
 def test_default_instance_from_targets_conf(settings: Settings, policy: TrustPolicy) -> None:
     tgt = settings.tgt_dir
     write(tgt / "targets.conf", "default-driver iscsi\ninclude conf.d/*.conf\n")
-    write(tgt / "conf.d/a.conf", "<target iqn.x:a>\n  backing-store /a\n</target>\n")
-    write(tgt / "conf.d/b.conf", "<target iqn.x:b>\n</target>\n")
-    write(tgt / "conf.d/b.conf.dpkg-old", "<target iqn.x:old>\n</target>\n")
+    write(tgt / "conf.d/a.conf", "<target iqn.2026-01.x:a>\n  backing-store /a\n</target>\n")
+    write(tgt / "conf.d/b.conf", "<target iqn.2026-01.x:b>\n</target>\n")
+    write(tgt / "conf.d/b.conf.dpkg-old", "<target iqn.2026-01.x:old>\n</target>\n")
     desired = scan(settings, Applied(), policy)
     s = desired.instances[3260]
     assert (s.name, s.kind, s.portal, s.control_port) == (
@@ -221,7 +222,7 @@ def test_default_instance_from_targets_conf(settings: Settings, policy: TrustPol
         "0.0.0.0:3260",
         0,
     )
-    assert s.targets == (TargetSpec("iqn.x:a", 1), TargetSpec("iqn.x:b", 0))
+    assert s.targets == (TargetSpec("iqn.2026-01.x:a", 1), TargetSpec("iqn.2026-01.x:b", 0))
     assert s.includes == (tgt / "conf.d/a.conf", tgt / "conf.d/b.conf")
 
 
@@ -292,7 +293,7 @@ def test_a_refused_files_port_is_not_taken_over(settings: Settings, policy: Trus
 
 def test_sha256_follows_includes_and_ignores_touch(settings: Settings, policy: TrustPolicy) -> None:
     write(settings.instances_dir / "v.conf", instance_text(3263) + "include inc/t.inc\n")
-    inc = write(settings.instances_dir / "inc/t.inc", "<target t>\n</target>\n")
+    inc = write(settings.instances_dir / "inc/t.inc", "<target iqn.2026-01.x:t>\n</target>\n")
 
     def digest() -> str:
         return scan(settings, Applied(), policy).instances[3263].sha256
@@ -301,10 +302,11 @@ def test_sha256_follows_includes_and_ignores_touch(settings: Settings, policy: T
     os.utime(inc, (1, 1))
     os.utime(settings.instances_dir / "v.conf", (2, 2))
     assert digest() == first
-    write(inc, "<target t>\n  backing-store /x\n</target>\n")
+    write(inc, "<target iqn.2026-01.x:t>\n  backing-store /srv/x\n</target>\n")
     second = digest()
     assert second != first
-    assert scan(settings, Applied(), policy).instances[3263].targets == (TargetSpec("t", 1),)
+    targets = scan(settings, Applied(), policy).instances[3263].targets
+    assert targets == (TargetSpec("iqn.2026-01.x:t", 1),)
 
 
 def test_subdirectories_and_non_candidates_are_not_instances(
@@ -333,18 +335,64 @@ def test_a_fifo_named_x_conf(settings: Settings, policy: TrustPolicy) -> None:
 def test_a_relative_backing_store_is_refused(settings: Settings, policy: TrustPolicy) -> None:
     # tgtd opens backing stores from its own working directory, not the file's: a relative
     # path would serve whatever file happens to sit there.
-    text = 'SOCKET_OPTS="3263"\n<target iqn.x:a>\n    backing-store disks/a.img\n</target>\n'
+    text = (
+        'SOCKET_OPTS="3263"\n<target iqn.2026-01.x:a>\n    backing-store disks/a.img\n</target>\n'
+    )
     path = write(settings.instances_dir / "rel.conf", text)
     desired = scan(settings, Applied(), policy)
     assert desired.instances == {}
-    assert [(p.path, p.rule) for p in desired.problems] == [(path, Rule.SYNTAX)]
-    assert "'disks/a.img' is relative" in desired.problems[0].message
+    assert [(p.path, p.rule, p.line) for p in desired.problems] == [(path, Rule.GRAMMAR, 3)]
+    assert "'disks/a.img' is not an absolute path" in desired.problems[0].message
 
 
 def test_targets_carry_their_backing_stores(settings: Settings, policy: TrustPolicy) -> None:
-    write(settings.instances_dir / "a.conf", instance_text(3263, "iqn.x:a", "iqn.x:b"))
+    write(
+        settings.instances_dir / "a.conf", instance_text(3263, "iqn.2026-01.x:a", "iqn.2026-01.x:b")
+    )
     targets = scan(settings, Applied(), policy).instances[3263].targets
     assert [(t.name, t.stores) for t in targets] == [
-        ("iqn.x:a", ("/srv/0.img",)),
-        ("iqn.x:b", ("/srv/1.img",)),
+        ("iqn.2026-01.x:a", ("/srv/a.img",)),
+        ("iqn.2026-01.x:b", ("/srv/b.img",)),
     ]
+
+
+def test_files_beyond_the_directory_limit_are_each_a_problem(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    for i, name in enumerate(("a", "b", "c")):
+        write(
+            settings.instances_dir / f"{name}.conf",
+            instance_text(3261 + i, f"iqn.2026-01.x:{name}"),
+        )
+    limited = dataclasses.replace(settings, limits=Limits(files_per_directory=2))
+    desired = scan(limited, Applied(), policy)
+    assert names_by_port(desired) == {3261: "a", 3262: "b"}
+    [problem] = desired.problems
+    assert (problem.path.name, problem.rule) == ("c.conf", Rule.LIMIT)
+    assert "holds 3 instance files, more than the 2 allowed" in problem.message
+
+
+def test_a_lookup_error_is_that_files_problem_only(settings: Settings, policy: TrustPolicy) -> None:
+    write(settings.instances_dir / "good.conf", instance_text(3261, "iqn.2026-01.x:good"))
+    long_dir = "d" * 200 + "/" + "e" * 200  # each part fine, the whole too long for a lookup
+    write(settings.instances_dir / "bad.conf", instance_text(3262) + f"include {long_dir}/x\n")
+    write(settings.instances_dir / "loop.conf", instance_text(3263) + "include loop.inc\n")
+    (settings.instances_dir / "loop.inc").symlink_to("loop.inc")
+    desired = scan(settings, Applied(), policy)
+    assert names_by_port(desired) == {3261: "good"}
+    assert sorted((p.path.name, p.rule) for p in desired.problems) == [
+        ("bad.conf", Rule.INCLUDE),
+        ("loop.conf", Rule.TRUST),
+    ]
+
+
+def test_stores_outside_the_roots_are_refused(settings: Settings, policy: TrustPolicy) -> None:
+    text = (
+        instance_text(3261) + "<target iqn.2026-01.x:t>\n backing-store /var/lib/x.img\n</target>\n"
+    )
+    path = write(settings.instances_dir / "out.conf", text)
+    desired = scan(settings, Applied(), policy)
+    assert desired.instances == {}
+    [problem] = desired.problems
+    assert (problem.path, problem.rule, problem.line) == (path, Rule.STORE, 4)
+    assert "outside the allowed backing-store roots" in problem.message

@@ -699,3 +699,21 @@ def test_a_failed_reload_keeps_the_old_digest_and_is_retried_with_backoff(host: 
         ("reload", "alpha", "failed"),
         ("reload", "alpha", "ok"),
     ]
+
+
+def test_a_store_shared_on_purpose_is_said_in_the_start_record(host: Host) -> None:
+    d = host.settings.instances_dir
+    for name, port, extra in (("alpha", 3261, ""), ("beta", 3262, "    allow-in-use yes\n")):
+        path = d / f"{name}.conf"
+        path.write_text(
+            f'SOCKET_OPTS="{port}"\n<target iqn.2026-01.com.example:{name}>\n'
+            f"    backing-store /srv/shared.img\n{extra}</target>\n"
+        )
+        os.chmod(path, 0o644)
+    host.cycle()
+    starts = {r.instance: r.message for r in host.records(AuditAction.START)}
+    assert "shared" not in starts["alpha"]
+    assert (
+        "/srv/shared.img shared with alpha target iqn.2026-01.com.example:alpha LUN 1"
+        in (starts["beta"])
+    )

@@ -345,21 +345,3 @@ def test_every_tgt_tool_call_gets_the_configured_timeout(tmp_path: Path) -> None
         .timeout_s
         == 120.0
     )  # type: ignore[attr-defined]
-
-
-BAD_CHAP = "<target iqn.2026-11.t:delta>\n    incominguser alice\n</target>\n"
-
-
-def test_accounts_tgt_admin_would_refuse_fail_the_action_before_any_process(
-    tmp_path: Path,
-) -> None:
-    b, systemctl, _ = counting_backend(tmp_path)
-    bad = dataclasses.replace(spec(3401), text=BAD_CHAP)
-    started = b.start(bad, threading.Event())
-    reloaded = b.reload(bad)
-    direct = b.direct.start(bad, threading.Event())
-    for outcome in (started, reloaded, direct):
-        assert outcome.result is Result.FAILED
-        assert "incominguser needs a user and a secret" in outcome.message
-    assert systemctl.calls == []  # type: ignore[attr-defined]
-    assert not (tmp_path / "run" / "log").exists()  # no tgtd was spawned (no log opened)

@@ -8,7 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from tgtwatch.config.accounts import Account, AccountSet, Direction
+from tgtwatch.config.accounts import Account, AccountSet
+from tgtwatch.model.tree import Direction
 from tgtwatch.tgt.chap import AccountRecord, AccountsApplied, apply_accounts
 from tgtwatch.tgt.ipc_client import TgtdSocket
 
@@ -108,4 +109,4 @@ def from_json(text: str) -> AccountSet:
         raise ValueError(f"not an accounts file: {exc}") from None
     if any(a.target is not None and not isinstance(a.target, str) for a in found):
         raise ValueError("not an accounts file: a target is not a name")
-    return AccountSet(found, (), targets)
+    return AccountSet(found, targets)

@@ -17,7 +17,8 @@ from pathlib import Path
 from tgtwatch.backends import chap_files
 from tgtwatch.backends.base import Outcome, Result
 from tgtwatch.backends.tgtd_procs import TgtdProcess, scan_tgtd, trusted_executables
-from tgtwatch.config.accounts import AccountSet, accounts_of, without_accounts
+from tgtwatch.config.accounts import AccountSet, account_set
+from tgtwatch.config.render import for_tgt_admin
 from tgtwatch.model.structs import (
     DrainStop,
     InstanceSpec,
@@ -56,13 +57,14 @@ __all__ = [
 
 
 def write_snapshot(directory: Path, spec: InstanceSpec) -> Path:
-    """The config tgt-admin reads: the very text tgtwatch checked, includes inlined, and no
-    CHAP account (tgt-admin would put the secret in tgtadm's argv; tgtwatch binds accounts
-    itself over the control socket).
+    """The config tgt-admin reads: tgtwatch's canonical rendering of what it checked, with
+    no CHAP account (tgt-admin would put the secret in tgtadm's argv; tgtwatch binds
+    accounts itself over the control socket).
 
     tgt-admin reads its -c file by name and passes values to a shell: handing it the
     instance file itself would let a file swapped after the check run as root. The
-    snapshot lives in a root-only directory. A spec without text (built by hand) is its file.
+    snapshot lives in a root-only directory. A spec without text (built by hand in a
+    test: every parsed spec has its rendering) is its file.
     """
     if not spec.text:
         return spec.config
@@ -72,7 +74,7 @@ def write_snapshot(directory: Path, spec: InstanceSpec) -> Path:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{spec.port}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(without_accounts(spec.text))
+            out.write(for_tgt_admin(spec.tree, spec.text))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -217,9 +219,7 @@ class DirectBackend:
         return chap_files.apply(self.state_dir, spec.control_port, desired, self.tool_timeout_s)
 
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
-        desired = accounts_of(spec.text)
-        if desired.problems:
-            return Outcome(Result.FAILED, f"{spec.config}: {'; '.join(desired.problems)}")
+        desired = account_set(spec.tree)
         control = self.control(spec.control_port)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"tgtd-{spec.port}.log"
@@ -304,9 +304,7 @@ class DirectBackend:
     # ---- reload ----------------------------------------------------------------------------
 
     def reload(self, spec: InstanceSpec) -> Outcome:
-        desired = accounts_of(spec.text)
-        if desired.problems:
-            return Outcome(Result.FAILED, f"{spec.config}: {'; '.join(desired.problems)}")
+        desired = account_set(spec.tree)
         control = self.control(spec.control_port)
         try:
             # tgt-admin re-creates idle targets without their accounts: new logins wait

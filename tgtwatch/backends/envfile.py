@@ -7,7 +7,8 @@ import tempfile
 from pathlib import Path
 
 from tgtwatch.backends import chap_files
-from tgtwatch.config.accounts import accounts_of, without_accounts
+from tgtwatch.config.accounts import account_set
+from tgtwatch.config.render import for_tgt_admin
 from tgtwatch.config.settings import Settings
 from tgtwatch.model.structs import InstanceSpec
 
@@ -36,7 +37,7 @@ def env_path(settings: Settings, name: str) -> Path:
 
 
 def config_path(settings: Settings, name: str) -> Path:
-    """The unit's tgt-admin config: the checked text of NAME.conf with its includes inlined."""
+    """The unit's tgt-admin config: the canonical rendering of NAME.conf as checked."""
     return settings.state_dir / ENV_SUBDIR / f"{name}.conf"
 
 
@@ -73,11 +74,9 @@ def write_spec(settings: Settings, spec: InstanceSpec) -> Path:
     from NAME.accounts, which exists while there are accounts to give (or, once, to take
     back from the tgtd when the file no longer has any).
     """
-    text = spec.text or spec.config.read_text()
-    _replace(config_path(settings, spec.name), without_accounts(text), 0o600)
-    accounts = accounts_of(text)
-    if accounts.problems:
-        raise EnvFileError(f"{spec.config}: {'; '.join(accounts.problems)}")
+    text = for_tgt_admin(spec.tree, spec.text or spec.config.read_text())
+    _replace(config_path(settings, spec.name), text, 0o600)
+    accounts = account_set(spec.tree)
     keep = accounts_path(settings, spec.name)
     if accounts.accounts or keep.exists():
         chap_files.write_private(keep, chap_files.to_json(accounts), private_dir=False)

@@ -89,7 +89,7 @@ def _apply(settings: Settings, out: TextIO, err: TextIO) -> int:
         )
         converged = False
     for problem in report.desired.problems:
-        print(f"problem {problem}", file=out)
+        print(f"problem {problem.report()}", file=out)
     if not report.plan.actions:
         print("nothing to do" + (" until those sessions end" if waiting else ""), file=out)
     return EXIT_OK if converged else EXIT_PROBLEMS
@@ -126,7 +126,7 @@ def status(settings: Settings, as_json: bool, out: TextIO) -> int:
                 file=out,
             )
         for problem in desired.problems:
-            print(f"problem {problem}", file=out)
+            print(f"problem {problem.report()}", file=out)
         print(status_line(statuses, desired.problems), file=out)
     return EXIT_PROBLEMS if desired.problems else EXIT_OK
 

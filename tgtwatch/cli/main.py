@@ -113,7 +113,7 @@ def cmd_check(settings: Settings, out: TextIO, err: TextIO) -> int:
     for note in desired.notes:
         print(note, file=out)
     for problem in desired.problems:
-        print(problem, file=out)
+        print(problem.report(), file=out)
     names = ", ".join(f"{s.name}:{s.port}" for s in desired.instances.values()) or "none"
     print(
         f"{len(desired.instances)} instances ({names}), {len(desired.problems)} problems",
@@ -136,7 +136,7 @@ def cmd_plan(
         for line in plan_lines(result):
             print(line, file=out)
         for problem in desired.problems:
-            print(f"problem {problem}", file=out)
+            print(f"problem {problem.report()}", file=out)
     return EXIT_PROBLEMS if desired.problems else EXIT_OK
 
 

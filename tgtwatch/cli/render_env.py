@@ -16,7 +16,7 @@ def spec_for(settings: Settings, name: str) -> InstanceSpec:
     config = settings.instances_dir / f"{name}.conf"
     applied, _ = StateFile(settings.state_dir).load()
     desired = inventory.scan(settings, applied)
-    problems = [str(p) for p in desired.problems if p.path == config]
+    problems = [p.report() for p in desired.problems if p.path == config]
     if problems:
         raise EnvFileError("; ".join(problems))
     for spec in desired.instances.values():

@@ -8,7 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tgtwatch.config import rules
+from tgtwatch.config.claims import check_stores
+from tgtwatch.config.grammar import DEFAULT_LIMITS, Dialect, Limits
 from tgtwatch.config.settings import Settings
+from tgtwatch.config.stores import FilesystemProbe, StoreProbe
 from tgtwatch.config.tgtconf import ParsedConfig, parse
 from tgtwatch.config.trust import TrustedFiles, TrustPolicy
 from tgtwatch.model.structs import (
@@ -52,27 +55,6 @@ def instance_from(path: Path, parsed: ParsedConfig) -> tuple[InstanceSpec | None
         values[key] = value
         if problem is not None:
             problems.append(problem)
-    for option in parsed.values("control-port"):
-        problems.append(
-            Problem(
-                option.path,
-                Rule.PORT,
-                "control-port is not allowed in an instance file: SOCKET_OPTS sets it",
-                option.line,
-            )
-        )
-    for target in parsed.targets:
-        for store in target.stores:
-            if not store.startswith("/"):
-                # tgtd opens it from its own working directory, which is not the file's.
-                problems.append(
-                    Problem(
-                        path,
-                        Rule.SYNTAX,
-                        f"target {target.name}: backing store {store!r} is relative; "
-                        "use an absolute path",
-                    )
-                )
     if problems:
         return None, problems
     try:
@@ -90,6 +72,7 @@ def instance_from(path: Path, parsed: ParsedConfig) -> tuple[InstanceSpec | None
         targets=parsed.targets,
         includes=parsed.files[1:],
         text=parsed.flat,
+        tree=parsed.tree,
     )
     return spec, []
 
@@ -145,7 +128,12 @@ def scan_default(
         return None, [], [f"{settings.tgt_dir}: does not exist; no default instance"]
     if not config.exists():
         return None, [], [f"{config}: does not exist; no default instance"]
-    parsed = parse(config, TrustedFiles(settings.tgt_dir, policy))
+    parsed = parse(
+        config,
+        TrustedFiles(settings.tgt_dir, policy),
+        dialect=Dialect.DEFAULT,
+        limits=settings.limits,
+    )
     problems = list(parsed.problems)
     di = settings.default_instance
     for option in parsed.values("control-port"):
@@ -172,14 +160,16 @@ def scan_default(
         targets=parsed.targets,
         includes=parsed.files[1:],
         text=parsed.flat,
+        tree=parsed.tree,
     )
     return spec, [], []
 
 
 def scan_instances(
-    directory: Path, policy: TrustPolicy
+    directory: Path, policy: TrustPolicy, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[list[InstanceSpec], list[Problem], list[str]]:
-    """Every instance file in the directory, parsed and checked on its own."""
+    """Every instance file in the directory, parsed and checked on its own: whatever goes
+    wrong with one file (an OSError included) is that file's problem only."""
     try:
         problem = _directory_problem(directory, policy)
         names = sorted(os.listdir(directory))
@@ -192,26 +182,44 @@ def scan_instances(
     source = TrustedFiles(directory, policy)
     specs: list[InstanceSpec] = []
     problems: list[Problem] = []
-    for filename in names:
-        if not rules.is_candidate(filename):
-            continue
+    candidates = [name for name in names if rules.is_candidate(name)]
+    for count, filename in enumerate(candidates, start=1):
         path = directory / filename
+        if count > limits.files_per_directory:
+            problems.append(
+                Problem(
+                    path,
+                    Rule.LIMIT,
+                    f"{directory} holds {len(candidates)} instance files, more than the "
+                    f"{limits.files_per_directory} allowed: this one is not read",
+                )
+            )
+            continue
         why = rules.name_problem(filename[: -len(".conf")])
         if why is not None:
             problems.append(Problem(path, Rule.NAME, why))
             continue
-        spec, found = instance_from(path, parse(path, source))
+        try:
+            spec, found = instance_from(path, parse(path, source, limits=limits))
+        except OSError as exc:
+            spec, found = None, [Problem(path, Rule.TRUST, f"cannot read: {exc}")]
         problems.extend(found)
         if spec is not None:
             specs.append(spec)
     return specs, problems, []
 
 
-def scan(settings: Settings, applied: Applied, policy: TrustPolicy | None = None) -> Desired:
-    """What the files on disk ask for now. Reads files; everything else is pure."""
+def scan(
+    settings: Settings,
+    applied: Applied,
+    policy: TrustPolicy | None = None,
+    probe: StoreProbe | None = None,
+) -> Desired:
+    """What the files on disk ask for now. Reads files (and stats backing stores);
+    everything else is pure."""
     policy = policy or TrustPolicy()
     default, problems, notes = scan_default(settings, policy)
-    specs, found, more_notes = scan_instances(settings.instances_dir, policy)
+    specs, found, more_notes = scan_instances(settings.instances_dir, policy, settings.limits)
     problems += found
     notes += more_notes
     di = settings.default_instance
@@ -228,11 +236,16 @@ def scan(settings: Settings, applied: Applied, policy: TrustPolicy | None = None
                 port, f"held by {entry.config}, refused and running on its last good config"
             )
     owners, conflicts = settle_conflicts(specs, reserved, applied)
-    instances = dict(owners)
-    if default is not None:
-        instances[default.port] = default
+    wanted = [*([default] if default is not None else []), *owners.values()]
+    usable, unusable = check_stores(
+        wanted,
+        applied,
+        probe or FilesystemProbe(),
+        settings.backing_store_roots,
+        policy.owner_uid,
+    )
     return Desired(
-        instances=dict(sorted(instances.items())),
-        problems=tuple(problems + conflicts),
+        instances={spec.port: spec for spec in sorted(usable, key=lambda s: s.port)},
+        problems=tuple(problems + conflicts + unusable),
         notes=tuple(notes),
     )

@@ -11,7 +11,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from tgtwatch.config.grammar import Limits
 from tgtwatch.config.rules import Portal, RuleError, parse_portal
+from tgtwatch.config.stores import DEFAULT_ROOTS
 
 DEFAULT_SETTINGS_PATH = Path("/etc/tgtwatch/tgtwatch.yaml")
 
@@ -59,6 +61,8 @@ class Settings:
     metrics_file: Path | None = None
     # tgt-admin takes ~30 ms a target: 30 s is about 1000 targets in one instance file.
     tool_timeout_s: float = 30.0
+    backing_store_roots: tuple[Path, ...] = DEFAULT_ROOTS
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def default_config(self) -> Path:
@@ -146,6 +150,29 @@ def _optional_path(base: Path) -> Callable[[Any], Path | None]:
     return lambda value: None if value is None else as_path(value)
 
 
+def _roots(value: Any) -> tuple[Path, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"expected a list of absolute paths, got {value!r}")
+    roots = []
+    for item in value:
+        path = Path(item)
+        if not path.is_absolute() or ".." in path.parts or str(path) != os.path.normpath(item):
+            raise ValueError(f"{item!r} is not a plain absolute path")
+        roots.append(path)
+    return tuple(roots)
+
+
+def _limits(origin: Path, data: Any, top: _Fields) -> Limits:
+    if not isinstance(data, Mapping):
+        raise top.error("limits", "expected a mapping")
+    names = {f.name for f in fields(Limits)}
+    section = _Fields(origin, "limits.", data, names)
+    defaults = Limits()
+    return Limits(
+        **{name: section.get(name, getattr(defaults, name), _int(1, 10**7)) for name in names}
+    )
+
+
 def _portal(value: Any) -> Portal:
     if not isinstance(value, str):
         raise TypeError(f"expected HOST:PORT, got {value!r}")
@@ -186,6 +213,8 @@ def from_mapping(data: Any, origin: Path) -> Settings:
         audit_log=top.get("audit_log", defaults.audit_log, _optional_path(base)),
         metrics_file=top.get("metrics_file", defaults.metrics_file, _optional_path(base)),
         tool_timeout_s=top.get("tool_timeout_s", defaults.tool_timeout_s, _number(1)),
+        backing_store_roots=top.get("backing_store_roots", defaults.backing_store_roots, _roots),
+        limits=_limits(origin, data.get("limits", {}), top),
     )
 
 

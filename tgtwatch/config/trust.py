@@ -45,8 +45,11 @@ class TrustedFiles:
     policy: TrustPolicy = TrustPolicy()
 
     def _resolve(self, path: Path) -> Path:
-        real = Path(os.path.realpath(path))
-        root = Path(os.path.realpath(self.root))
+        try:
+            real = Path(os.path.realpath(path))
+            root = Path(os.path.realpath(self.root))
+        except OSError as exc:  # a loop, a name too long: this file's problem alone
+            raise SourceError(f"cannot resolve: {exc.strerror}", Rule.TRUST) from None
         if not _inside(real, root):
             raise SourceError(f"{path} resolves to {real}, outside {self.root}", Rule.TRUST)
         return real
@@ -82,12 +85,20 @@ class TrustedFiles:
             os.close(fd)
 
     def expand(self, pattern: Path) -> list[Path]:
+        try:
+            return self._expand(pattern)
+        except OSError as exc:  # ENAMETOOLONG, ELOOP, EACCES...: a problem of this include
+            raise SourceError(f"cannot look it up: {exc.strerror}", Rule.INCLUDE) from None
+
+    def _expand(self, pattern: Path) -> list[Path]:
+        # Confined before any lookup: a name outside the tree is refused even if missing.
+        self._resolve(pattern)
         text = str(pattern)
         if any(c in text for c in "*?["):
             # glob.glob, not Path.glob: like Perl's bsd_glob, `*` skips dotfiles. Sorted as
             # strings (bsd_glob sorts whole paths bytewise), not by path components.
             matches = sorted(glob.glob(text))
             return [Path(m) for m in matches if not os.path.isdir(m)]
-        if pattern.is_dir():
-            return sorted((p for p in pattern.iterdir() if not p.is_dir()), key=str)
-        return [pattern] if pattern.exists() or pattern.is_symlink() else []
+        if os.path.isdir(pattern):
+            return sorted((p for p in pattern.iterdir() if not os.path.isdir(p)), key=str)
+        return [pattern] if os.path.lexists(pattern) else []

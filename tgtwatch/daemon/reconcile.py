@@ -370,6 +370,8 @@ class Reconciler:
         note: str = "",
     ) -> None:
         message = f"{note}: {outcome.message}" if note else outcome.message
+        if spec.notes:  # e.g. a backing store shared on purpose (allow-in-use yes)
+            message += "; " + "; ".join(spec.notes)
         self.audit.record(
             AuditRecord(
                 action=kind,
@@ -427,7 +429,7 @@ class Reconciler:
                 sha256="",
                 result=Result.SKIPPED,
                 duration_ms=0,
-                message=f"{problem} [rule: {problem.rule.value}]",
+                message=problem.report(),
                 output="",
                 ts=self.wall_clock(),
             )

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from tgtwatch.model.tree import ConfigTree
+
 DEFAULT_NAME = "default"
 
 
@@ -42,7 +44,10 @@ class Rule(enum.Enum):
     PORT = "port"
     CONFLICT = "conflict"
     TRUST = "trust"
-    SYNTAX = "syntax"
+    SYNTAX = "syntax"  # not readable the way Config::General reads it
+    GRAMMAR = "grammar"  # a key tgtwatch does not accept, or a value outside its grammar
+    STORE = "store"  # a backing store outside the allowed roots, unsafe, or in use
+    LIMIT = "limit"  # too many targets, LUNs, included files or instance files
     INCLUDE = "include"
     DIRECTORY = "directory"
 
@@ -59,6 +64,10 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
         return f"{where}: {self.message}"
+
+    def report(self) -> str:
+        """`PATH[:LINE]: message [rule: RULE]`: how check, plan, status and records say it."""
+        return f"{self} [rule: {self.rule.value}]"
 
 
 @dataclass(frozen=True)
@@ -86,9 +95,12 @@ class InstanceSpec:
     sha256: str  # of the config file and its include closure, in order
     targets: tuple[TargetSpec, ...] = ()
     includes: tuple[Path, ...] = ()
-    # Exactly the checked bytes, includes inlined: what tgt-admin is given (a snapshot), so
-    # a file swapped after the check is never what runs. Empty: use `config` itself.
+    # The canonical rendering of the checked config (config/render.py): all tgt-admin is
+    # ever given, so a file swapped after the check is never what runs.
     text: str = field(default="", compare=False, repr=False)
+    tree: ConfigTree | None = field(default=None, compare=False, repr=False)
+    # Worth saying in its start/reload record (a store shared with allow-in-use yes).
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
