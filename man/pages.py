@@ -3,8 +3,9 @@
     python3 man/pages.py OUTDIR      # check, then write OUTDIR/tgtwatch.8 and the two .5 pages
 
 The package build runs this (debian/rules); tests/unit/test_man_pages.py runs the same
-check. A setting, an instance-file key, a command or an exit code that the pages do not
-document fails both, and so does a page documenting one the code does not have.
+check. A setting (with its default), an instance-file key, a refused key, a rule, a
+command or an exit code that the pages do not document fails both, and so does a page
+documenting one the code does not have. The keys come from the grammar's own table.
 """
 
 from __future__ import annotations
@@ -21,77 +22,28 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 PAGES = ("tgtwatch.8", "tgtwatch.yaml.5", "tgtwatch-instance.5")
 
-# Every key an instance file may hold (research/tgt-semantics.md, Q3: tgt-admin's keys, and
-# tgtwatch's SOCKET_OPTS and PORTAL_OPTS). The grammar of the instance file will own this
-# list: when it does, this line imports its table instead.
-INSTANCE_KEYS: tuple[str, ...] = (
-    # top level
-    "SOCKET_OPTS",
-    "PORTAL_OPTS",
-    "include",
-    "default-driver",
-    "ignore-errors",
-    "iSNSServerIP",
-    "iSNSServerPort",
-    "iSNSAccessControl",
-    "iSNS",
-    "incomingdiscoveryuser",
-    "outgoingdiscoveryuser",
-    # <target>
-    "backing-store",
-    "direct-store",
-    "initiator-address",
-    "initiator-name",
-    "incominguser",
-    "outgoinguser",
-    "MaxRecvDataSegmentLength",
-    "MaxXmitDataSegmentLength",
-    "HeaderDigest",
-    "DataDigest",
-    "InitialR2T",
-    "MaxOutstandingR2T",
-    "ImmediateData",
-    "FirstBurstLength",
-    "MaxBurstLength",
-    "DataPDUInOrder",
-    "DataSequenceInOrder",
-    "ErrorRecoveryLevel",
-    "IFMarker",
-    "OFMarker",
-    "DefaultTime2Wait",
-    "DefaultTime2Retain",
-    "OFMarkInt",
-    "IFMarkInt",
-    "MaxConnections",
-    "state",
-    "driver",
-    "controller_tid",
-    "allow-in-use",
-    # <target> for all its LUNs, or one <backing-store>/<direct-store> block
-    "lun",
-    "block-size",
-    "device-type",
-    "bs-type",
-    "bsopts",
-    "bsoflags",
-    "scsi_id",
-    "scsi_sn",
-    "vendor_id",
-    "product_id",
-    "product_rev",
-    "sense_format",
-    "removable",
-    "online",
-    "path",
-    "readonly",
-    "lbppbe",
-    "la_lba",
-    "optimal_xfer_gran",
-    "optimal_xfer_len",
-    "mode_page",
-    "write-cache",
-    "params",
-)
+
+def instance_keys() -> tuple[str, ...]:
+    """Every key an instance file may hold: the grammar's own table (config/keys.py), and
+    `include`, which the lexer reads as Config::General does."""
+    from tgtwatch.config import keys  # noqa: PLC0415
+
+    tables = (keys.INSTANCE_KEYS, keys.GLOBAL_KEYS, keys.TARGET_KEYS, keys.LUN_KEYS)
+    return (*dict.fromkeys(k for table in tables for k in table), "include")
+
+
+def refused_keys() -> set[str]:
+    """tgt-admin's keys that tgtwatch refuses, each with its reason in the grammar."""
+    from tgtwatch.config import keys  # noqa: PLC0415
+
+    return set(keys.REFUSED) | {"control-port"}  # control-port: SOCKET_OPTS sets it
+
+
+def rules() -> set[str]:
+    from tgtwatch.model.structs import Rule  # noqa: PLC0415
+
+    return {r.value for r in Rule}
+
 
 _TERM = re.compile(r"^``([^`]+)``")
 _TITLE_RULE = re.compile(r"^=+$")
@@ -146,18 +98,21 @@ def _default_text(value: Any) -> str:
         return str(value.value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, tuple):
+        return ", ".join(_default_text(v) for v in value)
     return str(value)
 
 
 def settings_defaults() -> dict[str, str]:
     """Every settings key (nested ones dotted) and its default, from the Settings dataclass."""
+    from tgtwatch.config.rules import Portal  # noqa: PLC0415
     from tgtwatch.config.settings import Settings  # noqa: PLC0415
 
     def walk(obj: Any, prefix: str) -> Iterator[tuple[str, str]]:
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
-            # A nested mapping of settings (default_instance:), not a value such as a Portal.
-            if type(value).__name__.endswith("Settings"):
+            # A nested mapping of settings (default_instance:, limits:), not a value (Portal).
+            if dataclasses.is_dataclass(value) and not isinstance(value, Portal | type):
                 yield from walk(value, f"{prefix}{f.name}.")
             else:
                 yield f"{prefix}{f.name}", _default_text(value)
@@ -206,8 +161,13 @@ def check(root: Path = HERE) -> list[str]:
         text = settings_doc.get(key)
         if text is not None and f"Default: ``{default}``" not in text:
             problems.append(f"tgtwatch.yaml(5): setting {key!r} does not say Default: {default}")
-    keys_doc = terms(section(source("tgtwatch-instance.5", root), "KEYS"))
-    problems += _compare("tgtwatch-instance(5): key", set(keys_doc), set(INSTANCE_KEYS))
+    instance_page = source("tgtwatch-instance.5", root)
+    keys_doc = terms(section(instance_page, "KEYS"))
+    problems += _compare("tgtwatch-instance(5): key", set(keys_doc), set(instance_keys()))
+    refused_doc = terms(section(instance_page, "REFUSED KEYS"))
+    problems += _compare("tgtwatch-instance(5): refused key", set(refused_doc), refused_keys())
+    rules_doc = terms(section(instance_page, "RULES"))
+    problems += _compare("tgtwatch-instance(5): rule", set(rules_doc), rules())
     page = source("tgtwatch.8", root)
     commands_doc = terms(section(page, "COMMANDS"))
     problems += _compare("tgtwatch(8): command", set(commands_doc), commands())

@@ -160,5 +160,5 @@ def test_a_refused_file_fails_its_host_with_tgtwatchs_reason(
     assert done.returncode != 0
     counts = recap(done.stdout)
     assert counts["storage-a"]["failed"] == 1 and counts["storage-b"]["failed"] == 0
-    assert "relative: failed: refused: " in done.stdout and "[rule: syntax]" in done.stdout
+    assert "relative: failed: refused: " in done.stdout and "[rule: grammar]" in done.stdout
     assert listed_targets(good["port"]) == [iqn("fine")]

@@ -59,7 +59,7 @@ def test_wait_returns_once_the_dropped_files_targets_answer(world: DaemonWorld) 
     # An edit: the old content runs until the reload lands; wait answers for the new one.
     world.write_instance("alpha", ports["alpha"], {iqn("alpha", 2): [world.backing("alpha-2.img")]})
     code, out, _ = wait(world, "alpha", "--timeout", "60")
-    assert code == EXIT_OK, out
+    assert code == EXIT_OK, out + world.daemons[0].log()
     assert listed_targets(ports["alpha"]) == [iqn("alpha", 2)]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from man import pages
-from tgtwatch.config import inventory, tgtconf
+from tgtwatch.config import keys
 
 
 @pytest.fixture
@@ -44,15 +44,18 @@ def test_the_pages_document_the_code_as_it_is() -> None:
     assert pages.check() == []
 
 
-def test_the_check_covers_all_four_lists() -> None:
+def test_the_check_covers_every_list() -> None:
     # Not vacuous: each list the check compares is the code's own, and not empty.
-    assert {"debounce_ms", "default_instance.manage", "tool_timeout_s"} <= set(
-        pages.settings_defaults()
-    )
+    defaults = pages.settings_defaults()
+    assert {"debounce_ms", "default_instance.manage", "limits.luns_per_file"} <= set(defaults)
+    assert defaults["backing_store_roots"].startswith("/srv, ")
     assert {"run", "wait", "drain", "install-units"} <= pages.commands()
     assert {"0", "1", "2", "70", "75", "124"} <= pages.exit_codes()
-    # What the parser already names must be in the documented key list.
-    assert set(inventory.INSTANCE_KEYS) | set(tgtconf.LUN_KEYS) <= set(pages.INSTANCE_KEYS)
+    # The grammar's own tables, every one of them.
+    for table in (keys.INSTANCE_KEYS, keys.GLOBAL_KEYS, keys.TARGET_KEYS, keys.LUN_KEYS):
+        assert set(table) <= set(pages.instance_keys())
+    assert set(keys.REFUSED) < pages.refused_keys()
+    assert {"grammar", "store", "limit"} <= pages.rules()
 
 
 @pytest.mark.parametrize(
@@ -65,6 +68,9 @@ def test_the_check_covers_all_four_lists() -> None:
             "setting 'default_instance.control_port' is not documented",
         ),
         ("tgtwatch-instance.5", "initiator-name", "key 'initiator-name' is not documented"),
+        ("tgtwatch-instance.5", "path", "refused key 'path' is not documented"),
+        ("tgtwatch-instance.5", "store", "rule 'store' is not documented"),
+        ("tgtwatch.yaml.5", "limits.luns_per_file", "'limits.luns_per_file' is not documented"),
         ("tgtwatch.8", "wait", "command 'wait' is not documented"),
     ],
 )
@@ -76,7 +82,8 @@ def test_an_undocumented_setting_key_or_command_fails(
 
 
 def test_a_new_instance_key_without_a_page_entry_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pages, "INSTANCE_KEYS", (*pages.INSTANCE_KEYS, "new-key"))
+    grammar = pages.instance_keys()
+    monkeypatch.setattr(pages, "instance_keys", lambda: (*grammar, "new-key"))
     assert pages.check() == ["tgtwatch-instance(5): key 'new-key' is not documented"]
 
 

@@ -8,6 +8,7 @@ LIVENESS_S to notice a daemon that died.
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,11 @@ class InotifyWakeups:
             def on_any_event(self, event: FileSystemEvent) -> None:
                 events.put(None)
 
+        # Only a wake-up source (a look every LIVENESS_S covers a lost one): its log lines,
+        # such as watchdog 7.1's "queue_events() called when the thread is inactive" when
+        # stop() races an event, are not the operator's business on stderr.
+        logging.getLogger("watchdog").addHandler(logging.NullHandler())
+        logging.getLogger("watchdog").propagate = False
         self._events = events
         self._observer = Observer()
         self._observer.schedule(Handler(), str(directory), recursive=False)

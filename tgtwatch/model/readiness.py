@@ -56,7 +56,7 @@ def judge(
     mine = [p for p in desired.problems if p.path == config or p.path in config.parents]
     if mine:
         said = {(p.path, p.rule, p.message) for p in published.problems}
-        reasons = "; ".join(f"{p} [rule: {p.rule.value}]" for p in mine)
+        reasons = "; ".join(p.report() for p in mine)
         if all((p.path, p.rule, p.message) in said for p in mine):
             return verdict(Readiness.FAILED, f"refused: {reasons}")
         return verdict(Readiness.WAITING, f"tgtwatch has not read it yet: {reasons}")
