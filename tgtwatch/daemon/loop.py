@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tgtwatch.config.settings import Settings, SettingsError
+from tgtwatch.daemon import publish
 from tgtwatch.daemon.debounce import Debouncer, TriggerKind
 from tgtwatch.daemon.outcomes import CycleReport
 from tgtwatch.daemon.reconcile import START_FAILED, Reconciler
@@ -283,6 +284,7 @@ class Daemon:
         self._count_actions()
         if self.settings.metrics_file is not None:
             self._write_metrics(statuses, last.desired)
+        publish.write(self.settings.state_dir, last, statuses, self.reconciler, self.log)
 
     def _say_save_error(self) -> None:
         """One line when writing the state file starts failing, and one when it works again."""
