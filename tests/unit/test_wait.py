@@ -29,7 +29,7 @@ from tgtwatch.config.trust import TrustPolicy
 from tgtwatch.daemon import publish
 from tgtwatch.daemon.debounce import Trigger, TriggerKind
 from tgtwatch.daemon.lock import StateLock
-from tgtwatch.daemon.reconcile import CycleReport
+from tgtwatch.daemon.outcomes import CycleReport
 from tgtwatch.model.published import Published, PublishedInstance
 from tgtwatch.model.readiness import Daemon, Readiness, Verdict, judge
 from tgtwatch.model.status import InstanceStatus

@@ -2,14 +2,13 @@
 
 It reads what the daemon publishes (state_dir/status.json) and scans the files itself, by
 the daemon's own rules, to know their current digests; it never runs a tgt program. It
-wakes on inotify events in state_dir (watchdog's public API), and at least every
+wakes on inotify events in state_dir (tgtwatch's own reader), and at least every
 LIVENESS_S to notice a daemon that died.
 """
 
 from __future__ import annotations
 
-import logging
-import queue
+import select
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +18,14 @@ from tgtwatch.cli.exits import EXIT_OK, EXIT_PROBLEMS, EXIT_TIMEOUT
 from tgtwatch.config import inventory
 from tgtwatch.config.settings import Settings
 from tgtwatch.daemon import publish
+from tgtwatch.daemon.inotify import (
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    Inotify,
+)
 from tgtwatch.daemon.lock import StateLock
 from tgtwatch.daemon.state import StateFile
 from tgtwatch.model.readiness import Daemon, Readiness, Verdict, judge
@@ -37,40 +44,23 @@ class Wakeups(Protocol):
 
 
 class InotifyWakeups:
-    """watchdog's observer on state_dir (not recursive): any event there is a wake-up."""
+    """inotify on state_dir (not recursive), through tgtwatch's own reader: any event there
+    (status.json renamed into place, above all) is a wake-up."""
+
+    MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM
 
     def __init__(self, directory: Path) -> None:
-        # Imported here: only `wait` pays for watchdog's import and its observer thread.
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler  # noqa: PLC0415
-        from watchdog.observers import Observer  # noqa: PLC0415
-
-        events: queue.SimpleQueue[None] = queue.SimpleQueue()
-
-        class Handler(FileSystemEventHandler):
-            def on_any_event(self, event: FileSystemEvent) -> None:
-                events.put(None)
-
-        # Only a wake-up source (a look every LIVENESS_S covers a lost one): its log lines,
-        # such as watchdog 7.1's "queue_events() called when the thread is inactive" when
-        # stop() races an event, are not the operator's business on stderr.
-        logging.getLogger("watchdog").addHandler(logging.NullHandler())
-        logging.getLogger("watchdog").propagate = False
-        self._events = events
-        self._observer = Observer()
-        self._observer.schedule(Handler(), str(directory), recursive=False)
-        self._observer.start()
+        self._inotify = Inotify()
+        self._inotify.add_watch(directory, self.MASK)
+        self._poll = select.poll()
+        self._poll.register(self._inotify.fd, select.POLLIN)
 
     def wait(self, timeout: float) -> None:
-        try:
-            self._events.get(timeout=max(timeout, 0.0))
-        except queue.Empty:
-            return
-        while not self._events.empty():  # one look serves every event that came meanwhile
-            self._events.get_nowait()
+        if self._poll.poll(max(timeout, 0.0) * 1000):
+            self._inotify.read()  # one look serves every event that came meanwhile
 
     def close(self) -> None:
-        self._observer.stop()
-        self._observer.join(5)
+        self._inotify.close()
 
 
 def config_of(settings: Settings, name: str) -> Path:

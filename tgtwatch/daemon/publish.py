@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from tgtwatch.daemon.reconcile import CycleReport
+from tgtwatch.daemon.outcomes import CycleReport
 from tgtwatch.model.published import Published, PublishedInstance
 from tgtwatch.model.status import InstanceStatus
 from tgtwatch.model.structs import Applied, Reload, Start
