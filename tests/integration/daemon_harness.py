@@ -185,6 +185,8 @@ class DatagramCollector:
         self._sock.bind(str(path))
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self._stop_r, self._stop_w = os.pipe()
+        self._reading = threading.Event()  # cleared by hold(): systemd busy, not reading
+        self._reading.set()
         self._thread = threading.Thread(target=self._run, name=f"collect {path.name}", daemon=True)
         self._thread.start()
 
@@ -197,6 +199,7 @@ class DatagramCollector:
                 if key.fileobj == self._stop_r:
                     sel.close()
                     return
+                self._reading.wait()
                 data, fds = self._receive()
                 at = time.monotonic()
                 try:
@@ -220,6 +223,25 @@ class DatagramCollector:
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
         return data, list(fds)
 
+    def hold(self) -> None:
+        """Stop reading (as a busy systemd does): the socket's queue fills up."""
+        self._reading.clear()
+
+    def fill(self) -> int:
+        """Held: send junk until the socket's queue is full; how many datagrams it took."""
+        assert not self._reading.is_set(), "hold() first"
+        sent = 0
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sock.sendto(b"X-TEST-FILLER=1", str(self.path))
+                    sent += 1
+        return sent
+
+    def release(self) -> None:
+        self._reading.set()
+
     def snapshot(self) -> list[Any]:
         with self.cond:
             return list(self.items)
@@ -235,6 +257,7 @@ class DatagramCollector:
             return value
 
     def close(self) -> None:
+        self._reading.set()
         os.write(self._stop_w, b"x")
         self._thread.join(10)
         self._sock.close()

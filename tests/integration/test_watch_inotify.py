@@ -27,7 +27,7 @@ DEADLINE_S = 10.0
 QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
 
 KINDS = [
-    pytest.param(WatcherKind.WATCHDOG, id="watchdog"),
+    pytest.param(WatcherKind.INOTIFY, id="inotify"),
     pytest.param(
         WatcherKind.PYINOTIFY,
         id="pyinotify",
@@ -82,7 +82,8 @@ class Rig:
 
     def settle(self) -> None:
         """Nothing more comes: no second batch for the same write."""
-        # 0.5 s: watchdog holds an unpaired IN_MOVED_FROM that long to pair it.
+        # 0.5 s: time for a late second event of the same write (watchdog once held an
+        # unpaired IN_MOVED_FROM that long; the readers here do not).
         self.quiet(2 * DEBOUNCE_S + 0.6)
 
 

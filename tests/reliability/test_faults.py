@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -176,18 +177,62 @@ def test_state_dir_unwritable(world: RelWorld, how: str) -> None:
     assert_bystander(world, by_port, by_pid)
 
 
-def test_watched_directory_removed_and_recreated(world: RelWorld) -> None:
-    """Removing instances_dir drains what it held (nothing asks for it any more); the
-    recreated directory is watched again: a file dropped there starts within a deadline."""
-    _port, pid, daemon = bystander(world)
-    shutil.rmtree(world.instances_dir)
+def test_instances_dir_moved_away_holds_every_instance_and_says_so(world: RelWorld) -> None:
+    """Moving instances_dir away (or a typo in the setting) deletes no file: every instance
+    keeps its tgtd, pid and targets, and the daemon says so: a `reject` record naming the
+    directory, STATUS, the metrics. Moved back, nothing happens. An empty directory is
+    every file deleted (how a whole directory is retired on purpose): its instances drain;
+    a file dropped there then starts."""
+    port, pid, daemon = bystander(world)
+    moved = world.instances_dir.with_name("moved-away")
+    world.instances_dir.rename(moved)
+    record = daemon.wait_for_record(action="reject", instance=world.instances_dir.name)
+    message = record.get("MESSAGE") or ""
+    assert "does not exist: the 1 instances applied from it are held" in message, message
+    assert "[rule: directory]" in message
+    dh.wait_for(
+        lambda: "1 problem (conf.d: does not exist" in daemon.notes("STATUS")[-1].fields["STATUS"],
+        10,
+        "STATUS to name the missing directory",
+    )
+    dh.wait_for(lambda: metric(world, "tgtwatch_held_instances") == 1, 10, "the held metric")
+    assert_bystander(world, port, pid)
+    moved.rename(world.instances_dir)
+    dh.wait_for(
+        lambda: daemon.notes("STATUS")[-1].fields["STATUS"] == "1 running", 10, "problem gone"
+    )
+    assert metric(world, "tgtwatch_held_instances") == 0
+    assert_bystander(world, port, pid)
+    assert not daemon.records(action="drain") and not daemon.records(action="stop")
+    # Retire the whole directory on purpose: delete its files (an empty directory).
+    world.remove_instance("by")
     daemon.wait_for_record(action="stop", instance="by", result="ok", timeout=30)
     assert dh.process_gone(pid)
-    world.instances_dir.mkdir()
     other = world.reserve_port()
     world.write_instance("x", other)
     daemon.wait_for_record(action="start", instance="x", result="ok", timeout=30)
     assert converged(world, "x", other)
+
+
+def test_an_unmounted_instances_dir_holds_every_instance(world: RelWorld) -> None:
+    """instances_dir as a mount point: unmounted, it is the empty directory beneath, which
+    would read as every file deleted. Owned by another user (as README's advice has it),
+    that directory is refused instead: every instance is held as it runs."""
+    os.chown(world.instances_dir, 65534, 65534)
+    argv = ["mount", "-t", "tmpfs", "-o", "mode=0755", "tgtwatch-conf", str(world.instances_dir)]
+    with mounted(argv, world.instances_dir):
+        port = world.reserve_port()
+        conf = world.conf("by")
+        conf.write_text(world.instance_text("by", port))  # the staging dir is elsewhere
+        conf.chmod(0o644)
+        daemon = world.start()
+        pid = world.pids()[port]
+        subprocess.run(["umount", str(world.instances_dir)], check=True)
+        record = daemon.wait_for_record(action="reject", instance=world.instances_dir.name)
+        assert "directory owned by uid 65534" in (record.get("MESSAGE") or "")
+        dh.wait_for(lambda: metric(world, "tgtwatch_held_instances") == 1, 10, "held")
+        assert_bystander(world, port, pid)
+        assert not daemon.records(action="drain") and not daemon.records(action="stop")
 
 
 def inotify_watches(pid: int) -> int:
@@ -231,5 +276,81 @@ def test_inotify_watches_exhausted_is_reported(world: RelWorld) -> None:
     with no_inotify_watches():
         daemon = world.start()
         # One line in the daemon's log (the journal under systemd) names the directory.
-        dh.wait_for(lambda: "cannot watch" in daemon.log(), 10, "the watch failure reported")
-    assert f"watcher: cannot watch {world.instances_dir}" in daemon.log(), daemon.log()
+        # (One per directory, in no set order: wait for the instances directory's own.)
+        line = f"watcher: cannot watch {world.instances_dir}: No space left on device"
+        dh.wait_for(lambda: line in daemon.log(), 10, "the watch failure reported")
+
+
+def test_state_file_unwritable_is_reported(world: RelWorld) -> None:
+    """applied.json cannot be replaced (a directory stands in its place): the start still
+    happens, and the daemon says the state was not saved in its log (the journal under
+    systemd), in STATUS and in the metrics, once; then that it was written again."""
+    _port, _pid, daemon = bystander(world)
+    state = world.state_dir / "applied.json"
+    state.unlink()
+    state.mkdir()
+    (state / "in-the-way").touch()
+    port = world.reserve_port()
+    world.write_instance("x", port)
+    daemon.wait_for_record(action="start", instance="x", result="ok")
+    dh.wait_for(
+        lambda: any("state not saved (" in d.fields["STATUS"] for d in daemon.notes("STATUS")),
+        10,
+        "STATUS to say the state was not saved",
+    )
+    dh.wait_for(lambda: "cannot write the state" in daemon.log(), 10, "the log line")
+    assert metric(world, "tgtwatch_state_save_failing") == 1
+    shutil.rmtree(state)
+    other = world.reserve_port()
+    world.write_instance("y", other)
+    daemon.wait_for_record(action="start", instance="y", result="ok")
+    dh.wait_for(lambda: "written again" in daemon.log(), 10, "the state written again")
+    assert daemon.log().count("cannot write the state") == 1, daemon.log()
+    assert "state not saved" not in daemon.notes("STATUS")[-1].fields["STATUS"]
+    assert metric(world, "tgtwatch_state_save_failing") == 0
+    entries = json.loads(state.read_text())["ports"]
+    assert {str(port), str(other)} <= set(entries)
+
+
+def metric(world: RelWorld, name: str) -> float:
+    """The value of an unlabelled gauge in the daemon's metrics file."""
+    for line in world.metrics_file.read_text().splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in {world.metrics_file}")
+
+
+QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+@contextlib.contextmanager
+def small_inotify_queue(events: int) -> Iterator[None]:
+    """fs.inotify.max_queued_events lowered (host-wide) while an inotify instance is made:
+    the instance keeps the limit it was made with. Restored whatever happens."""
+    original = QUEUED_EVENTS.read_text()
+    try:
+        QUEUED_EVENTS.write_text(f"{events}\n")
+        yield
+    finally:
+        QUEUED_EVENTS.write_text(original)
+
+
+def test_an_inotify_overflow_is_caught_up_by_a_rescan(world: RelWorld) -> None:
+    """The kernel drops events past the queue's limit: the daemon hears IN_Q_OVERFLOW from
+    its own reader, says so, and rescans, so a file whose events were lost still starts.
+    The daemon is stopped (SIGSTOP) while 100 events pile up; the new file comes last."""
+    with small_inotify_queue(16):
+        daemon = world.start()
+    os.kill(daemon.pid, signal.SIGSTOP)
+    try:
+        for n in range(50):  # ignored names: only events, no instances
+            junk = world.instances_dir / f".junk{n}"
+            junk.touch()
+            junk.unlink()
+        port = world.reserve_port()
+        world.write_instance("x", port)
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    daemon.wait_for_record(action="start", instance="x", result="ok", timeout=30)
+    assert "watcher: inotify queue overflowed: events were lost; rescanning" in daemon.log()
+    assert converged(world, "x", port)

@@ -26,13 +26,18 @@ T = TypeVar("T")
 CACHE_ROOT = Path(os.environ.get("TGTWATCH_SYSTEST_CACHE", "/var/cache/tgtwatch-systest"))
 MIRROR = os.environ.get("TGTWATCH_SYSTEST_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
-# What the system tests need inside; procps for pgrep/ps in assertions.
+# What the system tests need inside; procps for pgrep/ps in assertions; the Debian
+# packages the .deb depends on (the container has no network: tests/system/test_deb.py
+# installs the .deb with apt from what is already there).
 PACKAGES: tuple[str, ...] = (
     "dbus",
     "iproute2",
     "procps",
     "python3",
+    "python3-prometheus-client",
     "python3-venv",
+    "python3-watchdog",
+    "python3-yaml",
     "systemd",
     "systemd-sysv",
     "tgt",
@@ -165,15 +170,17 @@ def ensure_rootfs(
 ) -> Path:
     """Return the cached root file system for `spec`, debootstrapping it when missing or stale.
 
-    The tree lives at CACHE_ROOT/SUITE (outside the repository), its stamp at
-    CACHE_ROOT/SUITE.stamp, and debootstrap's .deb cache at CACHE_ROOT/debs. Concurrent callers
+    The tree lives at CACHE_ROOT/SUITE-STAMP (outside the repository; STAMP: the spec's
+    digest, 12 hex digits), its stamp at CACHE_ROOT/SUITE-STAMP.stamp, and debootstrap's
+    .deb cache at CACHE_ROOT/debs. Trees of different specs live side by side: building
+    one never removes another that a running container may overlay. Concurrent callers
     serialise on CACHE_ROOT/.lock. The tree is only read afterwards (containers overlay it).
     """
     spec = spec or RootfsSpec()
     cache_root.mkdir(parents=True, exist_ok=True)
-    root = cache_root / spec.suite
-    stamp_path = cache_root / f"{spec.suite}.stamp"
     want = spec.stamp()
+    root = cache_root / f"{spec.suite}-{want[:12]}"
+    stamp_path = cache_root / f"{root.name}.stamp"
     with (cache_root / ".lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (
@@ -182,8 +189,8 @@ def ensure_rootfs(
             and stamp_path.read_text().split("\n", 1)[0] == want
         ):
             return root
-        new = cache_root / f"{spec.suite}.new"
-        old = cache_root / f"{spec.suite}.old"
+        new = cache_root / f"{root.name}.new"
+        old = cache_root / f"{root.name}.old"
         _rm_tree(new)
         debs = cache_root / "debs"
         debs.mkdir(exist_ok=True)

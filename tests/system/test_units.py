@@ -555,3 +555,44 @@ def test_security_exposure_of_both_units(box: Box) -> None:
         assert box.active(f"tgtd@{name}.service") == "active"
         assert sees(port, f"{IQN}:{name}"), name
     assert box.active("tgtwatch.service") == "active"
+
+
+def test_units_follow_a_state_dir_elsewhere(box: Box) -> None:
+    """state_dir is a setting, but the units named /run/tgtwatch: with another state_dir
+    every start failed (the unit read an env file never written). The daemon points
+    tgtd@.service at its state_dir (a runtime drop-in) and removes it when back on the
+    default. Last in this module: the other daemon's state makes it adopt the others."""
+    settings, state = "/etc/tgtwatch/tgtwatch.yaml", "/var/lib/tgtwatch-systest"
+    dropin = "/run/systemd/system/tgtd@.service.d/50-tgtwatch-state-dir.conf"
+    done = box.c.run(["systemd-analyze", "verify", "--man=no", "tgtd@verify.service"], check=False)
+    assert done.returncode == 0 and "tgt" not in done.stderr, done.stderr
+    saved = box.c.read_file(settings)
+    box.c.systemctl("stop", "tgtwatch.service", check=False)
+    box.c.write_file(settings, saved.decode() + f"state_dir: {state}\n")
+    name, port = "eta", box.ports.take()
+    unit, iqn = f"tgtd@{name}.service", f"{IQN}:{name}"
+    try:
+        box.start_tgtwatch()
+        box.drop(name, box.conf(name, port))
+        box.instances[name] = port
+        box.wait_unit(unit, ("active",))
+        wait_until(lambda: sees(port, iqn), timeout=30, what=f"{iqn} on {port}")
+        assert f"TGTWATCH_STATE_DIR={state}" in box.show(unit, "Environment")
+        env = box.c.read_file(f"{state}/env/{name}.env").decode()
+        assert f"SOCKET_OPTS={port}\n" in env
+        (record,) = box.records("TGTWATCH_ACTION=start", f"TGTWATCH_INSTANCE={name}")
+        assert record["TGTWATCH_RESULT"] == "ok", brief(record)
+        box.remove(name)  # the unit's ExecStop reads the env file under state_dir too
+        box.wait_unit(unit, ("inactive", "failed"))
+        assert box.show(unit, "Result") == "success"
+        del box.instances[name]
+        wait_until(
+            lambda: box.records("TGTWATCH_ACTION=stop", f"TGTWATCH_INSTANCE={name}"),
+            timeout=10,
+            what=f"the stop record of {name}",
+        )
+    finally:
+        box.c.systemctl("stop", "tgtwatch.service", check=False)
+        box.c.write_file(settings, saved)
+        box.start_tgtwatch()
+    assert box.c.run(["test", "-e", dropin], check=False).returncode != 0, "stale drop-in"

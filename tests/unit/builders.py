@@ -150,6 +150,7 @@ def running(
         system_state="ready",
         targets=targets,
         starting=starting,
+        inspected=True,
     )
 
 

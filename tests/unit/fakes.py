@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tgtwatch.backends.base import Outcome, Result
+from tgtwatch.backends.base import Outcome, Result, Unanswered
 from tgtwatch.config.settings import Settings
 from tgtwatch.config.trust import TrustPolicy
 from tgtwatch.daemon.debounce import Trigger
 from tgtwatch.daemon.lanes import Executor
-from tgtwatch.daemon.reconcile import CycleReport, Reconciler
+from tgtwatch.daemon.outcomes import CycleReport
+from tgtwatch.daemon.reconcile import Reconciler
 from tgtwatch.daemon.state import StateFile
 from tgtwatch.daemon.wakeup import Wake, drained
 from tgtwatch.daemon.watch_events import TriggerQueue
@@ -37,6 +38,7 @@ from tgtwatch.model.structs import (
     Observed,
     ObservedInstance,
     ObservedTarget,
+    TargetSpec,
 )
 from tgtwatch.telemetry.audit import Auditor
 from tgtwatch.telemetry.notify import MessageNotifier, NotifyError
@@ -86,11 +88,13 @@ class FakeTgtd:
     targets: dict[str, str] = field(default_factory=dict)  # name -> digest it runs with
     sessions: dict[str, int] = field(default_factory=dict)  # name -> I_T nexuses
     starting: bool = False
+    luns: dict[str, int] = field(default_factory=dict)  # name -> LUNs (1 when not said)
+    instance: str | None = None  # one tgtd per name (systemd units): the name it runs for
 
     def observed(self, detail: bool) -> ObservedInstance:
         targets = (
             tuple(
-                ObservedTarget(tid, name, 1, self.sessions.get(name, 0))
+                ObservedTarget(tid, name, self.luns.get(name, 1), self.sessions.get(name, 0))
                 for tid, name in enumerate(sorted(self.targets), start=1)
             )
             if detail
@@ -103,6 +107,8 @@ class FakeTgtd:
             system_state=self.system_state if detail else "",
             targets=targets,
             starting=self.starting,
+            inspected=detail,
+            instance=self.instance,
         )
 
 
@@ -132,7 +138,11 @@ class FakeBackend:
     - ``gate(op, port)``: the next call blocks until the returned Gate is opened;
     - ``connect(port, target, n)``: sessions on a target (a reload then reports it busy,
       a drain waits for it);
-    - ``crash(port)``: the tgtd vanishes; ``foreign(port)``: a tgtd tgtwatch never started.
+    - ``crash(port)``: the tgtd vanishes; ``foreign(port)``: a tgtd tgtwatch never started;
+    - ``units = True``: one tgtd per instance name, as systemd's tgtd@NAME: observed with
+      its name, and a start waits (as a unit would) until no other port runs that name;
+    - ``hang(port)``: its tgtd stops answering (``inspect`` raises Unanswered) until
+      ``unhang(port)``; ``inspects`` lists every port inspected (not in ``calls``).
 
     Drains with sessions advance the clock by the timeout they were given (no sleep);
     a drain without a timeout blocks until ``disconnect`` ends the sessions or cancel.
@@ -145,6 +155,12 @@ class FakeBackend:
         self.running: dict[int, FakeTgtd] = {}
         self.calls: list[tuple[str, int]] = []
         self.observe_calls: list[Collection[int] | None] = []
+        self.inspects: list[int] = []
+        self.hung: set[int] = set()
+        # Backing stores that do not exist: a start or reload makes their targets without
+        # them (tgt-admin skips a missing store and exits 0).
+        self.missing_stores: set[str] = set()
+        self.units = False
         self._pids = itertools.count(4000)
         self._lock = threading.Condition()
         self._script: dict[tuple[str, int], list[Step]] = {}
@@ -198,6 +214,14 @@ class FakeBackend:
             self.running[port] = tgtd
             return tgtd
 
+    def hang(self, port: int) -> None:
+        with self._lock:
+            self.hung.add(port)
+
+    def unhang(self, port: int) -> None:
+        with self._lock:
+            self.hung.discard(port)
+
     def ops(self, port: int | None = None) -> list[str]:
         return [op for op, p in self.calls if port is None or p == port]
 
@@ -213,11 +237,32 @@ class FakeBackend:
                 }
             )
 
+    def inspect(self, spec: InstanceSpec) -> ObservedInstance | None:
+        with self._lock:
+            self.inspects.append(spec.port)
+            tgtd = self.running.get(spec.port)
+            if tgtd is not None and spec.port in self.hung:
+                raise Unanswered(f"tgtd pid {tgtd.pid} on port {spec.port} does not answer")
+            return tgtd.observed(True) if tgtd is not None else None
+
+    def set_ready(self, spec: InstanceSpec) -> Outcome:
+        scripted = self._enter("set_ready", spec.port)
+        if scripted is not None:
+            return scripted
+        with self._lock:
+            tgtd = self.running.get(spec.port)
+            if tgtd is None:
+                return Outcome(Result.FAILED, f"nothing runs on port {spec.port}")
+            tgtd.system_state = "ready"
+            return Outcome(Result.OK, "set ready", pid=tgtd.pid)
+
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
         scripted = self._enter("start", spec.port)
         if scripted is not None:
             return scripted
         with self._lock:
+            while self.units and not cancel.is_set() and self._runs_elsewhere(spec):
+                self._lock.wait(0.01)
             if spec.port in self.running:
                 return Outcome(Result.FAILED, f"port {spec.port} already in use")
             tgtd = FakeTgtd(
@@ -227,6 +272,8 @@ class FakeBackend:
                 str(spec.config),
                 spec.sha256,
                 targets={t.name: t.digest for t in spec.targets},
+                luns={t.name: self._luns(t) for t in spec.targets},
+                instance=spec.name if self.units else None,
             )
             self.running[spec.port] = tgtd
             return Outcome(Result.OK, f"started pid {tgtd.pid}", pid=tgtd.pid)
@@ -246,6 +293,10 @@ class FakeBackend:
             targets = {n: d for n, d in tgtd.targets.items() if n in busy}
             targets.update({n: d for n, d in wanted.items() if n not in busy})
             tgtd.targets = targets
+            luns = {n: c for n, c in tgtd.luns.items() if n in busy}
+            luns.update({t.name: self._luns(t) for t in spec.targets if t.name not in busy})
+            tgtd.luns = luns
+            tgtd.system_state = "ready"  # as DirectBackend.reload does
             tgtd.config, tgtd.sha256 = str(spec.config), spec.sha256
             return Outcome(Result.OK, "updated", pid=tgtd.pid, busy=busy)
 
@@ -276,6 +327,12 @@ class FakeBackend:
             return Outcome(Result.OK, "stopped", pid=tgtd.pid)
 
     # ---- internals -----------------------------------------------------------------------
+
+    def _runs_elsewhere(self, spec: InstanceSpec) -> bool:
+        return any(t.instance == spec.name and p != spec.port for p, t in self.running.items())
+
+    def _luns(self, target: TargetSpec) -> int:
+        return sum(1 for store in target.stores if store not in self.missing_stores)
 
     @staticmethod
     def _has_sessions(tgtd: FakeTgtd) -> bool:
@@ -493,7 +550,10 @@ class Host:
     def statuses(self) -> dict[int, InstanceStatus]:
         assert self.last is not None
         observed = self.backend.observe(None)
-        states = instance_states(self.last.desired, self.rec.applied, observed, self.rec.failures())
+        rec = self.rec
+        states = instance_states(
+            self.last.desired, rec.applied, observed, rec.failures(), rec.checker.wrong()
+        )
         return {s.port: s for s in states}
 
     def actions(self) -> list[tuple[str, str, str]]:

@@ -111,6 +111,7 @@ def test_actions_and_results_are_the_contracts_words() -> None:
         "reject",
         "adopt",
         "pending",
+        "repair",  # an extension of the contract: what ran had drifted, and was repaired
     ]
     assert [r.value for r in AuditResult] == ["ok", "failed", "partial", "skipped"]
 
@@ -125,6 +126,7 @@ def test_message_ids_are_fixed_distinct_128_bit_ids() -> None:
         AuditAction.REJECT: "701ebfd42169436d8258956f96650324",
         AuditAction.ADOPT: "4ef6735d556844fda8a25d3687fe0cd3",
         AuditAction.PENDING: "a67a1c20ad824a40bb9d015065e2bfbf",
+        AuditAction.REPAIR: "aa45e414ecd74639831e776c5dfcebcc",
     }
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in MESSAGE_IDS.values())
 

@@ -267,9 +267,11 @@ def test_an_idle_daemon_cycles_only_at_the_resync_interval(make: Callable[..., R
     rig.host.write("alpha", 3261)
     assert rig.run() == 0
     assert rig.cycles_since_start() == [300.0 * i for i in range(12)]
-    # No busy loop: one wait per resync, each as long as the interval.
-    assert len(rig.waiter.timeouts) <= 14
+    # No busy loop: per resync, one wait as long as the interval and one for its check lane.
+    assert len(rig.waiter.timeouts) <= 2 * 12 + 2
     assert rig.backend.ops() == ["start"]
+    # What runs is compared with what was applied after the start and at each resync.
+    assert rig.backend.inspects == [3261] * 12
 
 
 def test_an_idle_daemon_with_a_watchdog_pings_and_does_not_cycle_more(
@@ -586,3 +588,139 @@ def test_a_cycle_that_fails_is_logged_and_tried_again(make: Callable[..., Rig]) 
     )
     assert rig.cycles_since_start()[:2] == [0.0, 5.0]
     assert 3261 in rig.backend.running
+
+
+# --- an exception in the loop -------------------------------------------------------------
+
+
+def test_an_exception_in_the_loop_still_shuts_every_part_down(settings: Settings) -> None:
+    """A bug that escapes the loop must not leave the watcher's and the lanes' threads
+    running a process whose loop is dead (a drain waits for its sessions without limit)."""
+    seed = Host(settings)
+    seed.write("alpha", 3261, {T1: "/srv/t1.img"})
+    seed.cycle()
+    seed.close()
+    rig = Rig(settings, sync_lanes=False)
+    try:
+        rig.backend.running = seed.backend.running
+        rig.backend.connect(3261, T1)
+        rig.host.remove("alpha")  # its drain waits for the session, without limit
+
+        def bug() -> None:
+            assert rig.host.executor.busy() == {3261}
+            raise RuntimeError("a bug in the loop")
+
+        rig.then(1.0, bug)
+        with pytest.raises(RuntimeError, match="a bug in the loop"):
+            rig.run()
+        assert rig.watcher.stopped and rig.waiter.closed
+        assert rig.rec.cancel.is_set()
+        assert rig.host.executor.busy() == frozenset()  # the drain was abandoned, not left
+        assert 3261 in rig.backend.running  # tgtds keep running
+        assert "stopping after an internal error: RuntimeError: a bug in the loop" in (
+            rig.log.getvalue()
+        )
+    finally:
+        rig.close()
+
+
+# --- the state file -----------------------------------------------------------------------
+
+
+def test_a_failed_state_write_is_logged_in_status_and_metrics(
+    make: Callable[..., Rig], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the state directory should be")
+    metrics_path = tmp_path / "tgtwatch.prom"
+    rig = make(state_dir=blocker / "state", metrics_file=metrics_path)
+    rig.host.write("alpha", 3261)
+
+    def saving_failed() -> None:
+        assert "state not saved (" in rig.messages("STATUS=")[-1]
+        assert gauge() == 1
+        blocker.unlink()
+        rig.host.write("beta", 3262)
+        rig.watcher.push(FILE)
+
+    def gauge() -> float:
+        text = metrics_path.read_text()
+        return next(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "tgtwatch_state_save_failing"
+        )
+
+    rig.then(1.0, saving_failed)
+    rig.stop(5.0)
+    rig.run()
+    lines = rig.log.getvalue().splitlines()
+    failed = [line for line in lines if "cannot write the state" in line]
+    assert len(failed) == 1, lines  # said once, not after every lane
+    assert failed[0].endswith("what runs is unchanged, but a restart would not know it")
+    assert lines[-1] == f"tgtwatch: state: {blocker / 'state' / 'applied.json'} written again"
+    statuses = rig.messages("STATUS=")
+    assert any("state not saved" in m and "cannot write the state" in m for m in statuses)
+    assert statuses[-1] == "STATUS=2 running"
+    assert gauge() == 0
+
+
+# --- sd_notify when systemd does not read -------------------------------------------------
+
+
+def test_a_deaf_notify_socket_never_stalls_the_loop_and_is_caught_up(
+    make: Callable[..., Rig],
+) -> None:
+    """systemd's queue is full: every send fails with EAGAIN at once. The loop keeps its
+    timers (cycles, watchdog), keeps the latest STATUS and the rest in order, retries with
+    backoff (not a spin), and delivers everything once systemd reads again."""
+    rig = make(watchdog=10.0, stop_at=200.0, resync_interval_s=60.0)
+    rig.notifier.fail = OSError(11, "Resource temporarily unavailable")
+    rig.host.write("alpha", 3261)
+
+    def edit() -> None:
+        rig.host.write("beta", 3262)
+        rig.watcher.push(FILE)
+
+    def hear() -> None:
+        assert rig.notifier.messages == []
+        kept = [m for m in rig.daemon.notifier.kept if not m.startswith("EXTEND_TIMEOUT_USEC=")]
+        assert kept[0] == "READY=1"
+        rig.notifier.fail = None
+
+    rig.then(30.0, edit)
+    rig.then(20.0, signals=[signal.SIGHUP])
+    rig.then(50.0, hear)
+    assert rig.run() == 0
+    assert rig.cycles_since_start()[:4] == [0.0, 30.25, 50.0, 110.0]  # on time while deaf
+    assert len(rig.waiter.timeouts) < 120  # retries back off to 1 s: no spin
+    # (An EXTEND_TIMEOUT_USEC= may be kept too, when the first start outlived its cycle.)
+    msgs = [m for m in rig.notifier.messages if not m.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert msgs[:2] == ["READY=1", "STATUS=2 running"]  # the latest STATUS only
+    reloading = next(i for i, m in enumerate(msgs) if m.startswith("RELOADING=1"))
+    assert msgs[reloading + 1] == "READY=1"
+    assert msgs[-1] == "STOPPING=1"
+
+
+def test_ready_after_a_restart_does_not_wait_for_port_moves_draining(settings: Settings) -> None:
+    """One tgtd per name (systemd): files moved to new ports while tgtwatch was down. Their
+    starts wait for the old ports' drains (sessions: without limit); READY=1 must not."""
+    seed = Host(settings)
+    seed.backend.units = True
+    seed.write("alpha", 3261, {T1: "/srv/a.img"})
+    seed.cycle()
+    seed.close()
+    rig = Rig(settings, sync_lanes=False, drain_timeout_s=1.0)
+    try:
+        rig.backend.units = True
+        rig.backend.running = seed.backend.running
+        rig.backend.connect(3261, T1)
+        rig.host.write("alpha", 3271, {T1: "/srv/a.img"})
+        rig.stop(60.0)
+        assert rig.run() == 0
+        assert "READY=1" in rig.notifier.messages
+        assert len(rig.messages("EXTEND_TIMEOUT_USEC=")) <= 1
+        assert "start" not in rig.backend.ops()
+    finally:
+        rig.close()

@@ -396,3 +396,66 @@ def test_stores_outside_the_roots_are_refused(settings: Settings, policy: TrustP
     [problem] = desired.problems
     assert (problem.path, problem.rule, problem.line) == (path, Rule.STORE, 4)
     assert "outside the allowed backing-store roots" in problem.message
+
+
+# --- a directory that cannot be seen holds what was applied from it -----------------------
+
+
+def test_a_missing_instances_dir_holds_every_instance_applied_from_it(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    """Moved away, not mounted, a typo in the setting: nothing was deleted, so nothing
+    stops. One problem names the directory; every applied instance from it is troubled."""
+    gone = settings.instances_dir.parent / "elsewhere"
+    settings.instances_dir.rename(gone)
+    applied = Applied(
+        {
+            3261: entry("a", 3261, config=settings.instances_dir / "a.conf"),
+            3262: entry("b", 3262, config=settings.instances_dir / "b.conf"),
+        }
+    )
+    desired = scan(settings, applied, policy)
+    [problem] = desired.problems
+    assert (problem.path, problem.rule) == (settings.instances_dir, Rule.DIRECTORY)
+    assert "does not exist: the 2 instances applied from it are held" in problem.message
+    assert desired.is_troubled(settings.instances_dir / "a.conf")
+    assert desired.is_troubled(settings.instances_dir / "b.conf")
+    # Nothing applied: a missing directory is only a note, as before.
+    assert scan(settings, Applied(), policy).problems == ()
+
+
+def test_an_empty_instances_dir_is_every_file_deleted(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    applied = Applied({3261: entry("a", 3261, config=settings.instances_dir / "a.conf")})
+    desired = scan(settings, applied, policy)
+    assert desired.problems == ()
+    assert not desired.is_troubled(settings.instances_dir / "a.conf")
+
+
+def test_a_file_outside_instances_dir_is_held_until_it_is_deleted(
+    settings: Settings, policy: TrustPolicy, tmp_path: Path
+) -> None:
+    """instances_dir changed: an instance applied from the old directory keeps running while
+    its file exists there (only deleting a file stops its instance)."""
+    old = tmp_path / "old-conf.d"
+    old.mkdir()
+    write(old / "a.conf", instance_text(3261))
+    applied = Applied(
+        {
+            3261: entry("a", 3261, config=old / "a.conf"),
+            3262: entry("b", 3262, config=old / "b.conf"),  # its file is gone: it drains
+        }
+    )
+    desired = scan(settings, applied, policy)
+    [problem] = desired.problems
+    assert (problem.path, problem.rule) == (old / "a.conf", Rule.DIRECTORY)
+    assert f"outside instances_dir {settings.instances_dir}" in problem.message
+    assert desired.is_troubled(old / "a.conf")
+    assert not desired.is_troubled(old / "b.conf")
+    assert 3261 not in desired.instances
+    # Its port stays its own: a file in instances_dir claiming it is a conflict.
+    write(settings.instances_dir / "c.conf", instance_text(3261))
+    desired = scan(settings, applied, policy)
+    assert 3261 not in desired.instances
+    assert any(p.rule is Rule.CONFLICT for p in desired.problems)

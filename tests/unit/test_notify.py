@@ -132,14 +132,17 @@ def test_unsupported_address_family_raises_notify_error() -> None:
     assert info.value.errno == errno.EAFNOSUPPORT
 
 
-def test_full_queue_times_out_instead_of_blocking(
+def test_a_full_queue_fails_at_once_and_says_try_again(
     path_server: tuple[socket.socket, str],
 ) -> None:
+    """systemd not reading: the send never blocks (nor spins): EAGAIN, marked transient."""
     _server, address = path_server
-    notifier = SystemdNotifier(address, timeout_s=0)
-    with pytest.raises(NotifyError):
+    notifier = SystemdNotifier(address)
+    with pytest.raises(NotifyError) as info:
         for _ in range(100_000):  # the manager not reading: the queue fills
             notifier.watchdog()
+    assert info.value.errno == errno.EAGAIN
+    assert info.value.transient
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "10"])

@@ -424,8 +424,9 @@ def test_a_busy_changed_target_is_pending_then_reloaded_once_its_sessions_end(
     assert report.plan.actions == ()
     assert len(host.audit.records) == 3
     host.backend.disconnect(3261)
+    host.rec.recheck((3261,))  # the daemon's pending poll: its check lands the reload
     report = host.cycle()
-    assert [a.kind.value for a in report.plan.actions] == ["reload"]
+    assert [a.kind.value for a in report.plan.actions] == ["check"]
     assert host.rec.applied.entries[3261].pending == ()
     assert host.actions()[-1] == ("reload", "alpha", "ok")
     assert host.statuses()[3261].state is InstanceState.RUNNING
@@ -717,3 +718,28 @@ def test_a_store_shared_on_purpose_is_said_in_the_start_record(host: Host) -> No
         "/srv/shared.img shared with alpha target iqn.2026-01.com.example:alpha LUN 1"
         in (starts["beta"])
     )
+
+
+# --- a lane that ends while the cycle looks -------------------------------------------------
+
+
+def test_a_start_ending_during_the_scan_is_not_planned_again(host: Host) -> None:
+    """The cycle reads which lanes are busy before it scans /proc: a start that ends between
+    the two is deferred, not planned again from a scan that never saw its tgtd."""
+    host.write("alpha", 3261, STORES)
+    gate = host.backend.gate("start", 3261)
+    host.cycle(wait=False)
+    gate.wait_entered()
+    real = host.backend.observe
+
+    def scan_then_the_start_ends(detail: object = None) -> object:
+        seen = real(detail)  # type: ignore[arg-type]
+        gate.open()  # the start lane ends right after the scan
+        assert host.executor.wait(THREAD_TIMEOUT_S)
+        return seen
+
+    host.backend.observe = scan_then_the_start_ends  # type: ignore[method-assign]
+    report = host.cycle()
+    assert host.backend.ops() == ["start"]
+    assert 3261 in report.deferred
+    assert host.actions() == [("start", "alpha", "ok")]

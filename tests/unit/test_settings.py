@@ -29,7 +29,7 @@ DEFAULTS = {
     "on_drain_timeout": DrainTimeoutPolicy.WAIT,
     "resync_interval_s": 300,
     "state_dir": Path("/run/tgtwatch"),
-    "watcher": WatcherKind.WATCHDOG,
+    "watcher": WatcherKind.INOTIFY,
     "audit_log": None,
     "metrics_file": None,
     "tool_timeout_s": 30,

@@ -225,3 +225,10 @@ def test_status_line_with_nothing() -> None:
     problem = Problem(CONF / "x.conf", Rule.SYNTAX, "unclosed <target>")
     assert status_line([], (problem,)) == "no instances, 1 problem (x.conf: unclosed <target>)"
     assert status_line([_st(InstanceState.RUNNING, 1, managed=False)], ()) == "no instances"
+
+
+def test_status_line_says_last_that_the_state_was_not_saved() -> None:
+    error = "/run/tgtwatch/applied.json: cannot write the state: Read-only file system"
+    assert status_line([_st(InstanceState.RUNNING, 1)], (), error) == (
+        f"1 running, state not saved ({error})"
+    )

@@ -10,10 +10,14 @@ from pathlib import Path
 
 from tgtwatch.backends.base import Outcome, Result
 from tgtwatch.backends.systemd import Systemctl, SystemdBackend, unit_of_pid
+from tgtwatch.backends.unit_dropin import DROPIN_NAME, UNIT_STATE_DIR, ensure_dropin
 from tgtwatch.cli.wiring import make_backend
 from tgtwatch.config.settings import BackendKind, Settings
 from tgtwatch.model.structs import DrainStop, InstanceKind, InstanceSpec, Observed, ObservedInstance
 from tgtwatch.tgt.gateway import TgtPrograms
+
+# Never the host's /run/systemd/system: a directory whose parent does not exist.
+NO_SYSTEMD = Path("/nonexistent/tgtwatch-test/tgtd@.service.d")
 
 
 class ScriptedSystemctl(Systemctl):
@@ -55,7 +59,9 @@ def backend(tmp_path: Path, states: list[tuple[str, int]]) -> SystemdBackend:
     settings = Settings(state_dir=tmp_path / "run")
     proc = tmp_path / "proc"
     proc.mkdir(exist_ok=True)
-    return SystemdBackend(settings, systemctl=ScriptedSystemctl(states), proc_root=proc)
+    return SystemdBackend(
+        settings, systemctl=ScriptedSystemctl(states), proc_root=proc, dropin_dir=NO_SYSTEMD
+    )
 
 
 def test_unit_of_pid_reads_the_cgroup(tmp_path: Path) -> None:
@@ -80,14 +86,26 @@ def test_no_wait_when_the_unit_is_down_or_on_the_same_port(tmp_path: Path) -> No
     assert same._wait_old_port("tgtd@delta.service", spec(3401), cancel) is None
 
 
-def test_port_change_waits_until_the_old_unit_has_stopped(tmp_path: Path) -> None:
-    """Active on the old port, then deactivating without a MainPID (ExecStop still runs),
-    then inactive: a start before that would cancel the stop job."""
-    b = backend(tmp_path, [("active", 50), ("active", 50), ("deactivating", 0), ("inactive", 0)])
+def test_a_unit_on_its_old_port_fails_the_start_at_once_instead_of_holding_a_lane(
+    tmp_path: Path,
+) -> None:
+    """The plan holds a port change's start until the old port has drained; should the unit
+    still run its old port anyway, the start must not wait (a drain may last hours, and a
+    start lane waiting for it held one of the few shared lanes)."""
+    b = backend(tmp_path, [("active", 50)])
     fake_tgtd(tmp_path / "proc", 50, 3400)
-    cancel = threading.Event()
-    assert b._wait_old_port("tgtd@delta.service", spec(3401), cancel) is None
-    assert len(b.systemctl.calls) == 4  # type: ignore[attr-defined]
+    outcome = b._wait_old_port("tgtd@delta.service", spec(3401), threading.Event())
+    assert outcome is not None and outcome.result is Result.FAILED
+    assert "still runs control port 3400" in outcome.message
+    assert len(b.systemctl.calls) == 1  # type: ignore[attr-defined]
+
+
+def test_a_port_change_after_the_drain_waits_only_for_the_stop_job(tmp_path: Path) -> None:
+    """Deactivating without a MainPID (ExecStop still runs), then inactive: a start before
+    that would cancel the stop job."""
+    b = backend(tmp_path, [("deactivating", 0), ("deactivating", 0), ("inactive", 0)])
+    assert b._wait_old_port("tgtd@delta.service", spec(3401), threading.Event()) is None
+    assert len(b.systemctl.calls) == 3  # type: ignore[attr-defined]
 
 
 def test_a_deactivating_unit_is_waited_for(tmp_path: Path) -> None:
@@ -97,13 +115,20 @@ def test_a_deactivating_unit_is_waited_for(tmp_path: Path) -> None:
 
 
 def test_the_wait_ends_when_cancelled(tmp_path: Path) -> None:
-    b = backend(tmp_path, [("active", 50)])
-    fake_tgtd(tmp_path / "proc", 50, 3400)
+    b = backend(tmp_path, [("deactivating", 0)])
     cancel = threading.Event()
     cancel.set()
     outcome = b._wait_old_port("tgtd@delta.service", spec(3401), cancel)
     assert outcome is not None and outcome.result is Result.FAILED
-    assert "control port 3400" in outcome.message
+    assert "still stopping (cancelled)" in outcome.message
+
+
+def test_the_loops_observation_names_the_instance_of_each_unit(tmp_path: Path) -> None:
+    b, _systemctl, proc = counting_backend(tmp_path)
+    unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
+    unit_tgtd(proc, 61, 3260, "tgt.service")
+    seen = b.observe(()).instances
+    assert (seen[3400].instance, seen[3260].instance) == ("delta", None)
 
 
 class CountingSystemctl(Systemctl):
@@ -139,7 +164,9 @@ def counting_backend(tmp_path: Path) -> tuple[SystemdBackend, CountingSystemctl,
     systemctl = CountingSystemctl()
     settings = Settings(state_dir=tmp_path / "run")
     programs = TgtPrograms("/bin/false", "/bin/false", "/bin/false")  # no tgtd answers
-    backend = SystemdBackend(settings, programs=programs, systemctl=systemctl, proc_root=proc)
+    backend = SystemdBackend(
+        settings, programs=programs, systemctl=systemctl, proc_root=proc, dropin_dir=NO_SYSTEMD
+    )
     return backend, systemctl, proc
 
 
@@ -148,14 +175,30 @@ def asked(systemctl: CountingSystemctl, verb: str) -> int:
     return sum(1 for c in calls if c[0] == verb)
 
 
+# `status` asks for details (of some port): only then is systemd asked which units activate.
+DETAIL = (1,)
+
+
+def test_the_loops_observation_never_runs_systemctl(tmp_path: Path) -> None:
+    """The daemon's loop observes with no details: /proc only. A systemctl call (timeout
+    120 s) on the loop's thread would stall it past WatchdogSec when systemd is busy."""
+    b, systemctl, proc = counting_backend(tmp_path)
+    unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
+    systemctl.activating_units.add("tgtd@delta.service")  # type: ignore[attr-defined]
+    for _ in range(3):
+        running = b.observe(()).instances[3400]
+        assert running.unit == "tgtd@delta.service" and not running.inspected
+    assert systemctl.calls == []  # type: ignore[attr-defined]
+
+
 def test_an_activating_unit_is_starting_until_systemd_says_it_is_active(tmp_path: Path) -> None:
     b, systemctl, proc = counting_backend(tmp_path)
     unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
     systemctl.activating_units.add("tgtd@delta.service")  # type: ignore[attr-defined]
-    assert b.observe(()).instances[3400].starting
-    assert b.observe(()).instances[3400].starting
+    assert b.observe(DETAIL).instances[3400].starting
+    assert b.observe(DETAIL).instances[3400].starting
     systemctl.activating_units.clear()  # type: ignore[attr-defined]
-    running = b.observe(()).instances[3400]
+    running = b.observe(DETAIL).instances[3400]
     assert not running.starting and running.unit == "tgtd@delta.service"
     assert asked(systemctl, "list-units") == 3
 
@@ -164,26 +207,26 @@ def test_a_settled_tgtd_costs_no_systemctl_call(tmp_path: Path) -> None:
     b, systemctl, proc = counting_backend(tmp_path)
     unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
     for _ in range(3):
-        assert not b.observe(()).instances[3400].starting
+        assert not b.observe(DETAIL).instances[3400].starting
     assert asked(systemctl, "list-units") == 1
 
 
 def test_a_new_tgtd_on_a_pid_seen_before_is_asked_about_again(tmp_path: Path) -> None:
     b, systemctl, proc = counting_backend(tmp_path)
     unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
-    b.observe(())
+    b.observe(DETAIL)
     shutil.rmtree(proc / "60")
-    assert b.observe(()).instances == {}
+    assert b.observe(DETAIL).instances == {}
     unit_tgtd(proc, 60, 3400, "tgtd@delta.service")  # the pid came round again
     systemctl.activating_units.add("tgtd@delta.service")  # type: ignore[attr-defined]
-    assert b.observe(()).instances[3400].starting
+    assert b.observe(DETAIL).instances[3400].starting
     assert asked(systemctl, "list-units") == 2
 
 
 def test_only_tgtd_units_are_asked_about(tmp_path: Path) -> None:
     b, systemctl, proc = counting_backend(tmp_path)
     unit_tgtd(proc, 61, 3260, "tgt.service")
-    assert b.observe(()).instances[3260].unit == "tgt.service"
+    assert b.observe(DETAIL).instances[3260].unit == "tgt.service"
     assert asked(systemctl, "list-units") == 0
 
 
@@ -224,7 +267,11 @@ def test_a_start_waits_for_a_unit_this_backend_is_stopping(tmp_path: Path) -> No
     systemctl = StoppingSystemctl()
     programs = TgtPrograms("/bin/false", "/bin/false", "/bin/false")  # no tgtd answers
     b = SystemdBackend(
-        Settings(state_dir=tmp_path / "run"), programs=programs, systemctl=systemctl, proc_root=proc
+        Settings(state_dir=tmp_path / "run"),
+        programs=programs,
+        systemctl=systemctl,
+        proc_root=proc,
+        dropin_dir=NO_SYSTEMD,
     )
     unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
     b.direct = DrainingDirect(Outcome(Result.OK, "drained", pid=60))  # type: ignore[assignment]
@@ -282,7 +329,12 @@ def drain_with(tmp_path: Path, ends: Outcome, result: str = "success") -> tuple[
     proc.mkdir()
     unit_tgtd(proc, 60, 3400, "tgtd@delta.service")
     systemctl = ResultSystemctl(result)
-    b = SystemdBackend(Settings(state_dir=tmp_path / "run"), systemctl=systemctl, proc_root=proc)
+    b = SystemdBackend(
+        Settings(state_dir=tmp_path / "run"),
+        systemctl=systemctl,
+        proc_root=proc,
+        dropin_dir=NO_SYSTEMD,
+    )
     direct = DrainingDirect(ends)
     b.direct = direct  # type: ignore[assignment]
     action = DrainStop(3400, 3400, "delta", spec(3400).config)
@@ -345,3 +397,53 @@ def test_every_tgt_tool_call_gets_the_configured_timeout(tmp_path: Path) -> None
         .timeout_s
         == 120.0
     )  # type: ignore[attr-defined]
+
+
+# --- the units follow state_dir -------------------------------------------------------------
+
+
+def test_units_follow_a_state_dir_other_than_their_default(tmp_path: Path) -> None:
+    """tgtd@.service names /run/tgtwatch; with another state_dir every start used to fail
+    (the unit read an env file that was never written). The backend writes a runtime
+    drop-in for its state_dir and reloads systemd once, before its first start."""
+    b, systemctl, _proc = counting_backend(tmp_path)
+    (tmp_path / "system").mkdir()  # as /run/systemd/system: PID 1 is systemd
+    b.dropin_dir = tmp_path / "system" / "tgtd@.service.d"
+    new = dataclasses.replace(spec(3401), text="<target iqn.2026-11.t:delta>\n</target>\n")
+    b.start(new, threading.Event())
+    b.start(new, threading.Event())
+    state = b.settings.state_dir
+    assert (b.dropin_dir / DROPIN_NAME).read_text() == (
+        "# Written by tgtwatch: its state_dir is not the unit's default. Do not edit.\n"
+        "[Service]\n"
+        f"Environment=TGTWATCH_STATE_DIR={state}\n"
+        "EnvironmentFile=\n"
+        f"EnvironmentFile=-{state}/env/%i.env\n"
+    )
+    assert asked(systemctl, "daemon-reload") == 1
+    assert (state / "env" / "delta.env").is_file()  # where the drop-in points the unit
+
+
+def test_the_default_state_dir_needs_no_drop_in_and_a_stale_one_goes(tmp_path: Path) -> None:
+    reloads: list[str] = []
+    directory = tmp_path / "tgtd@.service.d"
+    assert not ensure_dropin(Path("/srv/tw"), lambda: reloads.append("x"), directory / "x" / "y")
+    assert not (directory / "x").exists()  # no systemd there: nothing written
+    assert not ensure_dropin(UNIT_STATE_DIR, lambda: reloads.append("x"), directory)
+    assert ensure_dropin(Path("/srv/tw"), lambda: reloads.append("x"), directory)
+    assert not ensure_dropin(Path("/srv/tw"), lambda: reloads.append("x"), directory)
+    assert ensure_dropin(UNIT_STATE_DIR, lambda: reloads.append("x"), directory)
+    assert not (directory / DROPIN_NAME).exists()
+    assert reloads == ["x", "x"]
+
+
+def test_a_drop_in_that_cannot_be_written_fails_the_start_saying_why(tmp_path: Path) -> None:
+    b, systemctl, _proc = counting_backend(tmp_path)
+    (tmp_path / "system").mkdir()
+    blocker = tmp_path / "system" / "tgtd@.service.d"
+    blocker.write_text("a file where the drop-in directory should be")
+    b.dropin_dir = blocker
+    outcome = b.start(spec(3401), threading.Event())
+    assert outcome.result is Result.FAILED
+    assert f"tgtd@.service cannot read state_dir {b.settings.state_dir}" in outcome.message
+    assert asked(systemctl, "start") == 0

@@ -26,8 +26,8 @@ from tgtwatch.daemon.watch_events import (
     is_ignored_name,
     watch_points,
 )
+from tgtwatch.daemon.watch_inotify import InotifyWatcher
 from tgtwatch.daemon.watch_set import WatchSet
-from tgtwatch.daemon.watch_watchdog import WatchdogWatcher
 
 CONF = Path("/etc/mytgt/conf.d")
 TGT = Path("/etc/tgt")
@@ -368,9 +368,10 @@ def test_close_disarms_everything(tmp_path: Path) -> None:
 # --- factory ------------------------------------------------------------------------------
 
 
-def test_make_watcher_default_is_watchdog() -> None:
-    assert isinstance(make_watcher("watchdog", queue.Queue()), WatchdogWatcher)
-    assert isinstance(make_watcher(WatcherKind.WATCHDOG, queue.Queue()), WatchdogWatcher)
+def test_make_watcher_default_is_the_own_inotify_reader() -> None:
+    assert isinstance(make_watcher("inotify", queue.Queue()), InotifyWatcher)
+    # `watchdog` from an older settings file: the same reader (no watchdog package now).
+    assert isinstance(make_watcher(WatcherKind.WATCHDOG, queue.Queue()), InotifyWatcher)
 
 
 def test_make_watcher_unknown() -> None:
@@ -385,4 +386,4 @@ def test_pyinotify_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_stopping_an_unstarted_watcher_is_harmless() -> None:
-    WatchdogWatcher(queue.Queue()).stop()
+    InotifyWatcher(queue.Queue()).stop()

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tgtwatch.model.records import AuditResult as Result
-from tgtwatch.model.structs import DrainStop, InstanceSpec, Observed
+from tgtwatch.model.structs import DrainStop, InstanceSpec, Observed, ObservedInstance
 
-__all__ = ["Backend", "Outcome", "Result"]
+__all__ = ["Backend", "Outcome", "Result", "Unanswered"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,13 @@ class Outcome:
     # Start/Reload: tgt-admin exited 0 but skipped something (a backing store missing or
     # open elsewhere): not what the file asks for, so it is applied again by later cycles.
     incomplete: bool = False
+    # Start/Reload: targets seen not running as the file asks after the action (missing, or
+    # short of LUNs): recorded as not applied, so a later reload lands them.
+    unapplied: tuple[str, ...] = ()
+
+
+class Unanswered(Exception):
+    """A tgtd runs on the port but does not answer on its control socket (hung, stopped)."""
 
 
 class Backend(Protocol):
@@ -39,6 +46,19 @@ class Backend(Protocol):
         Targets and sessions are queried for the ports in `detail` (all when None): asking
         each tgtd costs a process spawn, and a cycle needs them only for a few ports.
         """
+        ...
+
+    def inspect(self, spec: InstanceSpec) -> ObservedInstance | None:
+        """The tgtd on spec's port, asked for its state, targets, LUNs and sessions (never
+        from the loop's thread: it may wait out a tool timeout); None when none runs.
+
+        Raises Unanswered when it runs but does not answer. A tgtd still starting (systemd:
+        its unit activating) comes back with `starting` set.
+        """
+        ...
+
+    def set_ready(self, spec: InstanceSpec) -> Outcome:
+        """System state ready: new logins accepted again (drift: left offline)."""
         ...
 
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome: ...

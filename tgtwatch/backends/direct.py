@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -15,8 +13,9 @@ from collections.abc import Collection
 from pathlib import Path
 
 from tgtwatch.backends import chap_files
-from tgtwatch.backends.base import Outcome, Result
+from tgtwatch.backends.base import Outcome, Result, Unanswered
 from tgtwatch.backends.loading import Loaded, load_targets, record_file
+from tgtwatch.backends.probes import portal_listens, wait_exit
 from tgtwatch.backends.tgtd_procs import TgtdProcess, scan_tgtd, trusted_executables
 from tgtwatch.config.accounts import AccountSet, account_set
 from tgtwatch.config.render import for_tgt_admin
@@ -43,8 +42,11 @@ from tgtwatch.tgt.show import SystemState
 
 START_TIMEOUT_S = 10.0
 EXIT_TIMEOUT_S = 5.0
-# Sessions of a draining port are polled this often: only while a drain is under way.
+# Sessions of a draining port are polled only while a drain is under way, with backoff:
+# often at first (idle initiators log out within a second), then every DRAIN_POLL_MAX_S
+# for as long as sessions last (hours, maybe), which is when the last one is noticed.
 DRAIN_POLL_S = 0.1
+DRAIN_POLL_MAX_S = 5.0
 LOG_TAIL_BYTES = 2000
 
 
@@ -83,37 +85,6 @@ def write_snapshot(directory: Path, spec: InstanceSpec) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def wait_exit(pid: int, timeout_s: float) -> bool:
-    """Wait for any process (child or not) to exit, without polling; True when it has."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout_s)
-        return bool(readable)
-    finally:
-        os.close(fd)
-
-
-def _connect_host(host: str) -> str:
-    """Where to knock to see a portal listen: its own address, or loopback for a wildcard."""
-    if host in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    if host in ("[::]", "::"):
-        return "::1"
-    return host.strip("[]")
-
-
-def portal_listens(portal: str, timeout_s: float = 1.0) -> bool:
-    host, _, port = portal.rpartition(":")
-    try:
-        with socket.create_connection((_connect_host(host), int(port)), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def _outcome(what: str, loaded: Loaded, pid: int | None) -> Outcome:
@@ -198,7 +169,31 @@ class DirectBackend:
             )
         return Observed(instances)
 
-    def _pid_on(self, control_port: int) -> int | None:
+    def inspect(self, spec: InstanceSpec) -> ObservedInstance | None:
+        pid = self.pid_on(spec.control_port)
+        if pid is None:
+            return None
+        control = self.control(spec.control_port)
+        try:
+            info = control.system()
+            targets = control.targets()
+        except TgtCommandError as exc:
+            if self.pid_on(spec.control_port) is None:
+                return None  # it exited while we asked
+            raise Unanswered(f"tgtd pid {pid} on port {spec.port} does not answer: {exc}") from None
+        state = info.state.value if info.state else ""
+        return ObservedInstance(
+            spec.port, spec.control_port, pid, state, targets, None, False, inspected=True
+        )
+
+    def set_ready(self, spec: InstanceSpec) -> Outcome:
+        try:
+            self.control(spec.control_port).set_state(SystemState.READY)
+        except TgtCommandError as exc:
+            return Outcome(Result.FAILED, f"could not set it ready: {exc}", exc.output)
+        return Outcome(Result.OK, "set ready", pid=self.pid_on(spec.control_port))
+
+    def pid_on(self, control_port: int) -> int | None:
         for process in scan_tgtd(self.proc_root, self.tgtd_executables):
             if process.cmdline.control_port == control_port:
                 return process.pid
@@ -220,6 +215,22 @@ class DirectBackend:
         """Create and bind the spec's CHAP accounts over the control socket."""
         return chap_files.apply(self.state_dir, spec.control_port, desired, self.tool_timeout_s)
 
+    def configure(
+        self, spec: InstanceSpec, control: TgtControl
+    ) -> tuple[Loaded, AccountsApplied | None]:
+        """A started tgtd, offline: load its targets, bind its CHAP accounts, set it ready.
+
+        Accounts come before ready: a target with incominguser but no account bound admits
+        anyone. A failed load leaves it offline for the caller to undo. TgtCommandError
+        and AccountError propagate, as from the other steps of a start.
+        """
+        loaded = self._load(spec, control, update=False)
+        if loaded.result is Result.FAILED:
+            return loaded, None
+        chap = self._accounts(spec, account_set(spec.tree))
+        control.set_state(SystemState.READY)
+        return loaded, chap
+
     def _load(self, spec: InstanceSpec, control: TgtControl, *, update: bool) -> Loaded:
         # The default instance belongs to the distribution: reloaded as its own unit does.
         kind = EngineKind.TGT_ADMIN if spec.kind is InstanceKind.DEFAULT else self.engine
@@ -234,7 +245,6 @@ class DirectBackend:
         )
 
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
-        desired = account_set(spec.tree)
         control = self.control(spec.control_port)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"tgtd-{spec.port}.log"
@@ -282,15 +292,12 @@ class DirectBackend:
                     tail(),
                 )
             control.set_state(SystemState.OFFLINE)
-            loaded = self._load(spec, control, update=False)
+            loaded, chap = self.configure(spec, control)
             if loaded.result is Result.FAILED:
                 self._teardown(control, proc.pid, spec.port)
                 return Outcome(
                     Result.FAILED, f"start failed and was undone{loaded.message}", loaded.output
                 )
-            # Before ready: a target with incominguser but no account bound admits anyone.
-            chap = self._accounts(spec, desired)
-            control.set_state(SystemState.READY)
         except TgtCommandError as exc:
             self._teardown(control, proc.pid, spec.port)
             return Outcome(Result.FAILED, f"start failed and was undone: {exc}", exc.output)
@@ -352,7 +359,7 @@ class DirectBackend:
                 Result.FAILED,
                 f"reload failed: {exc}; new logins are refused until the accounts are bound",
             )
-        pid = self._pid_on(spec.control_port)
+        pid = self.pid_on(spec.control_port)
         return _outcome(f"reloaded {spec.config}{chap_files.summary(chap)}", updated, pid)
 
     # ---- drain and stop --------------------------------------------------------------------
@@ -361,7 +368,7 @@ class DirectBackend:
         self, action: DrainStop, timeout_s: float | None, force: bool, cancel: threading.Event
     ) -> Outcome:
         control = self.control(action.control_port)
-        pid = self._pid_on(action.control_port)
+        pid = self.pid_on(action.control_port)
         if pid is None:
             return Outcome(Result.OK, f"no tgtd runs on control port {action.control_port}")
         started = time.monotonic()
@@ -371,10 +378,14 @@ class DirectBackend:
             control.set_state(SystemState.OFFLINE)
             sessions = sum(t.sessions for t in control.targets())
             deadline = None if timeout_s is None else started + timeout_s
+            delay = DRAIN_POLL_S
             while sessions:
-                if deadline is not None and time.monotonic() >= deadline:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
                     break
-                if cancel.wait(DRAIN_POLL_S):
+                pause = delay if deadline is None else min(delay, deadline - now)
+                delay = min(delay * 2, DRAIN_POLL_MAX_S)
+                if cancel.wait(pause):
                     return Outcome(
                         Result.PARTIAL,
                         f"drain interrupted with {sessions} sessions; port stays offline",
@@ -394,7 +405,7 @@ class DirectBackend:
             control.delete_system()
             record_file(self.state_dir, action.control_port).remove()
         except TgtCommandError as exc:
-            if self._pid_on(action.control_port) is None:
+            if self.pid_on(action.control_port) is None:
                 return Outcome(Result.OK, f"tgtd pid {pid} is gone", pid=pid)
             return Outcome(Result.FAILED, f"drain failed: {exc}", exc.output, pid)
         waited = time.monotonic() - started

@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from tgtwatch.backends import envfile
-from tgtwatch.backends.base import Outcome, Result
-from tgtwatch.backends.direct import DirectBackend, portal_listens
+from tgtwatch.backends import chap_files, envfile
+from tgtwatch.backends.base import Outcome, Result, Unanswered
+from tgtwatch.backends.direct import DirectBackend
+from tgtwatch.backends.probes import portal_listens
+from tgtwatch.backends.systemctl import SYSTEMCTL_TIMEOUT_S, Systemctl, SystemctlError
+from tgtwatch.backends.unit_dropin import DROPIN_DIR, DropinError, ensure_dropin
 from tgtwatch.config.settings import Settings
-from tgtwatch.model.structs import DrainStop, InstanceKind, InstanceSpec, Observed
+from tgtwatch.model.structs import (
+    DrainStop,
+    InstanceKind,
+    InstanceSpec,
+    Observed,
+    ObservedInstance,
+)
+from tgtwatch.tgt.chap import AccountError
 from tgtwatch.tgt.cmdline import parse_tgtd_cmdline
-from tgtwatch.tgt.gateway import TgtCommandError, TgtControl, TgtPrograms, child_env
+from tgtwatch.tgt.gateway import TgtCommandError, TgtControl, TgtPrograms
 
 UNIT_TEMPLATE = "tgtd@{name}.service"
-SYSTEMCTL_TIMEOUT_S = 120.0
-# A unit that still runs an instance's old port is polled this often until it has stopped.
-UNIT_POLL_S = 0.2
+__all__ = ["SYSTEMCTL_TIMEOUT_S", "Systemctl", "SystemctlError", "SystemdBackend"]
+# A unit still stopping is polled from this often (doubling to 1 s), for at most this long.
+UNIT_POLL_S = 0.05
+DEACTIVATING_WAIT_S = 60.0
 UNIT_UP_STATES = frozenset({"active", "reloading", "deactivating"})
 
 
@@ -33,6 +43,13 @@ def stop_marker(state_dir: Path, port: int) -> Path:
 
 def unit_for(name: str) -> str:
     return UNIT_TEMPLATE.format(name=name)
+
+
+def instance_of(unit: str | None) -> str | None:
+    """NAME of tgtd@NAME.service (None for any other unit)."""
+    if unit is None or not unit.startswith("tgtd@") or not unit.endswith(".service"):
+        return None
+    return unit[len("tgtd@") : -len(".service")] or None
 
 
 def unit_of_pid(pid: int, proc_root: Path = Path("/proc")) -> str | None:
@@ -46,68 +63,6 @@ def unit_of_pid(pid: int, proc_root: Path = Path("/proc")) -> str | None:
             if part.endswith(".service"):
                 return part
     return None
-
-
-@dataclass(frozen=True)
-class SystemctlError(Exception):
-    argv: tuple[str, ...]
-    returncode: int | None
-    output: str
-
-    def __str__(self) -> str:
-        last = self.output.strip().splitlines()[-1:] or [""]
-        return f"{' '.join(self.argv)}: exit {self.returncode}: {last[0]}"
-
-
-@dataclass(frozen=True)
-class Systemctl:
-    """The only code that runs systemctl and journalctl."""
-
-    program: str = "systemctl"
-    timeout_s: float = SYSTEMCTL_TIMEOUT_S
-
-    def run(self, *args: str) -> str:
-        argv = (self.program, *args)
-        try:
-            done = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout_s,
-                env=child_env(os.environ),
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SystemctlError(argv, None, str(exc)) from None
-        if done.returncode != 0:
-            raise SystemctlError(argv, done.returncode, done.stdout + done.stderr)
-        return done.stdout
-
-    def show(self, unit: str, *props: str) -> dict[str, str]:
-        out = self.run("show", *(f"--property={p}" for p in props), unit)
-        return dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
-
-    def activating(self) -> set[str]:
-        out = self.run(
-            "list-units",
-            "--type=service",
-            "--state=activating",
-            "--plain",
-            "--no-legend",
-            "tgtd@*",
-        )
-        return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-    def journal_tail(self, unit: str, lines: int = 20) -> str:
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            return subprocess.run(
-                ("journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"),
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            ).stdout
-        return ""
 
 
 class SystemdBackend:
@@ -127,8 +82,10 @@ class SystemdBackend:
         programs: TgtPrograms | None = None,
         systemctl: Systemctl | None = None,
         proc_root: Path = Path("/proc"),
+        dropin_dir: Path = DROPIN_DIR,
     ) -> None:
         self.settings = settings
+        self.dropin_dir = dropin_dir
         self.programs = programs or TgtPrograms()
         self.systemctl = systemctl or Systemctl()
         self.proc_root = proc_root
@@ -147,6 +104,7 @@ class SystemdBackend:
         self._settled: set[int] = set()
         self._units_seen: frozenset[str] = frozenset()
         self._stopping: set[str] = set()
+        self._follows_state_dir = False  # the units' drop-in checked by this backend
 
     def observe(self, detail: Collection[int] | None = None) -> Observed:
         observed = self.direct.observe(detail)
@@ -164,7 +122,9 @@ class SystemdBackend:
             unsettled = pids.keys() - self._settled
             self._units_seen = frozenset(u for u in units.values() if u is not None)
         activating: set[str] = set()
-        if unsettled:
+        # Asked only with details (`status`): the daemon's loop observes with none, and a
+        # systemctl call (up to its 120 s timeout) must never run on the loop's thread.
+        if unsettled and (detail is None or detail):
             try:
                 activating = self.systemctl.activating()
             except SystemctlError:
@@ -173,15 +133,70 @@ class SystemdBackend:
                 self._settled |= {pid for pid in unsettled if pids[pid] not in activating}
         instances = {
             port: replace(
-                running, unit=units[port], starting=running.starting or units[port] in activating
+                running,
+                unit=units[port],
+                starting=running.starting or units[port] in activating,
+                instance=instance_of(units[port]),
             )
             for port, running in observed.instances.items()
         }
         return Observed(instances)
 
+    def inspect(self, spec: InstanceSpec) -> ObservedInstance | None:
+        """As the direct backend, but a unit still activating is `starting`: its
+        ExecStartPost loads the targets offline, then sets ready. Only an offline or silent
+        tgtd needs asking systemd (a systemctl process): a ready one is past that point."""
+        try:
+            running = self.direct.inspect(spec)
+        except Unanswered:
+            if not self._activating(spec.control_port):
+                raise
+            pid = self.direct.pid_on(spec.control_port)
+            return ObservedInstance(spec.port, spec.control_port, pid, starting=True)
+        if running is None or running.system_state != "offline":
+            return running
+        return replace(running, starting=self._activating(spec.control_port, running.pid))
+
+    def _activating(self, control_port: int, pid: int | None = None) -> bool:
+        pid = pid if pid is not None else self.direct.pid_on(control_port)
+        unit = unit_of_pid(pid, self.proc_root) if pid else None
+        if unit is None or not unit.startswith("tgtd@"):
+            return False
+        try:
+            state = self.systemctl.show(unit, "ActiveState").get("ActiveState", "")
+        except SystemctlError:
+            return False
+        return state == "activating"
+
+    def set_ready(self, spec: InstanceSpec) -> Outcome:
+        return self.direct.set_ready(spec)
+
+    def follow_state_dir(self) -> Outcome | None:
+        """Once per backend: the units read from this state_dir (a drop-in when it is not
+        the unit's default, none when it is); a failed start says why when they cannot.
+        The daemon calls it as it starts (a stale drop-in goes), a start at the latest."""
+        with self._lock:
+            if self._follows_state_dir:
+                return None
+            try:
+                ensure_dropin(self.settings.state_dir, self._daemon_reload, self.dropin_dir)
+            except (DropinError, SystemctlError) as exc:
+                return Outcome(
+                    Result.FAILED,
+                    f"tgtd@.service cannot read state_dir {self.settings.state_dir}: {exc}",
+                )
+            self._follows_state_dir = True
+            return None
+
+    def _daemon_reload(self) -> None:
+        self.systemctl.run("daemon-reload")
+
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
         unit = unit_for(spec.name)
         started = time.monotonic()
+        failed = self.follow_state_dir()
+        if failed is not None:
+            return failed
         # Only a unit that ran a tgtd when last seen, or that this backend is stopping, can
         # hold the old port of a port change; asking systemd costs every start ~10 ms.
         with self._lock:
@@ -198,8 +213,11 @@ class SystemdBackend:
         # instead of validating again in a fresh Python process (about 200 ms per start).
         fresh = envfile.fresh_token(self.settings, spec.name)
         fresh.touch(mode=0o600)
+        # And the unit leaves tgtd offline for this daemon to load: no Python in its start.
+        external = envfile.external_token(self.settings, spec.name)
+        external.touch(mode=0o600)
         try:
-            # Returns once ExecStartPost has set the system ready: the targets are loaded.
+            # Returns once ExecStartPost has set the system offline (the token consumed).
             self.systemctl.run("start", unit)
             pid = int(self.systemctl.run("show", "-p", "MainPID", "--value", unit).strip() or 0)
             with self._lock:
@@ -210,36 +228,41 @@ class SystemdBackend:
             )
         finally:
             fresh.unlink(missing_ok=True)
+            external.unlink(missing_ok=True)
         control = TgtControl(spec.control_port, self.programs, self.settings.tool_timeout_s)
         try:
             portals = control.portals()
-            loaded = {t.name: t.luns for t in control.targets()}
-        except TgtCommandError as exc:
-            return Outcome(Result.FAILED, f"{unit} started but tgtd does not answer: {exc}")
-        if not any(p.port == spec.port for p in portals) or not portal_listens(spec.portal):
-            with contextlib.suppress(SystemctlError):
-                self.systemctl.run("stop", unit)
+            bound = any(p.port == spec.port for p in portals) and portal_listens(spec.portal)
+            loaded, chap = self.direct.configure(spec, control) if bound else (None, None)
+        except (TgtCommandError, AccountError) as exc:
+            self._stop_quietly(unit)
+            return Outcome(Result.FAILED, f"{unit} started but could not be loaded: {exc}")
+        if loaded is None:
+            self._stop_quietly(unit)
             return Outcome(
                 Result.FAILED,
                 f"{unit}: tgtd could not bind portal {spec.portal} (in use?); stopped",
                 self.systemctl.journal_tail(unit),
             )
-        what = f"{unit} pid {pid} ready on {spec.portal} after {time.monotonic() - started:.2f} s"
-        missing = [
-            f"{t.name} has {loaded.get(t.name, 0)} of {t.luns} LUNs"
-            for t in spec.targets
-            if loaded.get(t.name, 0) < t.luns
-        ]
-        if missing:
-            # tgt-admin exits 0 when it skips a backing store (missing, or open elsewhere).
-            return Outcome(
-                Result.PARTIAL,
-                f"{what}, but: {'; '.join(missing)}",
-                self.systemctl.journal_tail(unit),
-                pid,
-                incomplete=True,
-            )
-        return Outcome(Result.OK, what, "", pid)
+        if loaded.result is Result.FAILED:
+            self._stop_quietly(unit)
+            return Outcome(Result.FAILED, f"{unit} started, loading failed{loaded.message}")
+        what = (
+            f"{unit} pid {pid} ready on {spec.portal} after {time.monotonic() - started:.2f} s"
+            f"{chap_files.summary(chap)}"
+        )
+        return Outcome(
+            loaded.result,
+            what + loaded.message,
+            loaded.output,
+            pid,
+            loaded.busy,
+            incomplete=loaded.incomplete,
+        )
+
+    def _stop_quietly(self, unit: str) -> None:
+        with contextlib.suppress(SystemctlError):
+            self.systemctl.run("stop", unit)
 
     def _control_port_of(self, pid: int) -> int | None:
         try:
@@ -251,11 +274,14 @@ class SystemdBackend:
     def _wait_old_port(
         self, unit: str, spec: InstanceSpec, cancel: threading.Event
     ) -> Outcome | None:
-        """A port change is DrainStop of the old port and Start of the new one, on two lanes
-        but one unit: wait until the drain lane has stopped the unit that runs the old port.
-        Starting it now would be a no-op on an active unit, and rewriting its env file would
-        make its ExecStop drain the new port instead of the old one."""
-        old: int | None = None
+        """A port change is DrainStop of the old port and Start of the new one, but one unit.
+        The plan holds the start until the old port's tgtd is gone; should the unit still
+        run another port here (a race), the start fails at once rather than hold a lane for
+        as long as the drain lasts (hours, maybe). A unit still stopping (ExecStop runs on
+        after tgtd exited: a start job would cancel the stop job) is waited for, bounded,
+        polling with backoff."""
+        deadline = time.monotonic() + DEACTIVATING_WAIT_S
+        delay = UNIT_POLL_S
         while True:
             try:
                 props = self.systemctl.show(unit, "ActiveState", "MainPID")
@@ -264,19 +290,21 @@ class SystemdBackend:
             state = props.get("ActiveState", "")
             if state not in UNIT_UP_STATES:
                 return None
-            # While it stops (ExecStop runs on after tgtd exited) a start job would cancel
-            # the stop job: wait for that too.
-            if state != "deactivating" and old is None:
+            if state != "deactivating":
                 pid = int(props.get("MainPID") or 0)
                 running = self._control_port_of(pid) if pid else None
                 if running is None or running == spec.control_port:
                     return None
-                old = running
-            if cancel.wait(UNIT_POLL_S):
                 return Outcome(
                     Result.FAILED,
-                    f"{unit} still runs control port {old}; start on {spec.port} cancelled",
+                    f"{unit} still runs control port {running}; it starts on {spec.port} "
+                    "once that port has drained",
                 )
+            left = deadline - time.monotonic()
+            if left <= 0 or cancel.wait(min(delay, left)):
+                why = "cancelled" if cancel.is_set() else f"after {DEACTIVATING_WAIT_S:g} s"
+                return Outcome(Result.FAILED, f"{unit} is still stopping ({why})")
+            delay = min(delay * 2, 1.0)
 
     def _write_env(self, spec: InstanceSpec) -> None:
         envfile.write_spec(self.settings, spec)

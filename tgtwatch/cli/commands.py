@@ -17,7 +17,7 @@ from tgtwatch.cli.wiring import make_backend, make_reconciler
 from tgtwatch.config import inventory
 from tgtwatch.config.settings import DrainTimeoutPolicy, Settings
 from tgtwatch.daemon.lock import Holder, LockBusy, StateLock
-from tgtwatch.daemon.reconcile import ActionReport
+from tgtwatch.daemon.outcomes import ActionReport
 from tgtwatch.daemon.state import StateFile
 from tgtwatch.model.records import AuditAction, AuditRecord
 from tgtwatch.model.report import problem_json
@@ -54,9 +54,10 @@ def _apply(settings: Settings, out: TextIO, err: TextIO) -> int:
     report = reconciler.cycle()
     reconciler.executor.wait()
     reports = reconciler.take_reports()
-    if _drained_then_incomplete(reports):
+    if _drained_then_incomplete(reports) or (report.plan.waiting and _drained(reports)):
         # A port move: the new port started while the old tgtd still held its backing
-        # stores (other lanes, in parallel). Those are free now: one more cycle lands them.
+        # stores (other lanes, in parallel), or (one unit per name) its start waited for
+        # the old port's drain. Both can land now: one more cycle.
         report = reconciler.cycle()
         reconciler.executor.wait()
         reports += reconciler.take_reports()
@@ -90,15 +91,18 @@ def _apply(settings: Settings, out: TextIO, err: TextIO) -> int:
         converged = False
     for problem in report.desired.problems:
         print(f"problem {problem.report()}", file=out)
-    if not report.plan.actions:
+    # Checks that found every tgtd as applied did nothing: they are not reported.
+    if not reports and not report.deferred:
         print("nothing to do" + (" until those sessions end" if waiting else ""), file=out)
     return EXIT_OK if converged else EXIT_PROBLEMS
 
 
+def _drained(reports: list[ActionReport]) -> bool:
+    return any(isinstance(r.action, DrainStop) and not r.outcome.draining for r in reports)
+
+
 def _drained_then_incomplete(reports: list[ActionReport]) -> bool:
-    return any(isinstance(r.action, DrainStop) and not r.outcome.draining for r in reports) and any(
-        r.outcome.incomplete for r in reports
-    )
+    return _drained(reports) and any(r.outcome.incomplete for r in reports)
 
 
 def status(settings: Settings, as_json: bool, out: TextIO) -> int:

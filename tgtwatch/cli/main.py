@@ -11,15 +11,15 @@ from typing import Protocol, TextIO
 
 from tgtwatch import __version__
 from tgtwatch.backends import envfile, install
-from tgtwatch.cli import accounts_cmd, commands, load_cmd, render_env
+from tgtwatch.cli import accounts_cmd, commands, load_cmd, render_env, wait
 from tgtwatch.cli.exits import EXIT_INTERNAL, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 from tgtwatch.cli.wiring import make_backend
-from tgtwatch.config import inventory
+from tgtwatch.config import inventory, rules
 from tgtwatch.config.settings import DEFAULT_SETTINGS_PATH, Settings, SettingsError, load
 from tgtwatch.daemon.state import StateError, StateFile
 from tgtwatch.model.plan import plan
 from tgtwatch.model.report import plan_json, plan_lines
-from tgtwatch.model.structs import Observed
+from tgtwatch.model.structs import DEFAULT_NAME, Observed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     drain_cmd.add_argument("--port", type=int, required=True)
     drain_cmd.add_argument("--timeout", type=float, default=None, metavar="S")
     drain_cmd.add_argument("--force", action="store_true")
+    wait_cmd = commands.add_parser(
+        "wait", help="until each instance runs its file's current content (0), or why not"
+    )
+    wait_cmd.add_argument("names", nargs="+", type=_instance_name, metavar="NAME")
+    wait_cmd.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=wait.DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help=f"give up after S seconds, exit 124 (default {wait.DEFAULT_TIMEOUT_S:g})",
+    )
     env_cmd = commands.add_parser(
         "render-env", help="validate NAME.conf and write the env file tgtd@NAME.service reads"
     )
@@ -77,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     units_cmd.add_argument("--root", type=Path, default=Path("/"), help="install below this root")
     units_cmd.add_argument("--no-reload", action="store_true", help="skip systemctl daemon-reload")
     return parser
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
+def _instance_name(text: str) -> str:
+    problem = None if text == DEFAULT_NAME else rules.name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _settings(path: Path | None) -> Settings:
@@ -163,6 +188,8 @@ def _dispatch(
         return commands.status(settings, args.json, out)
     if args.command == "drain":
         return commands.drain(settings, args.port, args.timeout, args.force, out, err)
+    if args.command == "wait":
+        return wait.wait(settings, args.names, args.timeout, out)
     if args.command == "render-env":
         try:
             print(render_env.write(settings, args.instance, same_port=args.same_port), file=out)

@@ -1,4 +1,4 @@
-"""`tgtwatch run`: wire the daemon's parts (imported only for it: watchdog, prometheus)."""
+"""`tgtwatch run`: wire the daemon's parts (imported only for it: the watcher, prometheus)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import TextIO
 
 from tgtwatch.backends.direct import DirectBackend
+from tgtwatch.backends.systemd import SystemdBackend
 from tgtwatch.cli.exits import EXIT_BUSY
 from tgtwatch.cli.wiring import make_reconciler
-from tgtwatch.config.settings import Settings, load
+from tgtwatch.config.settings import Settings, WatcherKind, load
 from tgtwatch.daemon.lock import LockBusy, StateLock
 from tgtwatch.daemon.loop import Daemon, managed_pids
 from tgtwatch.daemon.wakeup import SelectWaiter
@@ -40,12 +41,24 @@ def _run(settings_path: Path, settings: Settings, err: TextIO) -> int:
     # Children must never see these: tgtd would tell systemd that *tgtwatch* is ready.
     for name in ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"):
         os.environ.pop(name, None)
+    if settings.watcher is WatcherKind.WATCHDOG:
+        print(
+            "tgtwatch: watcher: watchdog is tgtwatch's own inotify reader now (the watchdog "
+            "package reports no lost events); write `watcher: inotify`",
+            file=err,
+        )
     waiter = SelectWaiter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
     reconciler = make_reconciler(settings, env=env, stderr=err)
     if reconciler.state_warning:
         print(f"tgtwatch: {reconciler.state_warning}", file=err)
     reconciler.on_lane_done = waiter.lane_done
     backend = reconciler.backend
+    if isinstance(backend, SystemdBackend):
+        # Before the loop (it may run systemctl daemon-reload): tgtd@.service reads the
+        # files this daemon renders under its state_dir.
+        failed = backend.follow_state_dir()
+        if failed is not None:
+            print(f"tgtwatch: {failed.message}", file=err)
 
     def pids_of(observed: Observed, desired: Desired) -> list[int]:
         if isinstance(backend, DirectBackend):

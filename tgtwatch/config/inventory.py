@@ -244,6 +244,44 @@ def engine_supports(
     return kept, problems
 
 
+def _unseen_problems(directory: Path, applied: Applied) -> list[Problem]:
+    """Applied instances whose file tgtwatch cannot see deleted: they are held as they run.
+
+    Only deleting a file stops its instance. A missing instances_dir (moved away, its
+    filesystem not mounted, a typo in the setting) deletes nothing: every instance applied
+    from it keeps running, and this says so. A file outside instances_dir (the setting
+    changed) keeps its instance until it is deleted or moved in.
+    """
+    entries = [e for e in applied.entries.values() if e.kind is InstanceKind.DROPIN]
+    if not entries:
+        return []
+    problems: list[Problem] = []
+    if not os.path.lexists(directory):
+        problems.append(
+            Problem(
+                directory,
+                Rule.DIRECTORY,
+                f"does not exist: the {len(entries)} instances applied from it are held as they "
+                "run (only deleting a file stops its instance; an empty directory retires them)",
+            )
+        )
+    for entry in entries:
+        if entry.config.parent == directory or directory in entry.config.parents:
+            continue
+        folder = entry.config.parent
+        gone = not os.path.lexists(entry.config) and os.access(folder, os.R_OK | os.X_OK)
+        if not gone:
+            problems.append(
+                Problem(
+                    entry.config,
+                    Rule.DIRECTORY,
+                    f"outside instances_dir {directory}: its instance is held as it runs "
+                    f"(move the file into {directory}, or delete it to stop the instance)",
+                )
+            )
+    return problems
+
+
 def scan(
     settings: Settings,
     applied: Applied,
@@ -258,6 +296,7 @@ def scan(
     problems += found
     specs, unsupported = engine_supports(specs, settings.engine)
     problems += unsupported
+    problems += _unseen_problems(settings.instances_dir, applied)
     notes += more_notes
     di = settings.default_instance
     reserved = {di.portal.port: f"the default instance's portal ({settings.default_config})"}

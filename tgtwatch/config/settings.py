@@ -37,7 +37,8 @@ class DrainTimeoutPolicy(enum.Enum):
 
 
 class WatcherKind(enum.Enum):
-    WATCHDOG = "watchdog"
+    INOTIFY = "inotify"  # tgtwatch's own inotify reader (the default)
+    WATCHDOG = "watchdog"  # accepted from older settings files: the same reader now
     PYINOTIFY = "pyinotify"
 
 
@@ -64,7 +65,7 @@ class Settings:
     on_drain_timeout: DrainTimeoutPolicy = DrainTimeoutPolicy.WAIT
     resync_interval_s: float = 300.0
     state_dir: Path = Path("/run/tgtwatch")
-    watcher: WatcherKind = WatcherKind.WATCHDOG
+    watcher: WatcherKind = WatcherKind.INOTIFY
     audit_log: Path | None = None
     metrics_file: Path | None = None
     # tgt-admin takes ~30 ms a target: 30 s is about 1000 targets in one instance file.

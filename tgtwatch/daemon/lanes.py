@@ -11,10 +11,41 @@ from tgtwatch.backends.base import Outcome, Result
 from tgtwatch.model.structs import Action, ActionKind
 
 DEFAULT_LANES = 8
+# Checks (inspect a tgtd, repair drift) get threads of their own: a hung tgtd's check waits
+# out its tool timeout without holding a start or a reload elsewhere.
+CHECK_LANES = 4
 # A lane that drains mostly waits for sessions: it gets a thread of its own (up to this
 # many), so ports stuck draining never delay a start or a reload elsewhere, while starts
 # and reloads share DEFAULT_LANES threads (a burst of 500 starts makes 8 threads, not 500).
 MAX_DRAINS = 512
+
+
+class Cancel(threading.Event):
+    """An Event whose children are set with it: one per drain, which can also be set alone
+    (its file is back), while setting the parent (shutdown) stops them all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._children: set[threading.Event] = set()
+        self._guard = threading.Lock()
+
+    def child(self) -> threading.Event:
+        event = threading.Event()
+        with self._guard:
+            self._children.add(event)
+            if self.is_set():
+                event.set()
+        return event
+
+    def forget(self, child: threading.Event) -> None:
+        with self._guard:
+            self._children.discard(child)
+
+    def set(self) -> None:
+        super().set()
+        with self._guard:
+            for child in self._children:
+                child.set()
 
 
 class Executor:
@@ -23,6 +54,7 @@ class Executor:
     def __init__(self, max_lanes: int = DEFAULT_LANES, max_drains: int = MAX_DRAINS) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max_lanes, thread_name_prefix="lane")
         self._drains = ThreadPoolExecutor(max_workers=max_drains, thread_name_prefix="drain")
+        self._checks = ThreadPoolExecutor(max_workers=CHECK_LANES, thread_name_prefix="check")
         self._lock = threading.Lock()
         self._lanes: dict[int, Future[None]] = {}
 
@@ -41,8 +73,12 @@ class Executor:
         with self._lock:
             if port in self._lanes:
                 return False
-            drains = any(a.kind is ActionKind.DRAIN_STOP for a in actions)
-            pool = self._drains if drains else self._pool
+            if any(a.kind is ActionKind.DRAIN_STOP for a in actions):
+                pool = self._drains
+            elif all(a.kind is ActionKind.CHECK for a in actions):
+                pool = self._checks
+            else:
+                pool = self._pool
             future = pool.submit(self._lane, port, tuple(actions), run, done)
             self._lanes[port] = future
             return True
@@ -82,5 +118,5 @@ class Executor:
         return True
 
     def shutdown(self, wait: bool) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=True)
-        self._drains.shutdown(wait=wait, cancel_futures=True)
+        for pool in (self._pool, self._drains, self._checks):
+            pool.shutdown(wait=wait, cancel_futures=True)

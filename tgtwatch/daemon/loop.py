@@ -12,14 +12,17 @@ from pathlib import Path
 from typing import TextIO
 
 from tgtwatch.config.settings import Settings, SettingsError
+from tgtwatch.daemon import publish
 from tgtwatch.daemon.debounce import Debouncer, TriggerKind
-from tgtwatch.daemon.reconcile import START_FAILED, CycleReport, Reconciler
+from tgtwatch.daemon.outcomes import CycleReport
+from tgtwatch.daemon.reconcile import START_FAILED, Reconciler
 from tgtwatch.daemon.wakeup import Waiter, Wake
 from tgtwatch.daemon.watch_events import Watcher
 from tgtwatch.model.status import InstanceStatus, instance_states, status_line
 from tgtwatch.model.structs import Desired, DrainStop, InstanceKind, Observed, Reload, Start
 from tgtwatch.telemetry import metrics
-from tgtwatch.telemetry.notify import Notifier, NotifyError
+from tgtwatch.telemetry.notify import NotifyError
+from tgtwatch.telemetry.outbox import Outbox, Sender
 
 # While the first reconcile runs, ask systemd for this much more start time, this often.
 EXTEND_BY_S = 30.0
@@ -57,6 +60,7 @@ class DaemonState:
     deferred: set[int] = field(default_factory=set)
     last: CycleReport | None = None
     last_status: str = ""
+    save_error: str | None = None  # the state file's write failure last logged
     cycle_seconds: float = 0.0
     cycle_timestamp: float = 0.0
     watched: dict[int, int] = field(default_factory=dict)  # tgtd pid -> port, for messages
@@ -72,7 +76,7 @@ class Daemon:
         reconciler: Reconciler,
         watcher: Watcher,
         waiter: Waiter,
-        notifier: Notifier,
+        notifier: Sender,
         *,
         reload_settings: Callable[[], Settings],
         pids_of: Callable[[Observed, Desired], list[int]],
@@ -81,12 +85,14 @@ class Daemon:
         log: TextIO,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.reconciler = reconciler
         self.watcher = watcher
         self.waiter = waiter
-        self.notifier = notifier
+        # Never blocks the loop: what systemd cannot take now is kept and retried.
+        self.notifier = Outbox(notifier, clock=clock, sleep=sleep)
         self.reload_settings = reload_settings
         self.pids_of = pids_of
         self.observe_light = observe_light
@@ -101,18 +107,28 @@ class Daemon:
     # ---- public ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Until SIGTERM/SIGINT: exit 0, leaving every tgtd running."""
-        now = self.clock()
-        self.watcher.start(self.watch_paths(None))
-        if self.watchdog_interval_s:
-            self.deadlines.watchdog_at = now
-        self.deadlines.extend_at = now
-        self.cycle()
-        # Nothing to start or reload: the first reconcile is already done.
-        self._check_ready(self.clock())
-        while not self.state.stopping:
-            self.iterate()
-        self.shutdown()
+        """Until SIGTERM/SIGINT: exit 0, leaving every tgtd running.
+
+        Whatever ends the loop, an exception included, shuts its parts down: the watcher's
+        and the lanes' threads would otherwise keep a process with a dead loop alive (a
+        drain waits for its sessions without limit) until systemd's watchdog killed it.
+        """
+        try:
+            now = self.clock()
+            self.watcher.start(self.watch_paths(None))
+            if self.watchdog_interval_s:
+                self.deadlines.watchdog_at = now
+            self.deadlines.extend_at = now
+            self.cycle()
+            # Nothing to start or reload: the first reconcile is already done.
+            self._check_ready(self.clock())
+            while not self.state.stopping:
+                self.iterate()
+        except Exception as exc:
+            self._say(f"stopping after an internal error: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.shutdown()
         return 0
 
     def iterate(self) -> None:
@@ -149,13 +165,20 @@ class Daemon:
         if self.debouncer.take_batch(now) is not None:
             run_cycle = True
         if now >= self.deadlines.resync_at:
+            # Every managed tgtd is compared with what was applied again (on lanes).
+            self.reconciler.recheck()
             run_cycle = True
         if self.deadlines.pending_at is not None and now >= self.deadlines.pending_at:
+            entries = self.reconciler.applied.entries
+            self.reconciler.recheck(p for p, e in entries.items() if e.pending)
             run_cycle = True
         retry = self.reconciler.next_retry()
         if retry is not None and now >= retry:
             run_cycle = True
         self._ping(now)
+        retry_notes = self.notifier.retry_at()
+        if retry_notes is not None and now >= retry_notes:
+            self._notify(self.notifier.flush)
         if run_cycle:
             self.cycle()
         elif wake.lanes_done:
@@ -202,6 +225,9 @@ class Daemon:
         retry = self.reconciler.next_retry()
         if retry is not None:
             candidates.append(retry)
+        retry_notes = self.notifier.retry_at()
+        if retry_notes is not None:
+            candidates.append(retry_notes)
         return min(candidates)
 
     # ---- the cycle -------------------------------------------------------------------------
@@ -219,9 +245,7 @@ class Daemon:
         self.state.cycle_seconds = self.clock() - started
         self.state.cycle_timestamp = self.wall_clock()
         self.state.last = report
-        self.state.deferred = {
-            port for port, why in report.deferred.items() if why.startswith("an action")
-        }
+        self.state.deferred = set(report.wake_on)
         self.deadlines.resync_at = self.clock() + self.settings.resync_interval_s
         self.deadlines.pending_at = None  # refresh() sets it again while targets are pending
         if not self.state.ready or self.state.reloading:
@@ -251,19 +275,31 @@ class Daemon:
         ports = {r.pid: port for port, r in observed.instances.items() if r.pid is not None}
         self.state.watched = {pid: ports[pid] for pid in pids if pid in ports}
         self.waiter.watch_pids(pids)
+        self._say_save_error()
         statuses = self.statuses(last.desired, observed)
-        line = status_line(statuses, last.desired.problems)
+        line = status_line(statuses, last.desired.problems, self.reconciler.save_error)
         if line != self.state.last_status:
             self.state.last_status = line
             self._notify(lambda: self.notifier.status(line))
         self._count_actions()
         if self.settings.metrics_file is not None:
             self._write_metrics(statuses, last.desired)
+        publish.write(self.settings.state_dir, last, statuses, self.reconciler, self.log)
+
+    def _say_save_error(self) -> None:
+        """One line when writing the state file starts failing, and one when it works again."""
+        error = self.reconciler.save_error
+        if error == self.state.save_error:
+            return
+        if error is not None:
+            self._say(f"{error}; what runs is unchanged, but a restart would not know it")
+        else:
+            self._say(f"state: {self.reconciler.state.path} written again")
+        self.state.save_error = error
 
     def statuses(self, desired: Desired, observed: Observed) -> list[InstanceStatus]:
-        return instance_states(
-            desired, self.reconciler.applied, observed, self.reconciler.failures()
-        )
+        rec = self.reconciler
+        return instance_states(desired, rec.applied, observed, rec.failures(), rec.checker.wrong())
 
     def watch_paths(self, desired: Desired | None) -> list[Path]:
         """instances_dir, tgt_dir and every directory an include reads from."""
@@ -355,6 +391,8 @@ class Daemon:
             problems=len(desired.problems),
             last_cycle_seconds=self.state.cycle_seconds,
             last_cycle_timestamp=self.state.cycle_timestamp,
+            state_save_failing=self.reconciler.save_error is not None,
+            held=len(self.state.last.plan.held) if self.state.last is not None else 0,
         )
         try:
             metrics.write(self.settings.metrics_file, snapshot)
@@ -362,11 +400,17 @@ class Daemon:
             self._say(f"{self.settings.metrics_file}: cannot write metrics: {exc.strerror}")
 
     def shutdown(self) -> None:
-        """Abandon waits in flight (drains stay offline, resumed next start); tgtds keep running."""
+        """Abandon waits in flight (drains stay offline, resumed next start); tgtds keep running.
+
+        Every step runs even when one before it fails (after an error, a part may be broken).
+        """
         self.reconciler.cancel.set()
-        self.watcher.stop()
-        self.reconciler.executor.shutdown(wait=True)
-        self.waiter.close()
+        steps = (self.watcher.stop, lambda: self.reconciler.executor.shutdown(wait=True))
+        for step in (*steps, self.waiter.close, self.notifier.close):
+            try:
+                step()
+            except Exception as exc:
+                self._say(f"shutdown: {type(exc).__name__}: {exc}")
 
 
 def managed_pids(observed: Observed, desired: Desired, applied_ports: set[int]) -> list[int]:

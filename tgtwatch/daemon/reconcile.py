@@ -4,30 +4,31 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from tgtwatch.backends.base import Backend, Outcome, Result
 from tgtwatch.config import inventory
 from tgtwatch.config.settings import DrainTimeoutPolicy, Settings
 from tgtwatch.config.trust import TrustPolicy
 from tgtwatch.daemon.backoff import CRASH_WINDOW_S, FAILED_AFTER, Trouble, backoff_s
-from tgtwatch.daemon.lanes import Executor
+from tgtwatch.daemon.checks import Checker
+from tgtwatch.daemon.lanes import Cancel, Executor
+from tgtwatch.daemon.outcomes import ActionReport, CycleReport, crashed, guarded
+from tgtwatch.daemon.recorder import AuditSink, Recorder
 from tgtwatch.daemon.state import StateError, StateFile
 from tgtwatch.model.applied import pending_targets, running_targets
 from tgtwatch.model.plan import plan
-from tgtwatch.model.records import AuditAction, AuditRecord
+from tgtwatch.model.records import AuditAction
 from tgtwatch.model.structs import (
     Action,
     Applied,
     AppliedEntry,
+    Check,
     Desired,
     DrainStop,
     InstanceSpec,
     Observed,
-    Plan,
-    Problem,
     Reload,
     Start,
 )
@@ -35,41 +36,6 @@ from tgtwatch.model.structs import (
 START_FAILED = "start failed"
 RELOAD_FAILED = "reload failed"
 KEEPS_DYING = "tgtd keeps dying after start"
-
-
-def _crashed(exc: Exception) -> Outcome:
-    return Outcome(Result.FAILED, f"{type(exc).__name__}: {exc}")
-
-
-def _guarded(call: Callable[[], Outcome]) -> Outcome:
-    """A backend call whose exception (a bug, an unexpected OS error) is a failed outcome,
-    so it is audited like any failure and fails this port only."""
-    try:
-        return call()
-    except Exception as exc:
-        return _crashed(exc)
-
-
-class AuditSink(Protocol):
-    """What the reconciler needs from the audit trail (tgtwatch.telemetry.audit.Auditor fits)."""
-
-    def record(self, record: AuditRecord) -> None: ...
-
-
-@dataclass(frozen=True)
-class ActionReport:
-    action: Action
-    outcome: Outcome
-    duration_ms: int
-
-
-@dataclass(frozen=True)
-class CycleReport:
-    desired: Desired
-    observed: Observed
-    plan: Plan
-    deferred: dict[int, str] = field(default_factory=dict)  # port -> why not now
-    state_warning: str | None = None
 
 
 class Reconciler:
@@ -100,45 +66,61 @@ class Reconciler:
         self.on_lane_done = on_lane_done
         # The daemon keeps a drain past its timeout going (`wait`); `apply` must return.
         self.keep_draining = keep_draining
-        self.cancel = threading.Event()
+        # Set at shutdown: every wait in flight ends (each drain also has its own child).
+        self.cancel = Cancel()
         # Reentrant: _settle holds it while _save asks failures(). Lanes and the loop share
         # applied, troubles and the retry times through it.
         self._lock = threading.RLock()
         self.applied, self.state_warning = state.load()
+        # Why the last write of the state file failed (None: it was written, or not yet).
+        self.save_error: str | None = None
         self.troubles: dict[int, Trouble] = {}
         # Ports whose next attempt waits for a time: deferred by their backoff, or whose
         # start just failed (its first retry is due at once). The daemon wakes for these.
         self._retry_at: dict[int, float] = {}
         self._reports: list[ActionReport] = []
         self._started_at: dict[int, float] = {}
-        self._rejected: set[str] = set()
+        self.recorder = Recorder(audit, wall_clock)
+        self.checker = Checker(backend, self.recorder, clock)
+        self._drains: dict[int, tuple[DrainStop, threading.Event]] = {}  # lanes draining now
 
     # ---- the cycle -------------------------------------------------------------------------
 
     def cycle(self) -> CycleReport:
-        """Rescan, observe, plan and hand the actions to the lanes (does not wait for them)."""
+        """Rescan, observe, plan and hand the actions to the lanes (does not wait for them).
+
+        Runs no tool: /proc tells which tgtds run; what each holds is asked on its lane (a
+        Check), so one hung tgtd never holds the daemon's loop.
+        """
+        # Busy first, then applied, then /proc: a lane that ends after this snapshot is on a
+        # port deferred below. Read the other way round, a start ending between the scan
+        # and `busy` was planned again from a scan that had not seen its tgtd yet.
+        busy = self.executor.busy()
         with self._lock:
             applied = self.applied
         desired = inventory.scan(self.settings, applied, self.policy)
-        self._audit_rejects(desired)
-        detail = {p for p, e in applied.entries.items() if e.pending or p not in desired.instances}
-        detail |= {p for p, s in desired.instances.items() if s.kind.value == "default"}
-        observed = self.backend.observe(detail)
-        result = plan(desired, applied, observed)
-        self._forget_gone(desired, observed)
+        self.recorder.rejects(desired, applied)
+        observed = self.backend.observe(())
+        now = self.clock()
+        result = plan(desired, applied, observed, self.checker.due(observed, now))
+        self._stop_restored_drains(desired)
+        self._forget_gone(desired, observed, busy)
         self._forget_troubles(desired, observed)
         by_port: dict[int, list[Action]] = {}
         for action in result.actions:
             by_port.setdefault(action.port, []).append(action)
-        deferred: dict[int, str] = {}
-        busy = self.executor.busy()
-        now = self.clock()
+        deferred: dict[int, str] = {
+            port: f"waits for port {blocker} to drain (the same instance runs there)"
+            for port, blocker in result.waiting
+        }
+        wake_on = {blocker for _, blocker in result.waiting}
         retry_at: dict[int, float] = {}
         submit: list[tuple[int, list[Action]]] = []
         for port, actions in by_port.items():
             if port in busy:
                 # Its lane's end brings the daemon back (lane_done): no timed retry needed.
                 deferred[port] = "an action is under way on this port"
+                wake_on.add(port)
                 continue
             with self._lock:
                 trouble = self.troubles.get(port)
@@ -158,26 +140,55 @@ class Reconciler:
             retry_at.update({p: t for p, t in self._retry_at.items() if p in busy})
             self._retry_at = retry_at
         for port, actions in submit:
+            self.checker.submitted(port)
             self.executor.submit(port, actions, self._run, self.on_lane_done)
-        return CycleReport(desired, observed, result, deferred, self.state_warning)
+        return CycleReport(
+            desired, observed, result, deferred, self.state_warning, frozenset(wake_on)
+        )
 
     def next_retry(self) -> float | None:
         """Monotonic time of the earliest retry waiting for its time (the daemon wakes then
         and runs a cycle); it may be now or past: a failed start's first retry is at once."""
         with self._lock:
-            return min(self._retry_at.values(), default=None)
+            times = [*self._retry_at.values()]
+        check = self.checker.next_at()
+        return min([*times, check] if check is not None else times, default=None)
+
+    def recheck(self, ports: Iterable[int] | None = None) -> None:
+        """Compare what runs on these ports (all when None) with what was applied, on lanes
+        the next cycle starts: at each resync, and while targets are pending."""
+        self.checker.recheck(ports)
+
+    def _stop_restored_drains(self, desired: Desired) -> None:
+        """A drain whose file is back stops waiting (only deleting a file stops its
+        instance): the port stays offline until its check sets it ready."""
+        with self._lock:
+            drains = list(self._drains.items())
+        for port, (action, stop) in drains:
+            spec = desired.instances.get(port)
+            if spec is not None and spec.config == action.config:
+                stop.set()
 
     # ---- running one action ----------------------------------------------------------------
 
     def _run(self, action: Action) -> Outcome:
         started = self.clock()
+        done: Action | None = action
         try:
-            outcome = self._dispatch(action, started)
+            if isinstance(action, Check):
+                with self._lock:
+                    entry = self.applied.entries.get(action.port)
+                found, reloaded = self.checker.check(action, entry, self._reload)
+                outcome = found or Outcome(Result.OK, "runs as applied")
+                done = Reload(action.spec) if reloaded else (action if found else None)
+            else:
+                outcome = self._dispatch(action, started)
         except Exception as exc:  # a bug of ours: fails this port only
-            outcome = _crashed(exc)
-        self._settle(action, outcome)
-        with self._lock:
-            self._reports.append(ActionReport(action, outcome, self._ms_since(started)))
+            outcome = crashed(exc)
+        if done is not None:
+            self._settle(done, outcome)
+            with self._lock:
+                self._reports.append(ActionReport(done, outcome, self._ms_since(started)))
         return outcome
 
     def take_reports(self) -> list[ActionReport]:
@@ -192,28 +203,31 @@ class Reconciler:
     def _dispatch(self, action: Action, started: float) -> Outcome:
         if isinstance(action, Start):
             crashed = self._crash_note(action.spec)
-            outcome = _guarded(lambda: self.backend.start(action.spec, self.cancel))
-            self._audit(AuditAction.START, action.spec, outcome, self._ms_since(started), crashed)
+            outcome = guarded(lambda: self.backend.start(action.spec, self.cancel))
+            if outcome.result is not Result.FAILED:
+                outcome = self.checker.after_action(action.spec, outcome)
+            self.recorder.action(
+                AuditAction.START, action.spec, outcome, self._ms_since(started), crashed
+            )
             return outcome
         if isinstance(action, Reload):
-            outcome = self._with_pending(
-                action.spec, _guarded(lambda: self.backend.reload(action.spec))
-            )
             kind = AuditAction.ADOPT if action.adopt else AuditAction.RELOAD
-            self._audit(kind, action.spec, outcome, self._ms_since(started))
-            if outcome.busy:
-                self._audit(
-                    AuditAction.PENDING,
-                    action.spec,
-                    replace(
-                        outcome,
-                        message="in use, applied once their sessions end: "
-                        + ", ".join(outcome.busy),
-                    ),
-                    0,
-                )
-            return outcome
-        return self._drain(action, started)
+            return self._reload(action.spec, kind, "")
+        if isinstance(action, DrainStop):
+            return self._drain(action, started)
+        raise AssertionError(f"unhandled action {action!r}")  # pragma: no cover
+
+    def _reload(self, spec: InstanceSpec, kind: AuditAction, note: str) -> Outcome:
+        """Apply the file to its running tgtd, audited as `kind` (reload, adopt, repair)."""
+        started = self.clock()
+        outcome = self._with_pending(spec, guarded(lambda: self.backend.reload(spec)))
+        if outcome.result is not Result.FAILED:
+            outcome = self.checker.after_action(spec, outcome)
+        self.recorder.action(kind, spec, outcome, self._ms_since(started), note)
+        if outcome.busy:
+            message = "in use, applied once their sessions end: " + ", ".join(outcome.busy)
+            self.recorder.action(AuditAction.PENDING, spec, replace(outcome, message=message), 0)
+        return outcome
 
     def _with_pending(self, spec: InstanceSpec, outcome: Outcome) -> Outcome:
         """Keep only the busy targets whose config really changed: tgt-admin reports every
@@ -230,11 +244,26 @@ class Reconciler:
     def _drain(self, action: DrainStop, started: float) -> Outcome:
         force = self.settings.on_drain_timeout is DrainTimeoutPolicy.FORCE
         timeout = self.settings.drain_timeout_s
-        outcome = _guarded(lambda: self.backend.drain_stop(action, timeout, force, self.cancel))
-        if outcome.draining and self.keep_draining and not self.cancel.is_set():
-            # `wait`: say so once, then keep the port offline until its last session leaves.
-            self._audit_drop(AuditAction.DRAIN, action, outcome, self._ms_since(started))
-            outcome = _guarded(lambda: self.backend.drain_stop(action, None, False, self.cancel))
+        stop = self.cancel.child()  # set alone when the file comes back
+        with self._lock:
+            self._drains[action.port] = (action, stop)
+        try:
+            outcome = guarded(lambda: self.backend.drain_stop(action, timeout, force, stop))
+            if outcome.draining and self.keep_draining and not stop.is_set():
+                # `wait`: say so once, then keep the port offline until its last session leaves.
+                self._audit_drop(AuditAction.DRAIN, action, outcome, self._ms_since(started))
+                outcome = guarded(lambda: self.backend.drain_stop(action, None, False, stop))
+        finally:
+            with self._lock:
+                self._drains.pop(action.port, None)
+            self.cancel.forget(stop)
+        if outcome.draining and stop.is_set() and not self.cancel.is_set():
+            outcome = replace(
+                outcome,
+                message=f"{action.config} is back: drain stopped; {outcome.message}",
+            )
+        if outcome.draining or outcome.result is Result.FAILED:
+            self.checker.recheck((action.port,))  # offline, maybe wanted again: look at it
         kind = AuditAction.DRAIN if outcome.draining else AuditAction.STOP
         self._audit_drop(kind, action, outcome, self._ms_since(started))
         return outcome
@@ -272,6 +301,11 @@ class Reconciler:
                     kind = START_FAILED if isinstance(action, Start) else RELOAD_FAILED
                     self._fail(spec.port, outcome.message, kind)
                 else:
+                    targets = running_targets(spec, entries.get(spec.port), outcome.busy)
+                    # Seen not running as the file asks: recorded as never applied, so a
+                    # later reload lands it (or, while it is in use, it is pending).
+                    unapplied = set(outcome.unapplied)
+                    targets = tuple((n, "" if n in unapplied else d) for n, d in targets)
                     entries[spec.port] = AppliedEntry(
                         spec.name,
                         spec.port,
@@ -281,7 +315,7 @@ class Reconciler:
                         now,
                         outcome.busy,
                         spec.kind,
-                        running_targets(spec, entries.get(spec.port), outcome.busy),
+                        targets,
                     )
                     if isinstance(action, Start):
                         self._started_at[spec.port] = self.clock()
@@ -290,6 +324,8 @@ class Reconciler:
                         (START_FAILED, RELOAD_FAILED)
                     ):
                         del self.troubles[spec.port]
+            elif isinstance(action, Check):
+                return  # a check that repaired the system state changes no record
             elif not outcome.draining and outcome.result is not Result.FAILED:
                 entries.pop(action.port, None)
                 self.troubles.pop(action.port, None)
@@ -305,9 +341,10 @@ class Reconciler:
         self._retry_at[port] = not_before
 
     def failures(self) -> dict[int, str]:
-        """Ports whose start failed or whose tgtd keeps dying, with why."""
+        """Ports whose start failed, whose tgtd keeps dying, or does not run as applied."""
+        wrong = self.checker.wrong()
         with self._lock:
-            return {
+            return wrong | {
                 p: t.message
                 for p, t in self.troubles.items()
                 if t.failures >= FAILED_AFTER or t.message.startswith((START_FAILED, RELOAD_FAILED))
@@ -317,13 +354,13 @@ class Reconciler:
         try:
             self.state.save(self.applied, self.failures())
         except StateError as exc:
-            self.state_warning = str(exc)
+            self.state_warning = self.save_error = str(exc)
         else:
-            self.state_warning = None
+            self.state_warning = self.save_error = None
 
-    def _forget_gone(self, desired: Desired, observed: Observed) -> None:
-        """Drop applied records of ports nothing wants and nothing runs on."""
-        busy = self.executor.busy()
+    def _forget_gone(self, desired: Desired, observed: Observed, busy: frozenset[int]) -> None:
+        """Drop applied records of ports nothing wants and nothing runs on (`observed` was
+        scanned after `busy` was read: a lane ending since may have started a tgtd)."""
         with self._lock:
             gone = [
                 port
@@ -358,79 +395,14 @@ class Reconciler:
                 self._retry_at.pop(port, None)
             if stale:
                 self._save()
+        self.checker.keep_only(desired.instances)
 
     # ---- audit -----------------------------------------------------------------------------
-
-    def _audit(
-        self,
-        kind: AuditAction,
-        spec: InstanceSpec,
-        outcome: Outcome,
-        duration_ms: int,
-        note: str = "",
-    ) -> None:
-        message = f"{note}: {outcome.message}" if note else outcome.message
-        if spec.notes:  # e.g. a backing store shared on purpose (allow-in-use yes)
-            message += "; " + "; ".join(spec.notes)
-        self.audit.record(
-            AuditRecord(
-                action=kind,
-                instance=spec.name,
-                port=spec.port,
-                config=str(spec.config),
-                sha256=spec.sha256,
-                result=outcome.result,
-                duration_ms=duration_ms,
-                message=message,
-                output=outcome.output,
-                ts=self.wall_clock(),
-            )
-        )
 
     def _audit_drop(
         self, kind: AuditAction, action: DrainStop, outcome: Outcome, duration_ms: int
     ) -> None:
         with self._lock:
             entry = self.applied.entries.get(action.port)
-        self.audit.record(
-            AuditRecord(
-                action=kind,
-                instance=action.name,
-                port=action.port,
-                config=str(action.config),
-                sha256=entry.sha256 if entry else "",
-                result=outcome.result,
-                duration_ms=duration_ms,
-                message=outcome.message,
-                output=outcome.output,
-                ts=self.wall_clock(),
-            )
-        )
-
-    def _audit_rejects(self, desired: Desired) -> None:
-        """One `reject` record when a problem first appears, not on every cycle."""
-        current = {str(p): p for p in desired.problems}
-        for text in sorted(set(current) - self._rejected):
-            self._audit_problem(current[text])
-        self._rejected = set(current)
-
-    def _audit_problem(self, problem: Problem) -> None:
-        # The port a file ran on keeps its last good config: name it (None for a new file).
-        with self._lock:
-            port = next(
-                (p for p, e in self.applied.entries.items() if e.config == problem.path), None
-            )
-        self.audit.record(
-            AuditRecord(
-                action=AuditAction.REJECT,
-                instance=problem.path.name.removesuffix(".conf"),
-                port=port,
-                config=str(problem.path),
-                sha256="",
-                result=Result.SKIPPED,
-                duration_ms=0,
-                message=problem.report(),
-                output="",
-                ts=self.wall_clock(),
-            )
-        )
+        sha256 = entry.sha256 if entry else ""
+        self.recorder.drop(kind, action, sha256, outcome, duration_ms)

@@ -10,8 +10,8 @@ from tgtwatch.daemon.watch_events import (
     WatcherUnavailable,
     is_ignored_name,
 )
+from tgtwatch.daemon.watch_inotify import InotifyWatcher
 from tgtwatch.daemon.watch_pyinotify import PyinotifyWatcher
-from tgtwatch.daemon.watch_watchdog import WatchdogWatcher
 
 
 def make_watcher(
@@ -29,4 +29,6 @@ def make_watcher(
         ) from None
     if kind is WatcherKind.PYINOTIFY:
         return PyinotifyWatcher(triggers, ignore=ignore)
-    return WatchdogWatcher(triggers, ignore=ignore)
+    # `watchdog` (older settings files) is the same reader: the watchdog package's public
+    # API reports no inotify overflow, so tgtwatch reads inotify itself.
+    return InotifyWatcher(triggers, ignore=ignore)

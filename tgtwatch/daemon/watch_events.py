@@ -1,6 +1,6 @@
 """What inotify tells and what it means: classify events, pick watch points, ignore leftovers.
 
-The watchers (watch_watchdog, watch_pyinotify) turn events into `Trigger`s on a queue.
+The watchers (watch_inotify, watch_pyinotify) turn events into `Trigger`s on a queue.
 
 Events are triggers only (DESIGN.md): the watcher says "look again", never
 "this changed". What it must get right is *when* to say it:
@@ -55,7 +55,8 @@ REARM_ROUNDS = 8  # directories that keep vanishing while we arm: give up, repor
 class WatcherKind(enum.Enum):
     """The `watcher:` setting."""
 
-    WATCHDOG = "watchdog"
+    INOTIFY = "inotify"
+    WATCHDOG = "watchdog"  # older settings files: the inotify reader too (no watchdog now)
     PYINOTIFY = "pyinotify"
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
+from tgtwatch.model.drift import drift_of
 from tgtwatch.model.structs import (
     Action,
     Applied,
     AppliedEntry,
+    Check,
     Desired,
     DrainStop,
     InstanceKind,
@@ -19,22 +23,29 @@ from tgtwatch.model.structs import (
 
 
 def pending_released(entry: AppliedEntry, running: ObservedInstance) -> bool:
-    """Whether targets tgt-admin skipped as busy have lost their sessions, so a reload lands."""
-    if not entry.pending:
+    """Whether targets tgt-admin skipped as busy have lost their sessions, so a reload lands
+    (known only of an inspected tgtd: a /proc scan does not count sessions)."""
+    if not entry.pending or not running.inspected:
         return False
     sessions = {t.name: t.sessions for t in running.targets}
     return all(sessions.get(name, 0) == 0 for name in entry.pending)
 
 
 def _for_desired(
-    spec: InstanceSpec, entry: AppliedEntry | None, running: ObservedInstance | None
+    spec: InstanceSpec,
+    entry: AppliedEntry | None,
+    running: ObservedInstance | None,
+    verify: bool,
 ) -> list[Action]:
     if spec.kind is InstanceKind.DEFAULT:
-        # The distribution's unit owns this tgtd: reload it when it runs, never start it.
+        # The distribution's unit owns this tgtd: reload it when it runs, never start it,
+        # never repair it (only its pending targets are looked at).
         if running is None:
             return []
         if entry is None or entry.sha256 != spec.sha256 or pending_released(entry, running):
             return [Reload(spec, adopt=entry is None)]
+        if entry.pending and verify and not running.inspected:
+            return [Check(spec)]
         return []
     if entry is not None and entry.config != spec.config:
         # Another file now owns the port (a rename, or a port handed over): the old
@@ -59,11 +70,21 @@ def _for_desired(
         return [Reload(spec, adopt=True)]
     if entry.sha256 != spec.sha256 or pending_released(entry, running):
         return [Reload(spec)]
-    return []
+    # Converged by digest; what runs must also be what was applied.
+    if running.inspected:
+        drift = drift_of(spec, entry, running)
+        return [Check(spec, str(drift))] if drift else []
+    return [Check(spec)] if verify else []
 
 
-def plan(desired: Desired, applied: Applied, observed: Observed) -> Plan:
-    """Start, reload or drain per port so the host matches the files; idempotent."""
+def plan(
+    desired: Desired, applied: Applied, observed: Observed, verify: Collection[int] = ()
+) -> Plan:
+    """Start, reload, drain or check per port so the host matches the files; idempotent.
+
+    A converged port is compared with what was applied when tgtd was inspected (`observed`
+    holds its targets), or checked (a Check action inspects it) when its port is in `verify`.
+    """
     # Ports no file wants any more drain first: a file that moved to another port is
     # "DrainStop of the old port, then Start of the new one" (DESIGN.md).
     actions: list[Action] = []
@@ -78,10 +99,32 @@ def plan(desired: Desired, applied: Applied, observed: Observed) -> Plan:
         if running is not None:
             actions.append(DrainStop(port, running.control_port, entry.name, entry.config))
     for port, spec in desired.instances.items():
-        actions += _for_desired(spec, applied.entries.get(port), observed.instances.get(port))
+        running = observed.instances.get(port)
+        actions += _for_desired(spec, applied.entries.get(port), running, port in verify)
+    actions, waiting = _hold_starts_of_busy_names(actions, observed)
     foreign = tuple(
         running
         for port, running in sorted(observed.instances.items())
         if port not in desired.instances and port not in applied.entries
     )
-    return Plan(actions=tuple(actions), foreign=foreign, held=tuple(held))
+    return Plan(actions=tuple(actions), foreign=foreign, held=tuple(held), waiting=waiting)
+
+
+def _hold_starts_of_busy_names(
+    actions: list[Action], observed: Observed
+) -> tuple[list[Action], tuple[tuple[int, int], ...]]:
+    """A port change is a drain of the old port and a start of the new one. Where one name
+    runs one tgtd at a time (a systemd unit), the start waits, without holding a lane, until
+    the old port's tgtd has gone: its drain may last as long as its sessions."""
+    running_as = {
+        r.instance: port for port, r in observed.instances.items() if r.instance is not None
+    }
+    kept: list[Action] = []
+    waiting: list[tuple[int, int]] = []
+    for action in actions:
+        blocker = running_as.get(action.name) if isinstance(action, Start) else None
+        if blocker is not None and blocker != action.port:
+            waiting.append((action.port, blocker))
+            continue
+        kept.append(action)
+    return kept, tuple(waiting)

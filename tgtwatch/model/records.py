@@ -16,6 +16,7 @@ class AuditAction(enum.Enum):
     REJECT = "reject"
     ADOPT = "adopt"
     PENDING = "pending"
+    REPAIR = "repair"  # what ran had drifted from what was applied (an extension)
 
 
 class AuditResult(enum.Enum):

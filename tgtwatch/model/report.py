@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from tgtwatch.model.structs import Action, AppliedEntry, DrainStop, ObservedInstance, Plan, Problem
+from tgtwatch.model.structs import (
+    Action,
+    AppliedEntry,
+    Check,
+    DrainStop,
+    ObservedInstance,
+    Plan,
+    Problem,
+)
 
 
 def action_json(action: Action) -> dict[str, Any]:
@@ -27,6 +35,7 @@ def action_json(action: Action) -> dict[str, Any]:
         "sha256": spec.sha256,
         "targets": [{"name": t.name, "luns": t.luns} for t in spec.targets],
         **({"adopt": True} if getattr(action, "adopt", False) else {}),
+        **({"drift": action.why} if isinstance(action, Check) and action.why else {}),
     }
 
 
@@ -35,9 +44,11 @@ def action_line(action: Action) -> str:
         return f"drain_stop {action.name} port {action.port} ({action.reason})"
     spec = action.spec
     adopt = " (adopt a running tgtd)" if getattr(action, "adopt", False) else ""
+    why = getattr(action, "why", "")
+    drifted = f" (drifted: {why})" if why else ""
     return (
         f"{action.kind.value} {spec.name} port {spec.port} {spec.config} "
-        f"sha256 {spec.sha256[:12]}{adopt}"
+        f"sha256 {spec.sha256[:12]}{adopt}{drifted}"
     )
 
 
@@ -64,6 +75,7 @@ def plan_json(plan: Plan, problems: tuple[Problem, ...], notes: tuple[str, ...])
         "problems": [problem_json(p) for p in problems],
         "held": [_held_json(e) for e in plan.held],
         "foreign": [_foreign_json(f) for f in plan.foreign],
+        "waiting": [{"port": p, "after": b} for p, b in plan.waiting],
         "notes": list(notes),
     }
 
@@ -78,4 +90,5 @@ def plan_lines(plan: Plan) -> list[str]:
         f"leave port {f.port} (pid {f.pid}): a tgtd no file asks for and tgtwatch never applied"
         for f in plan.foreign
     ]
+    lines += [f"wait port {p}: starts once port {b} has drained" for p, b in plan.waiting]
     return lines or ["nothing to do"]

@@ -7,10 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tgtwatch.model.drift import drift_of
 from tgtwatch.model.structs import (
     Applied,
+    AppliedEntry,
     Desired,
     InstanceKind,
+    InstanceSpec,
     InstanceState,
     Observed,
     ObservedInstance,
@@ -58,13 +61,35 @@ def _running_state(
     return InstanceState.RUNNING
 
 
+def _wrong(
+    spec: InstanceSpec | None,
+    entry: AppliedEntry | None,
+    running: ObservedInstance,
+    wrong: Mapping[int, str],
+) -> str:
+    """Why a tgtd that runs for a file does not run as applied ("" when it does)."""
+    if running.port in wrong:
+        return wrong[running.port]
+    if spec is None or entry is None or spec.kind is InstanceKind.DEFAULT:
+        return ""
+    if not running.inspected or running.starting or entry.sha256 != spec.sha256:
+        return ""
+    drift = drift_of(spec, entry, running)
+    return f"drifted from what was applied: {drift}" if drift else ""
+
+
 def instance_states(
     desired: Desired,
     applied: Applied,
     observed: Observed,
     failures: Mapping[int, str],
+    wrong: Mapping[int, str] | None = None,
 ) -> list[InstanceStatus]:
-    """One status per port that a file wants, tgtwatch applied, or a tgtd serves."""
+    """One status per port that a file wants, tgtwatch applied, or a tgtd serves.
+
+    `wrong`: ports whose tgtd the daemon found not running as applied (a drift it could
+    not repair, or a tgtd that does not answer); an inspected tgtd is compared here too.
+    """
     ports = sorted(set(desired.instances) | set(applied.entries) | set(observed.instances))
     result: list[InstanceStatus] = []
     for port in ports:
@@ -99,8 +124,11 @@ def instance_states(
             wanted = True
         state = _running_state(running, sha_applied, bool(entry and entry.pending), wanted)
         message = failures.get(port, "")
+        why = _wrong(spec, entry, running, wrong or {}) if wanted else ""
+        if why:
+            state, message = InstanceState.FAILED, why
         pending = entry.pending if entry is not None else ()
-        if pending:
+        if pending and not why:
             message = "in use, waiting to apply: " + ", ".join(pending)
         result.append(
             InstanceStatus(
@@ -110,8 +138,14 @@ def instance_states(
     return result
 
 
-def status_line(statuses: list[InstanceStatus], problems: tuple[Problem, ...]) -> str:
-    """One line for systemd's STATUS=, e.g. `3 running, 1 draining, 1 problem (x.conf: ...)`."""
+def status_line(
+    statuses: list[InstanceStatus], problems: tuple[Problem, ...], state_error: str | None = None
+) -> str:
+    """One line for systemd's STATUS=, e.g. `3 running, 1 draining, 1 problem (x.conf: ...)`.
+
+    `state_error`: why the applied state could not be saved (a restart would then not know
+    what it applied), said last.
+    """
     counts = Counter(s.state for s in statuses if s.managed)
     parts = [f"{counts[state]} {state.value}" for state in InstanceState if counts[state]]
     if not parts:
@@ -120,4 +154,6 @@ def status_line(statuses: list[InstanceStatus], problems: tuple[Problem, ...]) -
         first = problems[0]
         noun = "problem" if len(problems) == 1 else "problems"
         parts.append(f"{len(problems)} {noun} ({first.path.name}: {first.message})")
+    if state_error:
+        parts.append(f"state not saved ({state_error})")
     return ", ".join(parts)

@@ -35,6 +35,7 @@ class ActionKind(enum.Enum):
     START = "start"
     RELOAD = "reload"
     DRAIN_STOP = "drain_stop"
+    CHECK = "check"
 
 
 class Rule(enum.Enum):
@@ -134,7 +135,13 @@ class ObservedInstance:
     system_state: str = ""  # tgtd's own: ready | offline
     targets: tuple[ObservedTarget, ...] = ()
     unit: str | None = None  # systemd backend: the unit that owns the process
-    starting: bool = False  # systemd backend: unit activating
+    starting: bool = False  # control socket not answering yet, or (systemd) unit activating
+    # tgtd itself was asked (system state, targets, LUNs, sessions): without it only the
+    # process is known (a /proc scan), and nothing above but pid and ports is meaningful.
+    inspected: bool = False
+    # The instance it runs for, when that binds a name to one tgtd at a time (systemd: its
+    # unit tgtd@NAME): a file moved to another port starts once the old port is drained.
+    instance: str | None = None
 
     @property
     def sessions(self) -> int:
@@ -205,7 +212,25 @@ class DrainStop:
     reason: str = "no file wants this port any more"
 
 
-Action = Start | Reload | DrainStop
+@dataclass(frozen=True)
+class Check:
+    """Compare what runs on a port with what was applied; repair it if it drifted, and land
+    pending targets whose sessions ended. `why`: the drift already seen, if any."""
+
+    kind: ClassVar[ActionKind] = ActionKind.CHECK
+    spec: InstanceSpec
+    why: str = ""
+
+    @property
+    def port(self) -> int:
+        return self.spec.port
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+Action = Start | Reload | DrainStop | Check
 
 
 @dataclass(frozen=True)
@@ -215,3 +240,6 @@ class Plan:
     actions: tuple[Action, ...] = ()
     foreign: tuple[ObservedInstance, ...] = ()  # running, never applied, wanted by no file
     held: tuple[AppliedEntry, ...] = ()  # file refused: keeps running on its last good config
+    # (port, blocker): a start that waits until the tgtd of the same instance on `blocker`
+    # has drained (systemd: one unit per name); the blocker's lane ending brings it back.
+    waiting: tuple[tuple[int, int], ...] = ()

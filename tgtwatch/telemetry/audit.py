@@ -39,6 +39,7 @@ MESSAGE_IDS = MappingProxyType(
         AuditAction.REJECT: "701ebfd42169436d8258956f96650324",
         AuditAction.ADOPT: "4ef6735d556844fda8a25d3687fe0cd3",
         AuditAction.PENDING: "a67a1c20ad824a40bb9d015065e2bfbf",
+        AuditAction.REPAIR: "aa45e414ecd74639831e776c5dfcebcc",
     }
 )
 

@@ -20,6 +20,8 @@ class MetricsSnapshot:
     problems: int
     last_cycle_seconds: float
     last_cycle_timestamp: float
+    state_save_failing: bool = False
+    held: int = 0  # instances kept as they run because their file cannot be seen
 
 
 def render_registry(snapshot: MetricsSnapshot) -> CollectorRegistry:
@@ -44,12 +46,24 @@ def render_registry(snapshot: MetricsSnapshot) -> CollectorRegistry:
     for (action, result), count in sorted(snapshot.actions.items()):
         actions.labels(action, result).set(count)
     Gauge("tgtwatch_problems", "Files refused.", registry=registry).set(snapshot.problems)
+    Gauge(
+        "tgtwatch_held_instances",
+        "Instances kept running as they are because their file is refused or cannot be seen "
+        "(e.g. instances_dir missing).",
+        registry=registry,
+    ).set(snapshot.held)
     pending = Gauge(
         "tgtwatch_pending_targets",
         "Targets waiting for their sessions to end before a reload applies.",
         registry=registry,
     )
     pending.set(sum(len(s.pending) for s in snapshot.statuses))
+    Gauge(
+        "tgtwatch_state_save_failing",
+        "1 while the last write of the applied-state file failed (a restart would not know "
+        "what was applied), else 0.",
+        registry=registry,
+    ).set(int(snapshot.state_save_failing))
     Gauge(
         "tgtwatch_last_cycle_duration_seconds",
         "How long the last cycle took to plan.",

@@ -12,6 +12,11 @@ i.e. everything but the ``sendto``.
 
 Send failures raise ``NotifyError``: the daemon decides (log and go on). Without
 ``$NOTIFY_SOCKET`` every method is a no-op, as with ``sd_notify(3)``.
+
+A send never blocks: when systemd does not read its socket (busy, or stuck), a blocking
+``sendto`` would hold the loop, and with a timeout it spins (``poll`` says the socket is
+writable, ``sendto`` says EAGAIN). ``NotifyError.transient`` says "try again later";
+``telemetry.outbox`` keeps and retries such messages.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ WATCHDOG_USEC_ENV = "WATCHDOG_USEC"
 WATCHDOG_PID_ENV = "WATCHDOG_PID"
 # Meant for tgtwatch alone: children (tgtd, tgt-admin) must never inherit them.
 SYSTEMD_NOTIFY_ENV = (NOTIFY_SOCKET_ENV, WATCHDOG_USEC_ENV, WATCHDOG_PID_ENV)
+
+# The receiver's queue is full (systemd is not reading): the message may go through later.
+TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR})
 
 # systemd reads notifications into a PIPE_BUF (4096-byte) buffer and ignores truncated
 # ones; a STATUS is meant to be one line in `systemctl status`. Bytes, UTF-8 encoded.
@@ -45,6 +53,11 @@ class NotifyError(Exception):
         reason = os.strerror(cause.errno) if cause.errno is not None else str(cause)
         first = message.split("\n", 1)[0]
         super().__init__(f"sd_notify {first!r} to {address}: {reason}")
+
+    @property
+    def transient(self) -> bool:
+        """Not delivered *now* (systemd's queue is full): worth sending again later."""
+        return self.errno in TRANSIENT_ERRNOS
 
 
 class Notifier(Protocol):
@@ -176,21 +189,20 @@ class MessageNotifier:
 class SystemdNotifier(MessageNotifier):
     """Sends to ``$NOTIFY_SOCKET``; a no-op when the service manager gave none."""
 
-    def __init__(self, address: str | None, *, timeout_s: float | None = 5.0) -> None:
+    def __init__(self, address: str | None) -> None:
         """``address`` is ``$NOTIFY_SOCKET`` as given (``/path`` or ``@abstract``)."""
         self._address = address or None
-        self._timeout_s = timeout_s
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], *, timeout_s: float | None = 5.0) -> SystemdNotifier:
-        return cls(env.get(NOTIFY_SOCKET_ENV), timeout_s=timeout_s)
+    def from_env(cls, env: Mapping[str, str]) -> SystemdNotifier:
+        return cls(env.get(NOTIFY_SOCKET_ENV))
 
     @property
     def enabled(self) -> bool:
         return self._address is not None
 
     def send(self, message: str) -> None:
-        """Send one raw notification; raises ``NotifyError`` if it was not delivered."""
+        """Send one raw notification, without blocking; ``NotifyError`` if not delivered."""
         address = self._address
         if address is None:
             return
@@ -206,7 +218,7 @@ class SystemdNotifier(MessageNotifier):
             # A socket per message, like sd_notify(3): nothing to close or leak to children,
             # and a restarted manager's new socket is found again.
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                sock.settimeout(self._timeout_s)
+                sock.setblocking(False)
                 sock.sendto(data, target)
         except OSError as e:
             raise NotifyError(address, message, e) from e
