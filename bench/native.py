@@ -92,7 +92,6 @@ def bare_floor(port: int, store: Path, target: str, log_path: Path) -> float:
     wait_until(lambda: socket_answers(port), 10, "tgtd socket", interval=0.002)
     tgtadm_state(port, "offline")
     tgtadm(port, "--lld", "iscsi", "--op", "new", "--mode", "target", "--tid", "1", "-T", target)
-    tgtadm(port, "--lld", "iscsi", "--op", "new", "--mode", "logicalunit", "--tid", "1")
     tgtadm(
         port,
         "--lld",
@@ -234,6 +233,8 @@ def main() -> None:
     install_signal_cleanup()
     results: dict[str, Any] = {}
     runs = 6 if args.quick else 15
+    n = 100 if args.quick else 500
+    POOL.reserve(n + 4)
     try:
         log("1. provisioning one instance with one target")
         results["provisioning"] = provisioning(runs)
@@ -244,7 +245,6 @@ def main() -> None:
             "native": big_reload(EngineKind.NATIVE, targets, 5),
             "tgt-admin": big_reload(EngineKind.TGT_ADMIN, targets, 2),
         }
-        n = 100 if args.quick else 500
         log(f"3. {n} instance files when tgtwatch starts")
         results["scale"] = {
             "n": n,

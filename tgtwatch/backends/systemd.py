@@ -27,6 +27,7 @@ from tgtwatch.model.structs import (
 from tgtwatch.tgt.chap import AccountError
 from tgtwatch.tgt.cmdline import parse_tgtd_cmdline
 from tgtwatch.tgt.gateway import TgtCommandError, TgtControl, TgtPrograms
+from tgtwatch.tgt.ipc_client import IpcError
 
 UNIT_TEMPLATE = "tgtd@{name}.service"
 __all__ = ["SYSTEMCTL_TIMEOUT_S", "Systemctl", "SystemctlError", "SystemdBackend"]
@@ -234,7 +235,7 @@ class SystemdBackend:
             portals = control.portals()
             bound = any(p.port == spec.port for p in portals) and portal_listens(spec.portal)
             loaded, chap = self.direct.configure(spec, control) if bound else (None, None)
-        except (TgtCommandError, AccountError) as exc:
+        except (TgtCommandError, AccountError, IpcError) as exc:
             self._stop_quietly(unit)
             return Outcome(Result.FAILED, f"{unit} started but could not be loaded: {exc}")
         if loaded is None:
