@@ -9,6 +9,7 @@ iSCSI parameters, address and name ACLs or none (the implicit ALL).
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,9 +21,14 @@ from hypothesis import strategies as st
 from tgt_state import tgtd_state
 from tgtd_harness import RunningTgtd, TgtdFactory
 
+from tests.every_key import every_key_text
+from tgtwatch.config.render import render
+from tgtwatch.config.tgtconf import parse
+from tgtwatch.config.trust import TrustedFiles, TrustPolicy
 from tgtwatch.model.tree import WRITE_CACHE_OFF
 from tgtwatch.tgt import gateway as g
 from tgtwatch.tgt.applier import apply_changes
+from tgtwatch.tgt.engine import RecordFile, load
 from tgtwatch.tgt.instance_changes import instance_changes
 from tgtwatch.tgt.ipc_client import TgtdSocket
 from tgtwatch.tgt.luns import StoreRef, number_luns
@@ -300,3 +306,60 @@ def test_native_edit_chain_ends_where_tgt_admin_starts(
         assert not report.waiting
         record = report.record
     assert _without_tids(tgtd_state(native.port)) == _without_tids(tgtd_state(oracle.port))
+
+
+def _inquiry(port: int, target: str, lun: int, *args: str) -> str:
+    done = subprocess.run(
+        ["iscsi-inq", *args, f"iscsi://127.0.0.1:{port}/{target}/{lun}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_every_key_loads_as_tgt_admin_loads_it(
+    pair: tuple[RunningTgtd, RunningTgtd], tmp_path: Path
+) -> None:
+    """The file with every documented key (but direct-store, which the native engine
+    refuses at check time): what show can see is compared, then what only an initiator
+    can see (INQUIRY: vendor, product, revision; the unit serial page)."""
+    oracle, native = pair
+    _clear(oracle)
+    _clear(native)
+    stores = [tmp_path / name for name in ("a.img", "b.img", "c.img")]
+    for store in stores:
+        with store.open("ab") as f:
+            f.truncate(1 << 20)
+    target = f"{IQN}:every-key"
+    text = every_key_text(native.port, target, *(str(s) for s in stores))
+    text = text.replace(
+        f"    direct-store {stores[2]}\n",
+        f"    <backing-store {stores[2]}>\n    </backing-store>\n",
+    )
+    config = tmp_path / "every.conf"
+    config.write_text(text)
+    parsed = parse(config, TrustedFiles(tmp_path, TrustPolicy(owner_uid=os.getuid())))
+    assert parsed.tree is not None, parsed.problems
+    rendered = tmp_path / "rendered.conf"
+    rendered.write_text(render(parsed.tree, accounts=False))
+    done = subprocess.run(
+        ["tgt-admin", "-C", str(oracle.port), "-e", "-c", str(rendered)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = load(TgtdSocket(native.port), parsed.tree, RecordFile(tmp_path / "record.json"))
+    assert report.ok, report.error
+    assert tgtd_state(native.port) == tgtd_state(oracle.port)
+    # Both tgtds admit 127.0.0.1 only by address; no account is bound in either.
+    for lun in (1, 2, 5):
+        assert _inquiry(native.port, target, lun) == _inquiry(oracle.port, target, lun), lun
+        serial = ("-e", "1", "-c", "0x80")
+        assert _inquiry(native.port, target, lun, *serial) == _inquiry(
+            oracle.port, target, lun, *serial
+        ), lun
