@@ -56,12 +56,14 @@ def spawn_look_alike(started: list[subprocess.Popen[bytes]], port: int) -> subpr
     started.append(proc)
 
     def looks_like_tgtd() -> bool:
+        # comm changes at exec a moment before the new cmdline can be read: wait for both.
         comm = Path(f"/proc/{proc.pid}/comm")
-        return comm.exists() and comm.read_text().strip() == "tgtd"
+        if not comm.exists() or comm.read_text().strip() != "tgtd":
+            return False
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        return cmdline[0] == b"/usr/sbin/tgtd" and cmdline[-3:-1] == [b"-C", str(port).encode()]
 
     wait_for(looks_like_tgtd, 10, "the look-alike to exec")
-    cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
-    assert cmdline[0] == b"/usr/sbin/tgtd" and cmdline[-3:-1] == [b"-C", str(port).encode()]
     return proc
 
 

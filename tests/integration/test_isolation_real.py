@@ -9,7 +9,6 @@ from instances import (
     InstanceTree,
     assert_lun_answers,
     iqn,
-    iscsi_inq,
     listed_targets,
 )
 from tgtd_harness import wait_for
@@ -61,8 +60,15 @@ def test_churn_elsewhere_and_pending_edit_keep_the_session(
     status = tree.assert_status_matches_tgtd()
     assert (status[port_a]["state"], status[port_a]["pid"]) == ("running", pid_a)
 
-    # Editing A itself: its busy target is left as it was and reported pending.
+    # Editing A itself: a LUN added reaches the busy target live, the session goes on.
     tree.write_instance("a", port_a, {iqn("a"): [tree.backing("a-1.img"), tree.backing("a2.img")]})
+    ran = tree.apply()
+    assert ran.code == 0, str(ran)
+    assert f"reload a port {port_a}: ok" in ran.out and "new LUN 2" in ran.out, str(ran)
+    assert_lun_answers(port_a, iqn("a"), 2)
+    assert tree.pids()[port_a] == pid_a
+    # Another store under LUN 1 would change a logged-in initiator's data: it waits, pending.
+    tree.write_instance("a", port_a, {iqn("a"): [tree.backing("a-1b.img"), tree.backing("a2.img")]})
     ran = tree.apply()
     assert ran.code == 1, str(ran)
     assert f"reload a port {port_a}: partial" in ran.out, str(ran)
@@ -72,7 +78,13 @@ def test_churn_elsewhere_and_pending_edit_keep_the_session(
     status = tree.assert_status_matches_tgtd()
     assert status[port_a]["state"] == "pending", status[port_a]
     assert status[port_a]["pending"] == [iqn("a")], status[port_a]
-    assert iscsi_inq(port_a, iqn("a"), 2).returncode != 0, "not applied while in use"
+    control = g.TgtControl(port_a)
+
+    def lun1_store() -> str | None:
+        (target,) = control.target_details()
+        return target.data_luns[0].backing_store
+
+    assert lun1_store() == str(tree.backing("a-1.img")), "not applied while in use"
     # Apply again while still busy: still pending, nothing breaks.
     again = tree.apply()
     assert again.code == 1, str(again)
@@ -82,17 +94,20 @@ def test_churn_elsewhere_and_pending_edit_keep_the_session(
     ], str(again)
     perf.wait_progress()
 
-    assert perf.stop() == 0, perf.log()
+    # iscsi-perf (libiscsi) does not finish its SIGINT shutdown once it has seen the
+    # "REPORTED LUNS DATA HAS CHANGED" unit attention a live LUN add queues (reproduced
+    # with tgtadm alone, no tgtwatch): it is then stopped with SIGKILL. What counts is
+    # that I/O flowed after every step with no error.
+    perf.stop()
     assert perf.errors() == [], perf.log()
     assert tree.pids()[port_a] == pid_a
-    control = g.TgtControl(port_a)
     wait_for(lambda: sum(t.sessions for t in control.targets()) == 0, 10, "A's session to end")
 
     # The session ended: the next apply lands the update.
     ran = tree.apply()
     assert ran.code == 0, str(ran)
     assert f"reload a port {port_a}: ok" in ran.out, str(ran)
-    assert_lun_answers(port_a, iqn("a"), 2)
+    assert lun1_store() == str(tree.backing("a-1b.img"))
     assert tree.pids()[port_a] == pid_a
     status = tree.assert_status_matches_tgtd()
     assert (status[port_a]["state"], status[port_a]["pending"]) == ("running", [])

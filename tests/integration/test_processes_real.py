@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tgtwatch.backends.direct import wait_exit
+from tgtwatch.backends.probes import wait_exit
 
 pytestmark = pytest.mark.integration
 

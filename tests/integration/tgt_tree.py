@@ -33,7 +33,8 @@ from typing import IO, Any, ClassVar
 # tgtd_harness puts tests/ on sys.path: helpers and journal_proto import from there.
 from tgtd_harness import TGTD_RUN_DIR, reserve_port
 
-from tgtwatch.backends.direct import scan_tgtd, wait_exit
+from tgtwatch.backends.direct import scan_tgtd
+from tgtwatch.backends.probes import wait_exit
 from tgtwatch.tgt import gateway as g
 
 # The console script next to the interpreter running the tests: .venv/bin/tgtwatch.

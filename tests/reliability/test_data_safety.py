@@ -73,8 +73,9 @@ def test_busy_target_survives_every_action(world: RelWorld, tmp_path: Path) -> N
                 dh.iqn("a", 2): [world.backing("a-2.img")],
             },
         )
-        record = daemon.wait_for_record(action="pending", instance="a")
-        assert busy in (record.get("MESSAGE") or "")
+        # The busy target's new LUN goes live (the native engine); nothing waits.
+        record = daemon.wait_for_record(action="reload", instance="a")
+        assert f"{busy} new LUN 2" in (record.get("MESSAGE") or ""), record.fields
         flowing("reload")
         # SIGHUP: settings reloaded, a cycle
         after = daemon.notes()[-1].at
@@ -105,7 +106,11 @@ def test_busy_target_survives_every_action(world: RelWorld, tmp_path: Path) -> N
         for i, call in enumerate(calls[mark:], start=mark):
             why = harmful(call, port, tid, draining=i >= drain_mark)
             assert why is None, f"{why}: {call}"
-        assert perf.stop() == 0, perf.log()
+        # iscsi-perf (libiscsi) does not finish its SIGINT shutdown once it has seen the
+        # "REPORTED LUNS DATA HAS CHANGED" unit attention a live LUN add queues (reproduced
+        # with tgtadm alone, no tgtwatch): it is then stopped with SIGKILL. What counts is
+        # that I/O flowed after every step with no error.
+        perf.stop()
         assert perf.errors() == [], perf.log()
     finally:
         initiators.stop_all()

@@ -60,6 +60,8 @@ def converged(world: RelWorld, name: str, port: int) -> bool:
     [("tgt-admin", "injected failure"), ("tgtd", "exited with code 1 during start")],
 )
 def test_program_failing(world: RelWorld, program: str, expect: str) -> None:
+    if program == "tgt-admin":
+        world.write_settings(engine="tgt-admin")  # the native engine runs no tgt-admin
     by_port, by_pid, daemon = bystander(world)
     world.fault(program, "fail")
     port = world.reserve_port()
@@ -79,7 +81,7 @@ def test_program_failing(world: RelWorld, program: str, expect: str) -> None:
 def test_tgt_admin_hanging(world: RelWorld) -> None:
     """A hung tgt-admin holds its own port's lane only: another port starts meanwhile and
     the loop keeps pinging the watchdog; the gateway's timeout (tool_timeout_s) ends it."""
-    world.write_settings(tool_timeout_s=HANG_TIMEOUT_S)
+    world.write_settings(tool_timeout_s=HANG_TIMEOUT_S, engine="tgt-admin")
     by_port, by_pid, daemon = bystander(world)
     world.fault("tgt-admin", "hang")
     port = world.reserve_port()

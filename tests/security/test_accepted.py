@@ -61,11 +61,22 @@ def test_the_sample_is_accepted_and_serves(world: RelWorld) -> None:
             assert reads(url(port, target=target, lun=1)), target
 
 
-def test_a_file_with_every_documented_key_is_accepted_and_serves(world: RelWorld) -> None:
+@pytest.mark.parametrize("engine", ["native", "tgt-admin"])
+def test_a_file_with_every_documented_key_is_accepted_and_serves(
+    world: RelWorld, engine: str
+) -> None:
+    world.write_settings(engine=engine)
     port = world.reserve_port()
     target = f"{dh.IQN_PREFIX}:every-key"
     stores = [world.backing(name) for name in ("a.img", "b.img", "c.img")]
-    world.move_in("every", every_key_text(port, target, *(str(s) for s in stores)))
+    text = every_key_text(port, target, *(str(s) for s in stores))
+    if engine == "native":
+        # The native engine does no direct-store (a device's own identity): same LUN as a
+        # backing-store. That it refuses one is test_native_engine_refuses_direct_store.
+        direct = f"    direct-store {stores[2]}\n"
+        assert direct in text
+        text = text.replace(direct, f"    <backing-store {stores[2]}>\n    </backing-store>\n")
+    world.move_in("every", text)
     check = world.tgtwatch("check")
     assert check.returncode == 0, check.stdout + check.stderr
     ran = world.apply()
@@ -100,3 +111,18 @@ def test_what_tgt_admin_is_given_is_the_rendering(world: RelWorld) -> None:
     assert text.startswith("# Rendered by tgtwatch")
     assert "a comment" not in text and "SOCKET_OPTS" not in text and "lun 1" in text
     assert snapshot.stat().st_mode & 0o077 == 0
+
+
+def test_native_engine_refuses_direct_store(world: RelWorld) -> None:
+    port = world.reserve_port()
+    store = world.backing("d.img")
+    text = world.instance_text("direct", port).replace(
+        "</target>", f"    direct-store {store}\n</target>", 1
+    )
+    world.move_in("direct", text)
+    check = world.tgtwatch("check")
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert f"direct-store {store}: needs `engine: tgt-admin`" in check.stdout, check.stdout
+    assert "[rule: grammar]" in check.stdout
+    world.write_settings(engine="tgt-admin")
+    assert world.tgtwatch("check").returncode == 0

@@ -14,8 +14,8 @@ UNITS = Path(__file__).resolve().parents[2] / "units"
 
 # Stand-in for the parts of the tgtwatch CLI that units/tgtd@.service calls, until the
 # real one can be installed in the container. Same contract: render-env writes only
-# validated SOCKET_OPTS/PORTAL_OPTS and the checked config tgt-admin reads;
-# drain = offline, wait for no sessions, remove, delete.
+# validated SOCKET_OPTS/PORTAL_OPTS and the checked config tgt-admin reads; load = the
+# tgt-admin engine on it; drain = offline, wait for no sessions, remove, delete.
 TGTWATCH_STANDIN = r"""#!/bin/sh
 set -eu
 cmd=$1; shift
@@ -31,6 +31,14 @@ render-env)
     printf 'SOCKET_OPTS=%s\nPORTAL_OPTS=%s\n' "$port" "$portal" > "/run/tgtwatch/env/$inst.env.new"
     mv "/run/tgtwatch/env/$inst.env.new" "/run/tgtwatch/env/$inst.env"
     install -m 600 "$conf" "/run/tgtwatch/env/$inst.conf"
+    ;;
+load)
+    inst=$2
+    port=$(sed -n 's/^SOCKET_OPTS=//p' "/run/tgtwatch/env/$inst.env")
+    if [ "${3:-}" = --update ]; then
+        exec tgt-admin -C "$port" --update ALL -c "/run/tgtwatch/env/$inst.conf"
+    fi
+    exec tgt-admin -C "$port" -e -c "/run/tgtwatch/env/$inst.conf"
     ;;
 drain)
     port=$2

@@ -25,6 +25,8 @@ IMG_DIR = "/srv/tgtwatch-deb"  # under /srv: a default backing-store root
 IQN = "iqn.2026-11.test.tgtwatch.deb"
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 TIMINGS: dict[str, float] = {}
+
+
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tgtwatch_VERSION_all.deb, built from this tree (scripts/build-deb: lintian included)."""

@@ -359,3 +359,17 @@ def test_cmdline_parser_never_raises(raw: bytes) -> None:
 )
 def test_cmdline_parser_never_raises_on_tgtd_like(words: list[str]) -> None:
     parse_tgtd_cmdline(b"\0".join(w.encode() for w in ["tgtd", *words]))
+
+
+def test_lun_attributes_accounts_and_acls() -> None:
+    (target,) = parse_show_targets(data("show_target_accounts_acls.txt"))
+    lun1 = target.luns[1]
+    assert lun1.attribute("Size") == "67 MB"
+    assert lun1.attribute("Block size") == "512"
+    assert lun1.attribute("Readonly") == "No"
+    assert lun1.attribute("Backing store type") == "rdwr"
+    assert lun1.attribute("SCSI SN") == "beaf11"
+    assert lun1.attribute("Backing store flags") == ""
+    assert lun1.attribute("nonexistent") is None
+    assert target.accounts == ("u1", "o1 (outgoing)")
+    assert target.acl == ("10.0.0.0/24", "iqn.1993-08.org.debian:01:abc")

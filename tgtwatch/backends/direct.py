@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -16,17 +14,21 @@ from pathlib import Path
 
 from tgtwatch.backends import chap_files
 from tgtwatch.backends.base import Outcome, Result, Unanswered
+from tgtwatch.backends.loading import Loaded, load_targets, record_file
+from tgtwatch.backends.probes import portal_listens, wait_exit
 from tgtwatch.backends.tgtd_procs import TgtdProcess, scan_tgtd, trusted_executables
 from tgtwatch.config.accounts import AccountSet, account_set
 from tgtwatch.config.render import for_tgt_admin
+from tgtwatch.config.settings import EngineKind
 from tgtwatch.model.structs import (
     DrainStop,
+    InstanceKind,
     InstanceSpec,
     Observed,
     ObservedInstance,
     ObservedTarget,
 )
-from tgtwatch.tgt.admin_output import AdminReport, error_summary
+from tgtwatch.tgt.admin_output import error_summary
 from tgtwatch.tgt.chap import AccountError, AccountsApplied
 from tgtwatch.tgt.gateway import (
     DEFAULT_TIMEOUT_S,
@@ -36,6 +38,7 @@ from tgtwatch.tgt.gateway import (
     spawn_tgtd,
     tgtd_argv,
 )
+from tgtwatch.tgt.ipc_client import IpcError, TgtdSocket
 from tgtwatch.tgt.show import SystemState
 
 START_TIMEOUT_S = 10.0
@@ -85,56 +88,17 @@ def write_snapshot(directory: Path, spec: InstanceSpec) -> Path:
     return path
 
 
-def wait_exit(pid: int, timeout_s: float) -> bool:
-    """Wait for any process (child or not) to exit, without polling; True when it has.
-
-    poll(), not select(): a daemon managing hundreds of tgtds holds more than 1024
-    descriptors, and select() refuses any descriptor number past FD_SETSIZE.
-    """
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(max(0, int(timeout_s * 1000))))
-    finally:
-        os.close(fd)
-
-
-def _connect_host(host: str) -> str:
-    """Where to knock to see a portal listen: its own address, or loopback for a wildcard."""
-    if host in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    if host in ("[::]", "::"):
-        return "::1"
-    return host.strip("[]")
-
-
-def portal_listens(portal: str, timeout_s: float = 1.0) -> bool:
-    host, _, port = portal.rpartition(":")
-    try:
-        with socket.create_connection((_connect_host(host), int(port)), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def _admin_outcome(what: str, report: AdminReport, pid: int | None, output: str) -> Outcome:
+def _outcome(what: str, loaded: Loaded, pid: int | None) -> Outcome:
     """OK (busy targets named: the reconciler tells which are pending), or PARTIAL when
-    tgt-admin exited 0 but skipped a device (missing, or opened by another tgtd)."""
-    if report.problems:
-        problems = "; ".join(p.message for p in report.problems)
-        return Outcome(
-            Result.PARTIAL,
-            f"{what}, but: {problems}",
-            output,
-            pid,
-            report.busy_names,
-            incomplete=True,
-        )
-    return Outcome(Result.OK, what, "", pid, report.busy_names)
+    something the file asks for is missing (a store not there yet, or skipped by tgt-admin)."""
+    return Outcome(
+        loaded.result,
+        what + loaded.message,
+        loaded.output,
+        pid,
+        loaded.busy,
+        incomplete=loaded.incomplete,
+    )
 
 
 class DirectBackend:
@@ -151,8 +115,10 @@ class DirectBackend:
         proc_root: Path = Path("/proc"),
         start_timeout_s: float = START_TIMEOUT_S,
         tool_timeout_s: float = DEFAULT_TIMEOUT_S,
+        engine: EngineKind = EngineKind.NATIVE,
     ) -> None:
         self.log_dir = log_dir
+        self.engine = engine
         self.state_dir = log_dir.parent
         self.snapshot_dir = self.state_dir / SNAPSHOT_SUBDIR
         self.programs = programs or TgtPrograms()
@@ -250,8 +216,36 @@ class DirectBackend:
         """Create and bind the spec's CHAP accounts over the control socket."""
         return chap_files.apply(self.state_dir, spec.control_port, desired, self.tool_timeout_s)
 
+    def configure(
+        self, spec: InstanceSpec, control: TgtControl
+    ) -> tuple[Loaded, AccountsApplied | None]:
+        """A started tgtd, offline: load its targets, bind its CHAP accounts, set it ready.
+
+        Accounts come before ready: a target with incominguser but no account bound admits
+        anyone. A failed load leaves it offline for the caller to undo. TgtCommandError
+        and AccountError propagate, as from the other steps of a start.
+        """
+        loaded = self._load(spec, control, update=False)
+        if loaded.result is Result.FAILED:
+            return loaded, None
+        chap = self._accounts(spec, account_set(spec.tree))
+        TgtdSocket(spec.control_port, self.tool_timeout_s).set_state(SystemState.READY)
+        return loaded, chap
+
+    def _load(self, spec: InstanceSpec, control: TgtControl, *, update: bool) -> Loaded:
+        # The default instance belongs to the distribution: reloaded as its own unit does.
+        kind = EngineKind.TGT_ADMIN if spec.kind is InstanceKind.DEFAULT else self.engine
+        return load_targets(
+            spec,
+            kind,
+            control=control,
+            state_dir=self.state_dir,
+            snapshot=write_snapshot(self.snapshot_dir, spec),
+            update=update,
+            timeout_s=self.tool_timeout_s,
+        )
+
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
-        desired = account_set(spec.tree)
         control = self.control(spec.control_port)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"tgtd-{spec.port}.log"
@@ -268,11 +262,14 @@ class DirectBackend:
         def tail() -> str:
             return self._log_tail(log_path, since)
 
+        # A start's own requests go over tgtd's control socket: a tgtadm process each
+        # would cost about a millisecond (bench/README.md, "the control socket").
+        sock = TgtdSocket(spec.control_port, self.tool_timeout_s)
         try:
-            waited = control.wait_answering(
+            waited = sock.wait_answering(
                 self.start_timeout_s, alive=lambda: proc.poll() is None and not cancel.is_set()
             )
-        except TgtCommandError as exc:
+        except IpcError as exc:
             code = proc.poll()
             if code is not None:
                 self.reap()
@@ -288,7 +285,7 @@ class DirectBackend:
             why = "cancelled" if cancel.is_set() else str(exc)
             return Outcome(Result.FAILED, f"tgtd did not answer: {why}", tail())
         try:
-            portals = control.portals()
+            portals = sock.portals()
             if not any(p.port == spec.port for p in portals):
                 self._teardown(control, proc.pid, spec.port)
                 seen = ", ".join(p.address for p in portals) or "nothing"
@@ -298,15 +295,17 @@ class DirectBackend:
                     f"{seen} instead and was stopped",
                     tail(),
                 )
-            control.set_state(SystemState.OFFLINE)
-            loaded = control.execute(write_snapshot(self.snapshot_dir, spec))
-            # Before ready: a target with incominguser but no account bound admits anyone.
-            chap = self._accounts(spec, desired)
-            control.set_state(SystemState.READY)
+            sock.set_state(SystemState.OFFLINE)
+            loaded, chap = self.configure(spec, control)
+            if loaded.result is Result.FAILED:
+                self._teardown(control, proc.pid, spec.port)
+                return Outcome(
+                    Result.FAILED, f"start failed and was undone{loaded.message}", loaded.output
+                )
         except TgtCommandError as exc:
             self._teardown(control, proc.pid, spec.port)
             return Outcome(Result.FAILED, f"start failed and was undone: {exc}", exc.output)
-        except AccountError as exc:
+        except (AccountError, IpcError) as exc:
             self._teardown(control, proc.pid, spec.port)
             return Outcome(Result.FAILED, f"start failed and was undone: {exc}")
         if not portal_listens(spec.portal):
@@ -319,7 +318,7 @@ class DirectBackend:
             f"tgtd pid {proc.pid} on {spec.portal} answered after {waited * 1000:.0f} ms; "
             f"ready with {names}{chap_files.summary(chap)}"
         )
-        return _admin_outcome(what, loaded.report, proc.pid, loaded.command.output)
+        return _outcome(what, loaded, proc.pid)
 
     def _teardown(self, control: TgtControl, pid: int, port: int) -> None:
         """Undo a start that went wrong: no half-configured tgtd is left on the port."""
@@ -343,7 +342,14 @@ class DirectBackend:
             # (offline) until the accounts are bound again, rather than pass without CHAP.
             if desired.incoming:
                 control.set_state(SystemState.OFFLINE)
-            updated = control.update(write_snapshot(self.snapshot_dir, spec))
+            updated = self._load(spec, control, update=True)
+            if updated.result is Result.FAILED:
+                offline = (
+                    "; new logins are refused until a reload succeeds" if desired.incoming else ""
+                )
+                return Outcome(
+                    Result.FAILED, f"reload failed{updated.message}{offline}", updated.output
+                )
             chap = self._accounts(spec, desired)
             # An adopted tgtd may have been left offline by an interrupted start.
             if control.system().state is SystemState.OFFLINE:
@@ -358,12 +364,7 @@ class DirectBackend:
                 f"reload failed: {exc}; new logins are refused until the accounts are bound",
             )
         pid = self.pid_on(spec.control_port)
-        return _admin_outcome(
-            f"reloaded {spec.config}{chap_files.summary(chap)}",
-            updated.report,
-            pid,
-            updated.command.output,
-        )
+        return _outcome(f"reloaded {spec.config}{chap_files.summary(chap)}", updated, pid)
 
     # ---- drain and stop --------------------------------------------------------------------
 
@@ -406,6 +407,7 @@ class DirectBackend:
                 )
             control.remove_all(force=bool(sessions))
             control.delete_system()
+            record_file(self.state_dir, action.control_port).remove()
         except TgtCommandError as exc:
             if self.pid_on(action.control_port) is None:
                 return Outcome(Result.OK, f"tgtd pid {pid} is gone", pid=pid)

@@ -46,6 +46,12 @@ def accounts_path(settings: Settings, name: str) -> Path:
     return settings.state_dir / ENV_SUBDIR / f"{name}.accounts"
 
 
+def external_token(settings: Settings, name: str) -> Path:
+    """Present from tgtwatch's start of the unit until its ExecStartPost removes it: then
+    the unit leaves tgtd offline and tgtwatch loads it, binds accounts and sets it ready."""
+    return settings.state_dir / ENV_SUBDIR / f"{name}.external"
+
+
 def fresh_token(settings: Settings, name: str) -> Path:
     """Present from tgtwatch's own render until the unit's ExecStartPre removes it."""
     return settings.state_dir / ENV_SUBDIR / f"{name}.fresh"

@@ -10,9 +10,10 @@ from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 
-from tgtwatch.backends import envfile
+from tgtwatch.backends import chap_files, envfile
 from tgtwatch.backends.base import Outcome, Result, Unanswered
-from tgtwatch.backends.direct import DirectBackend, portal_listens
+from tgtwatch.backends.direct import DirectBackend
+from tgtwatch.backends.probes import portal_listens
 from tgtwatch.backends.systemctl import SYSTEMCTL_TIMEOUT_S, Systemctl, SystemctlError
 from tgtwatch.backends.unit_dropin import DROPIN_DIR, DropinError, ensure_dropin
 from tgtwatch.config.settings import Settings
@@ -23,8 +24,10 @@ from tgtwatch.model.structs import (
     Observed,
     ObservedInstance,
 )
+from tgtwatch.tgt.chap import AccountError
 from tgtwatch.tgt.cmdline import parse_tgtd_cmdline
 from tgtwatch.tgt.gateway import TgtCommandError, TgtControl, TgtPrograms
+from tgtwatch.tgt.ipc_client import IpcError
 
 UNIT_TEMPLATE = "tgtd@{name}.service"
 __all__ = ["SYSTEMCTL_TIMEOUT_S", "Systemctl", "SystemctlError", "SystemdBackend"]
@@ -93,6 +96,7 @@ class SystemdBackend:
             default_portal_port=settings.default_instance.portal.port,
             proc_root=proc_root,
             tool_timeout_s=settings.tool_timeout_s,
+            engine=settings.engine,
         )
         # Each costs a systemctl process (~10 ms in the test container) on a start's path:
         # tgtd pids whose units were seen active (a unit activates once per MainPID), the
@@ -210,8 +214,11 @@ class SystemdBackend:
         # instead of validating again in a fresh Python process (about 200 ms per start).
         fresh = envfile.fresh_token(self.settings, spec.name)
         fresh.touch(mode=0o600)
+        # And the unit leaves tgtd offline for this daemon to load: no Python in its start.
+        external = envfile.external_token(self.settings, spec.name)
+        external.touch(mode=0o600)
         try:
-            # Returns once ExecStartPost has set the system ready: the targets are loaded.
+            # Returns once ExecStartPost has set the system offline (the token consumed).
             self.systemctl.run("start", unit)
             pid = int(self.systemctl.run("show", "-p", "MainPID", "--value", unit).strip() or 0)
             with self._lock:
@@ -222,36 +229,41 @@ class SystemdBackend:
             )
         finally:
             fresh.unlink(missing_ok=True)
+            external.unlink(missing_ok=True)
         control = TgtControl(spec.control_port, self.programs, self.settings.tool_timeout_s)
         try:
             portals = control.portals()
-            loaded = {t.name: t.luns for t in control.targets()}
-        except TgtCommandError as exc:
-            return Outcome(Result.FAILED, f"{unit} started but tgtd does not answer: {exc}")
-        if not any(p.port == spec.port for p in portals) or not portal_listens(spec.portal):
-            with contextlib.suppress(SystemctlError):
-                self.systemctl.run("stop", unit)
+            bound = any(p.port == spec.port for p in portals) and portal_listens(spec.portal)
+            loaded, chap = self.direct.configure(spec, control) if bound else (None, None)
+        except (TgtCommandError, AccountError, IpcError) as exc:
+            self._stop_quietly(unit)
+            return Outcome(Result.FAILED, f"{unit} started but could not be loaded: {exc}")
+        if loaded is None:
+            self._stop_quietly(unit)
             return Outcome(
                 Result.FAILED,
                 f"{unit}: tgtd could not bind portal {spec.portal} (in use?); stopped",
                 self.systemctl.journal_tail(unit),
             )
-        what = f"{unit} pid {pid} ready on {spec.portal} after {time.monotonic() - started:.2f} s"
-        missing = [
-            f"{t.name} has {loaded.get(t.name, 0)} of {t.luns} LUNs"
-            for t in spec.targets
-            if loaded.get(t.name, 0) < t.luns
-        ]
-        if missing:
-            # tgt-admin exits 0 when it skips a backing store (missing, or open elsewhere).
-            return Outcome(
-                Result.PARTIAL,
-                f"{what}, but: {'; '.join(missing)}",
-                self.systemctl.journal_tail(unit),
-                pid,
-                incomplete=True,
-            )
-        return Outcome(Result.OK, what, "", pid)
+        if loaded.result is Result.FAILED:
+            self._stop_quietly(unit)
+            return Outcome(Result.FAILED, f"{unit} started, loading failed{loaded.message}")
+        what = (
+            f"{unit} pid {pid} ready on {spec.portal} after {time.monotonic() - started:.2f} s"
+            f"{chap_files.summary(chap)}"
+        )
+        return Outcome(
+            loaded.result,
+            what + loaded.message,
+            loaded.output,
+            pid,
+            loaded.busy,
+            incomplete=loaded.incomplete,
+        )
+
+    def _stop_quietly(self, unit: str) -> None:
+        with contextlib.suppress(SystemctlError):
+            self.systemctl.run("stop", unit)
 
     def _control_port_of(self, pid: int) -> int | None:
         try:

@@ -11,7 +11,7 @@ from typing import Protocol, TextIO
 
 from tgtwatch import __version__
 from tgtwatch.backends import envfile, install
-from tgtwatch.cli import accounts_cmd, commands, render_env, wait
+from tgtwatch.cli import accounts_cmd, commands, load_cmd, render_env, wait
 from tgtwatch.cli.exits import EXIT_INTERNAL, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 from tgtwatch.cli.wiring import make_backend
 from tgtwatch.config import inventory, rules
@@ -74,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="bind NAME's CHAP accounts in its tgtd over the control socket (tgtd@NAME runs it)",
     )
     accounts_cmd.add_argument("--instance", required=True, metavar="NAME")
+    load_parser = commands.add_parser(
+        "load",
+        help="load NAME's targets into its tgtd with the configured engine (tgtd@NAME runs it)",
+    )
+    load_parser.add_argument("--instance", required=True, metavar="NAME")
+    load_parser.add_argument(
+        "--update", action="store_true", help="a reload of a running tgtd (tgt-admin --update)"
+    )
     units_cmd = commands.add_parser(
         "install-units", help="install the systemd units, settings and /etc/mytgt/conf.d"
     )
@@ -191,6 +199,8 @@ def _dispatch(
         return EXIT_OK
     if args.command == "accounts":
         return accounts_cmd.run(settings, args.instance, out, err)
+    if args.command == "load":
+        return load_cmd.run(settings, args.instance, update=args.update, out=out, err=err)
     if args.command == "install-units":
         try:
             reload = not args.no_reload and args.root == Path("/")

@@ -38,6 +38,7 @@ def make_backend(settings: Settings) -> Backend:
         settings.state_dir / "log",
         default_portal_port=settings.default_instance.portal.port,
         tool_timeout_s=settings.tool_timeout_s,
+        engine=settings.engine,
     )
 
 

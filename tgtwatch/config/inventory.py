@@ -10,7 +10,7 @@ from pathlib import Path
 from tgtwatch.config import rules
 from tgtwatch.config.claims import check_stores
 from tgtwatch.config.grammar import DEFAULT_LIMITS, Dialect, Limits
-from tgtwatch.config.settings import Settings
+from tgtwatch.config.settings import EngineKind, Settings
 from tgtwatch.config.stores import FilesystemProbe, StoreProbe
 from tgtwatch.config.tgtconf import ParsedConfig, parse
 from tgtwatch.config.trust import TrustedFiles, TrustPolicy
@@ -23,6 +23,7 @@ from tgtwatch.model.structs import (
     Problem,
     Rule,
 )
+from tgtwatch.model.tree import StoreKind
 
 INSTANCE_KEYS = ("SOCKET_OPTS", "PORTAL_OPTS")
 
@@ -209,6 +210,40 @@ def scan_instances(
     return specs, problems, []
 
 
+def engine_supports(
+    specs: list[InstanceSpec], engine: EngineKind
+) -> tuple[list[InstanceSpec], list[Problem]]:
+    """Instance files the engine can load, and a problem for each it cannot. Pure.
+
+    The native engine does not do direct-store: tgt-admin fills such a LUN's SCSI identity
+    from the device itself (sg_inq, sg_readcap), which tgtwatch does not reproduce.
+    """
+    if engine is not EngineKind.NATIVE:
+        return specs, []
+    kept: list[InstanceSpec] = []
+    problems: list[Problem] = []
+    for spec in specs:
+        direct = [
+            lun
+            for target in (spec.tree.targets if spec.tree else ())
+            for lun in target.luns
+            if lun.kind is StoreKind.DIRECT
+        ]
+        if direct:
+            problems.append(
+                Problem(
+                    spec.config,
+                    Rule.GRAMMAR,
+                    f"direct-store {direct[0].path}: needs `engine: tgt-admin` (the native "
+                    "engine does not read a device's SCSI identity)",
+                    direct[0].line or None,
+                )
+            )
+        else:
+            kept.append(spec)
+    return kept, problems
+
+
 def _unseen_problems(directory: Path, applied: Applied) -> list[Problem]:
     """Applied instances whose file tgtwatch cannot see deleted: they are held as they run.
 
@@ -259,6 +294,8 @@ def scan(
     default, problems, notes = scan_default(settings, policy)
     specs, found, more_notes = scan_instances(settings.instances_dir, policy, settings.limits)
     problems += found
+    specs, unsupported = engine_supports(specs, settings.engine)
+    problems += unsupported
     problems += _unseen_problems(settings.instances_dir, applied)
     notes += more_notes
     di = settings.default_instance

@@ -24,6 +24,13 @@ class BackendKind(enum.Enum):
     DIRECT = "direct"
 
 
+class EngineKind(enum.Enum):
+    """What loads an instance's targets into its tgtd."""
+
+    NATIVE = "native"  # tgtwatch's own applier over tgtd's control socket: live changes
+    TGT_ADMIN = "tgt-admin"  # `tgt-admin -e` / `--update ALL` on the canonical rendering
+
+
 class DrainTimeoutPolicy(enum.Enum):
     WAIT = "wait"
     FORCE = "force"
@@ -51,6 +58,7 @@ class Settings:
     tgt_dir: Path = Path("/etc/tgt")
     instances_dir: Path = Path("/etc/mytgt/conf.d")
     backend: BackendKind = BackendKind.AUTO
+    engine: EngineKind = EngineKind.NATIVE
     default_instance: DefaultInstanceSettings = field(default_factory=DefaultInstanceSettings)
     debounce_ms: int = 250
     drain_timeout_s: float = 300.0
@@ -198,6 +206,7 @@ def from_mapping(data: Any, origin: Path) -> Settings:
         tgt_dir=top.get("tgt_dir", defaults.tgt_dir, _path(base)),
         instances_dir=top.get("instances_dir", defaults.instances_dir, _path(base)),
         backend=top.get("backend", defaults.backend, _enum(BackendKind)),
+        engine=top.get("engine", defaults.engine, _enum(EngineKind)),
         default_instance=DefaultInstanceSettings(
             manage=di.get("manage", dd.manage, _bool),
             portal=di.get("portal", dd.portal, _portal),

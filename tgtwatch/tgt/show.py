@@ -35,6 +35,11 @@ class Lun:
     number: int
     kind: str  # tgtadm's "Type:": controller, disk, cd/dvd, ...
     backing_store: str | None = None  # None for the controller LUN ("None")
+    # Every `Key: value` line of the LUN as tgtd printed it (SCSI ID, Online, Readonly, ...).
+    attributes: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    def attribute(self, key: str) -> str | None:
+        return dict(self.attributes).get(key)
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,14 @@ class _TargetBuilder:
         )
 
 
+def _lun_attributes(key: str, value: str) -> list[tuple[str, str]]:
+    # tgtd prints two keys on one line: "Size: 67 MB, Block size: 512".
+    if key == "Size" and ", Block size: " in value:
+        size, _, block = value.partition(", Block size: ")
+        return [("Size", size), ("Block size", block)]
+    return [(key, value)]
+
+
 def _feed_target_line(b: _TargetBuilder, line: str) -> None:
     section = _SECTION_RE.match(line)
     if section:
@@ -124,6 +137,8 @@ def _feed_target_line(b: _TargetBuilder, line: str) -> None:
             b.luns.append(Lun(number=int(m.group(1)), kind=""))
         elif (kv := _KEY_RE.match(line)) and b.luns:
             key, value = kv.group(1), kv.group(2)
+            lun = b.luns[-1]
+            b.luns[-1] = replace(lun, attributes=(*lun.attributes, *_lun_attributes(key, value)))
             if key == "Type":
                 b.luns[-1] = replace(b.luns[-1], kind=value)
             elif key == "Backing store path":

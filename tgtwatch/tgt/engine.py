@@ -1,0 +1,174 @@
+"""The native engine: one tgtd loaded from a checked config tree over its control socket.
+
+Level-triggered against tgtd itself: before each load the record of what tgtwatch applied
+is corrected by what tgtd shows (targets, tids, LUN numbers and paths, ACLs), so a record
+lost in a crash, or a change made by hand, is found and repaired rather than trusted.
+The record keeps what show cannot see (LUN params, mode pages, iSCSI parameters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tgtwatch.model.tree import ConfigTree
+from tgtwatch.tgt import ipc_ops as ops
+from tgtwatch.tgt.applier import Client, apply_changes
+from tgtwatch.tgt.changes import Timing
+from tgtwatch.tgt.from_tree import instance_record, isns_params
+from tgtwatch.tgt.instance_changes import instance_changes
+from tgtwatch.tgt.ipc import Mode, Op, Payload, Request
+from tgtwatch.tgt.ipc_client import IpcError
+from tgtwatch.tgt.records import (
+    InstanceRecord,
+    LunRecord,
+    TargetRecord,
+    instance_from_json,
+    instance_to_json,
+)
+from tgtwatch.tgt.show import TargetInfo, parse_show_targets
+
+# RFC 3720 names; anything else in an ACL list is an address (tgtd prints both alike).
+_NAME_PREFIXES = ("iqn.", "eui.", "naa.")
+
+
+def _split_acl(acl: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    names = tuple(sorted(a for a in acl if a.lower().startswith(_NAME_PREFIXES)))
+    addresses = tuple(sorted(a for a in acl if not a.lower().startswith(_NAME_PREFIXES)))
+    return addresses, names
+
+
+def observed_record(record: InstanceRecord, shown: Sequence[TargetInfo]) -> InstanceRecord:
+    """`record` corrected by what tgtd shows: tgtd is the truth for what it can show. Pure."""
+    targets: dict[str, tuple[int, TargetRecord]] = {}
+    for info in shown:
+        known = record.targets.get(info.name)
+        base = known[1] if known else TargetRecord(info.name)
+        luns: list[LunRecord] = []
+        for lun in info.data_luns:
+            kept = base.lun(lun.number)
+            if kept is not None and kept.path == lun.backing_store:
+                luns.append(kept)
+            else:
+                luns.append(LunRecord(lun.number, lun.backing_store or ""))
+        addresses, names = _split_acl(info.acl)
+        targets[info.name] = (
+            info.tid,
+            replace(base, luns=tuple(luns), addresses=addresses, initiators=names),
+        )
+    return InstanceRecord(targets=targets)
+
+
+def store_present(path: str) -> bool:
+    """What tgt-admin checks before it adds a store: it exists and is not a directory."""
+    return os.path.exists(path) and not os.path.isdir(path)
+
+
+@dataclass(frozen=True)
+class EngineReport:
+    """One load: what went live, what waits for idle targets, what failed."""
+
+    record: InstanceRecord
+    live: tuple[str, ...] = ()
+    next_login: tuple[str, ...] = ()
+    waiting: tuple[str, ...] = ()
+    busy: tuple[str, ...] = ()  # targets with changes that wait for their sessions to end
+    missing: tuple[str, ...] = ()  # stores the file names that do not exist (yet)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def summary(self) -> str:
+        parts = []
+        if self.live:
+            parts.append(f"{len(self.live)} live")
+        if self.next_login:
+            parts.append(f"{len(self.next_login)} at next login")
+        if self.waiting:
+            parts.append(f"{len(self.waiting)} waiting for idle ({', '.join(self.busy)})")
+        if self.missing:
+            parts.append(f"missing stores: {', '.join(self.missing)}")
+        return "; ".join(parts) or "no change"
+
+
+class RecordFile:
+    """The record of one tgtd, kept beside the state file (it holds no secret)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> InstanceRecord:
+        try:
+            return instance_from_json(json.loads(self.path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError):
+            # Unreadable or absent: tgtd's own show rebuilds what it can.
+            return InstanceRecord()
+
+    def save(self, record: InstanceRecord) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(instance_to_json(record), out, indent=1)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _isns(
+    client: Client, sent: tuple[tuple[str, str], ...], wanted: tuple[tuple[str, str], ...]
+) -> tuple[tuple[tuple[str, str], ...], str]:
+    """tgtd's iSNS keys that differ from what was last sent, in tgt-admin's sorted order."""
+    done = dict(sent)
+    for key, value in sorted(wanted):
+        if done.get(key) == value:
+            continue
+        request = Request(Mode.SYSTEM, Op.UPDATE, payload=Payload(name=key, value=value))
+        try:
+            client.call(request)
+        except IpcError as exc:
+            return tuple(sorted(done.items())), f"iSNS {key}: {exc}"
+        done[key] = value
+    return tuple(sorted(done.items())), ""
+
+
+def load(
+    client: Client,
+    tree: ConfigTree,
+    records: RecordFile,
+    *,
+    present: Callable[[str], bool] = store_present,
+) -> EngineReport:
+    """Make tgtd hold the targets of `tree`, as far as its sessions allow, and record it."""
+    try:
+        shown = parse_show_targets(client.call(ops.show_targets()))
+    except IpcError as exc:  # nothing was changed
+        return EngineReport(records.load(), error=f"cannot read tgtd: {exc}")
+    record = observed_record(records.load(), shown)
+    busy = {t.name for t in shown if t.nexuses}
+    desired = instance_record(tree, present)
+    changes = instance_changes(record, desired, tids_in_use={t.tid for t in shown})
+    applied = apply_changes(client, record, changes, busy=busy)
+    isns, isns_error = _isns(client, records.load().isns, isns_params(tree.isns))
+    records.save(replace(applied.record, isns=isns))
+    missing = tuple(lun.path for t in tree.targets for lun in t.luns if not present(lun.path))
+    waiting_targets = tuple(sorted({c.target for c in applied.waiting}))
+    return EngineReport(
+        record=applied.record,
+        live=tuple(c.describe() for c in applied.applied if c.timing is not Timing.NEXT_LOGIN),
+        next_login=tuple(c.describe() for c in applied.applied if c.timing is Timing.NEXT_LOGIN),
+        waiting=tuple(c.describe() for c in applied.waiting),
+        busy=waiting_targets,
+        missing=missing,
+        error=f"{applied.failed.describe()}: {applied.error}" if applied.failed else isns_error,
+    )
