@@ -237,7 +237,7 @@ class FakeBackend:
                 }
             )
 
-    def inspect(self, spec: InstanceSpec) -> ObservedInstance | None:
+    def inspect(self, spec: InstanceSpec, pid: int | None = None) -> ObservedInstance | None:
         with self._lock:
             self.inspects.append(spec.port)
             tgtd = self.running.get(spec.port)

@@ -48,9 +48,10 @@ class Backend(Protocol):
         """
         ...
 
-    def inspect(self, spec: InstanceSpec) -> ObservedInstance | None:
+    def inspect(self, spec: InstanceSpec, pid: int | None = None) -> ObservedInstance | None:
         """The tgtd on spec's port, asked for its state, targets, LUNs and sessions (never
         from the loop's thread: it may wait out a tool timeout); None when none runs.
+        `pid`, when known, is where to look first.
 
         Raises Unanswered when it runs but does not answer. A tgtd still starting (systemd:
         its unit activating) comes back with `starting` set.

@@ -143,12 +143,12 @@ class SystemdBackend:
         }
         return Observed(instances)
 
-    def inspect(self, spec: InstanceSpec) -> ObservedInstance | None:
+    def inspect(self, spec: InstanceSpec, pid: int | None = None) -> ObservedInstance | None:
         """As the direct backend, but a unit still activating is `starting`: its
         ExecStartPost loads the targets offline, then sets ready. Only an offline or silent
         tgtd needs asking systemd (a systemctl process): a ready one is past that point."""
         try:
-            running = self.direct.inspect(spec)
+            running = self.direct.inspect(spec, pid)
         except Unanswered:
             if not self._activating(spec.control_port):
                 raise

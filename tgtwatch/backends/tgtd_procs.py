@@ -74,6 +74,32 @@ def _exe(entry: Path) -> str | None:
         return None
 
 
+def _tgtd_in(where: Path, trusted: Collection[str]) -> TgtdProcess | None:
+    """The managed tgtd /proc/PID describes, or None (another program, user or binary,
+    a zombie, or gone)."""
+    try:
+        with open(where / "comm", "rb") as comm:
+            if comm.read().strip() != b"tgtd":
+                return None
+        if not root_uids((where / "status").read_text()):
+            return None
+        if not trusted_exe(_exe(where), trusted):
+            return None
+        with open(where / "cmdline", "rb") as cmdline:
+            parsed = parse_tgtd_cmdline(cmdline.read())
+    except OSError:
+        return None  # exited while we looked
+    return TgtdProcess(int(where.name), parsed) if parsed is not None else None
+
+
+def tgtd_at(
+    pid: int, proc_root: Path = Path("/proc"), executables: Collection[str] | None = None
+) -> TgtdProcess | None:
+    """One pid, checked as scan_tgtd checks every one: cheap when the pid is known."""
+    trusted = trusted_executables(TgtPrograms()) if executables is None else executables
+    return _tgtd_in(proc_root / str(pid), trusted)
+
+
 def scan_tgtd(
     proc_root: Path = Path("/proc"), executables: Collection[str] | None = None
 ) -> list[TgtdProcess]:
@@ -86,21 +112,6 @@ def scan_tgtd(
     except OSError:
         return found
     for entry in entries:
-        if not entry.isdigit():
-            continue
-        where = proc_root / entry
-        try:
-            with open(where / "comm", "rb") as comm:
-                if comm.read().strip() != b"tgtd":
-                    continue
-            if not root_uids((where / "status").read_text()):
-                continue
-            if not trusted_exe(_exe(where), trusted):
-                continue
-            with open(where / "cmdline", "rb") as cmdline:
-                parsed = parse_tgtd_cmdline(cmdline.read())
-        except OSError:
-            continue  # exited while we looked
-        if parsed is not None:
-            found.append(TgtdProcess(int(entry), parsed))
+        if entry.isdigit() and (process := _tgtd_in(proc_root / entry, trusted)) is not None:
+            found.append(process)
     return sorted(found, key=lambda p: p.pid)

@@ -119,7 +119,7 @@ class Checker:
         """Inspect the tgtd a start or reload left: targets it lacks, or short of LUNs, are
         not applied (busy ones wait for their sessions: pending). Sets it ready if needed."""
         try:
-            running = self.backend.inspect(spec)
+            running = self.backend.inspect(spec, outcome.pid)
         except Unanswered:
             self.recheck((spec.port,))  # the next cycle's check says what is wrong
             return outcome
