@@ -82,3 +82,10 @@ def test_an_upward_import_breaks_the_contracts(tmp_path: Path) -> None:
     )
     assert done.returncode == 1, done.stdout
     assert "tgtwatch.model.plan -> tgtwatch.daemon.loop" in done.stdout
+
+
+def test_test_modules_have_unique_names() -> None:
+    # pytest imports test modules by basename (rootdir-relative without packages): two
+    # files of one name in different layers make the whole run fail at collection.
+    names = [p.name for p in (REPO / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
