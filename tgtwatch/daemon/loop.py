@@ -99,7 +99,7 @@ class Daemon:
         self.log = log
         self.clock = clock
         self.wall_clock = wall_clock
-        self.debouncer = Debouncer.from_ms(settings.debounce_ms)
+        self.debouncer = Debouncer.from_ms(settings.debounce_ms, leading=True)
         self.state = DaemonState()
         self.deadlines = LoopClock()
 
@@ -353,7 +353,7 @@ class Daemon:
             settings = dataclasses.replace(settings, **kept)
         self.settings = settings
         self.reconciler.settings = settings
-        self.debouncer = Debouncer.from_ms(settings.debounce_ms)
+        self.debouncer = Debouncer.from_ms(settings.debounce_ms, leading=True)
 
     def _report_exits(self, pids: list[int]) -> None:
         """Say which tgtds died on their own; a tgtd we drained or tore down is no news."""
