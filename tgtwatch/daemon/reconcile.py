@@ -18,6 +18,7 @@ from tgtwatch.daemon.outcomes import ActionReport, CycleReport, crashed, guarded
 from tgtwatch.daemon.recorder import AuditSink, Recorder
 from tgtwatch.daemon.state import StateError, StateFile
 from tgtwatch.model.applied import pending_targets, running_targets
+from tgtwatch.model.grace import hold_drains
 from tgtwatch.model.plan import plan
 from tgtwatch.model.records import AuditAction
 from tgtwatch.model.structs import (
@@ -83,6 +84,8 @@ class Reconciler:
         self.recorder = Recorder(audit, wall_clock)
         self.checker = Checker(backend, self.recorder, clock)
         self._drains: dict[int, tuple[DrainStop, threading.Event]] = {}  # lanes draining now
+        # Ports whose file vanished, and when a cycle first saw it (the delete grace).
+        self._gone_since: dict[int, float] = {}
 
     # ---- the cycle -------------------------------------------------------------------------
 
@@ -103,6 +106,12 @@ class Reconciler:
         observed = self.backend.observe(())
         now = self.clock()
         result = plan(desired, applied, observed, self.checker.due(observed, now))
+        # The daemon gives a vanished file a grace before its drain; `apply` acts on the
+        # files as they are (it does not wait for a drain either).
+        grace_s = self.settings.delete_grace_ms / 1000 if self.keep_draining else 0.0
+        graced = hold_drains(result.actions, desired, self._gone_since, now, grace_s)
+        self._gone_since = dict(graced.gone_since)
+        result = replace(result, actions=graced.actions)
         self._stop_restored_drains(desired)
         self._forget_gone(desired, observed, busy)
         self._forget_troubles(desired, observed)
@@ -114,7 +123,9 @@ class Reconciler:
             for port, blocker in result.waiting
         }
         wake_on = {blocker for _, blocker in result.waiting}
-        retry_at: dict[int, float] = {}
+        retry_at: dict[int, float] = dict(graced.held)
+        for port, due in graced.held.items():
+            deferred[port] = f"its file is gone: drains in {due - now:.1f} s unless it comes back"
         submit: list[tuple[int, list[Action]]] = []
         for port, actions in by_port.items():
             if port in busy:
