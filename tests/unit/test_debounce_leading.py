@@ -94,6 +94,17 @@ def test_clock_going_backwards_coalesces_rather_than_fires() -> None:
     assert d.take_batch(9.0) is None
 
 
+def test_a_delete_never_leads_and_the_rewrite_joins_its_batch() -> None:
+    d = Debouncer(0.1, leading=True)
+    d.add(Trigger(TriggerKind.GONE, A, "deleted"), 10.0)  # install's unlink, vim's rename
+    assert d.next_deadline() == pytest.approx(10.1)
+    assert d.take_batch(10.0) is None
+    d.add(file(A), 10.001)  # the new file, closed
+    assert d.take_batch(10.05) is None
+    batch = d.take_batch(10.101)
+    assert batch is not None and batch.paths == {A} and batch.count == 2
+
+
 def test_zero_debounce_is_always_leading() -> None:
     d = Debouncer(0.0, leading=True)
     for t in (1.0, 1.0, 1.001):
@@ -147,7 +158,7 @@ def test_leading_edge_properties(
         if batch is None:
             if pending:
                 assert not leading_batch
-                assert all(k is TriggerKind.FILE for _, _, k in pending)
+                assert not any(k in IMMEDIATE_KINDS for _, _, k in pending)
                 assert at < max(t for _, t, _ in pending) + quiet
                 assert at < pending[0][1] + bound
             return
@@ -171,6 +182,7 @@ def test_leading_edge_properties(
         now += gap_ms / 1000
         if what == "event":
             idle = not pending and (taken_at is None or now >= taken_at + quiet)
+            idle = idle and kind is not TriggerKind.GONE  # a delete never leads
             d.add(Trigger(kind, Path(f"/e/{n}")), now)
             if idle:
                 leading_batch = True

@@ -14,6 +14,10 @@ class TriggerKind(enum.Enum):
     """Why the loop should run a cycle."""
 
     FILE = "file"  # something happened to a file or directory we watch
+    # A file was deleted or moved away. Tools do that just before writing the file again
+    # (vim's rename to a backup, install's unlink): its cycle never leads, it waits the
+    # quiet period, so the rewrite lands in the same batch and is read once complete.
+    GONE = "gone"
     OVERFLOW = "overflow"  # the kernel dropped events: only a full rescan is safe
     ERROR = "error"  # the watcher failed (e.g. inotify watch limit): rescan, keep running
     RESYNC = "resync"  # SIGHUP, the resync timer, a watch (re)armed after a gap
@@ -60,7 +64,7 @@ class Debouncer:
     the first one needs no quiet period. Idle means nothing waits and the last batch was
     taken at least `debounce_s` ago; whatever arrives within that window (a burst, or
     events during the cycle the last batch started) coalesces by the quiet period and
-    the bound, as without `leading`.
+    the bound, as without `leading`. A GONE trigger never leads (see TriggerKind).
 
     Pure: every method takes the current time (any monotonic clock, in seconds);
     it never sleeps, reads a clock or starts a thread.
@@ -126,7 +130,7 @@ class Debouncer:
     def add(self, trigger: Trigger, now: float) -> None:
         """Add a trigger that arrived at `now`."""
         if self._count == 0:
-            if self._leading and self._idle(now):
+            if self._leading and trigger.kind is not TriggerKind.GONE and self._idle(now):
                 self._immediate_at = now
             self._first = now
             self._last = now
