@@ -62,11 +62,13 @@ class Rig:
         self.log = io.StringIO()
         self.next_settings: Settings | SettingsError = self.host.settings
         self.cycles: list[float] = []
+        self.changed: list[frozenset[Path] | None] = []  # what each cycle was told changed
         real_cycle = self.rec.cycle
 
-        def counted() -> Any:
+        def counted(changed: Any = None) -> Any:
             self.cycles.append(self.clock())
-            return real_cycle()
+            self.changed.append(None if changed is None else frozenset(changed))
+            return real_cycle(changed)
 
         self.rec.cycle = counted  # type: ignore[method-assign]
         self.daemon = Daemon(
@@ -737,3 +739,17 @@ def test_ready_after_a_restart_does_not_wait_for_port_moves_draining(settings: S
         assert "start" not in rig.backend.ops()
     finally:
         rig.close()
+
+
+def test_a_file_batch_names_its_paths_and_lost_events_read_everything(
+    make: Callable[..., Rig],
+) -> None:
+    rig = make(debounce_ms=250, resync_interval_s=300.0)
+    path = rig.host.settings.instances_dir / "a.conf"
+    rig.then(1.0, lambda: rig.watcher.push(Trigger(TriggerKind.FILE, path, "closed_write")))
+    rig.then(1.0, lambda: rig.watcher.push(Trigger(TriggerKind.OVERFLOW, detail="lost")))
+    rig.stop(1.0)
+    rig.run()
+    assert rig.cycles_since_start() == [0.0, 1.0, 2.0]
+    # Start: everything; the close: that file only; an overflow: everything.
+    assert rig.changed == [None, frozenset({path}), None]

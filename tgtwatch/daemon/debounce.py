@@ -43,7 +43,9 @@ class Batch:
     """Triggers coalesced into one cycle."""
 
     paths: frozenset[Path]
-    resync: bool  # an OVERFLOW/ERROR/RESYNC was among them: the paths are not the whole story
+    # An OVERFLOW/ERROR/RESYNC, or a trigger naming no path, was among them: the paths are
+    # not the whole story (the cycle reads every file again).
+    resync: bool
     kinds: frozenset[TriggerKind]
     count: int
     first_at: float
@@ -140,6 +142,8 @@ class Debouncer:
         self._kinds.add(trigger.kind)
         if trigger.path is not None:
             self._paths.add(trigger.path)
+        else:
+            self._resync = True  # a change nobody named: the paths are not the whole story
         if trigger.kind in IMMEDIATE_KINDS:
             self._resync = True
             if self._immediate_at is None:

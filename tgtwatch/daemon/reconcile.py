@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
+from pathlib import Path
 
 from tgtwatch.backends.base import Backend, Outcome, Result
 from tgtwatch.config import inventory
+from tgtwatch.config.incremental import InstanceCache
 from tgtwatch.config.settings import DrainTimeoutPolicy, Settings
 from tgtwatch.config.trust import TrustPolicy
 from tgtwatch.daemon.backoff import CRASH_WINDOW_S, FAILED_AFTER, Trouble, backoff_s
@@ -84,13 +86,17 @@ class Reconciler:
         self.recorder = Recorder(audit, wall_clock)
         self.checker = Checker(backend, self.recorder, clock)
         self._drains: dict[int, tuple[DrainStop, threading.Event]] = {}  # lanes draining now
+        self._files = InstanceCache()  # what each instance file gave when last read
         # Ports whose file vanished, and when a cycle first saw it (the delete grace).
         self._gone_since: dict[int, float] = {}
 
     # ---- the cycle -------------------------------------------------------------------------
 
-    def cycle(self) -> CycleReport:
+    def cycle(self, changed: Collection[Path] | None = None) -> CycleReport:
         """Rescan, observe, plan and hand the actions to the lanes (does not wait for them).
+
+        `changed`: the paths the watcher reported since the last cycle; only the instance
+        files they touch are read again. None (the default) reads every file.
 
         Runs no tool: /proc tells which tgtds run; what each holds is asked on its lane (a
         Check), so one hung tgtd never holds the daemon's loop.
@@ -101,7 +107,9 @@ class Reconciler:
         busy = self.executor.busy()
         with self._lock:
             applied = self.applied
-        desired = inventory.scan(self.settings, applied, self.policy)
+        desired = inventory.scan(
+            self.settings, applied, self.policy, cache=self._files, changed=changed
+        )
         self.recorder.rejects(desired, applied)
         observed = self.backend.observe(())
         now = self.clock()
