@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from tgtwatch.config.stores import StoreFacts, StoreProbe
 from tgtwatch.model.structs import InstanceSpec, Problem
+
+StoreJudge = Callable[[str, StoreFacts], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,18 @@ class FileResult:
     problems: tuple[Problem, ...]
     files: frozenset[Path]
     include_dirs: frozenset[Path]
+    above: frozenset[Path] = frozenset()  # every directory above a file it read
+
+    @classmethod
+    def of(
+        cls,
+        spec: InstanceSpec | None,
+        problems: tuple[Problem, ...],
+        files: frozenset[Path],
+        include_dirs: frozenset[Path],
+    ) -> FileResult:
+        above = frozenset(d for f in files for d in f.parents)
+        return cls(spec, problems, files, include_dirs, above)
 
     def touched_by(self, changed: Collection[Path]) -> bool:
         """A file it read, a file in a directory it includes from, or a directory above
@@ -27,7 +42,7 @@ class FileResult:
             p in self.files
             or p in self.include_dirs
             or p.parent in self.include_dirs
-            or any(p in f.parents for f in self.files)
+            or p in self.above
             for p in changed
         )
 
@@ -41,6 +56,11 @@ class InstanceCache:
 
     def __init__(self) -> None:
         self._results: dict[Path, FileResult] = {}
+        # What each backing store's path looked like when last checked, and the stores of
+        # the files read again this scan (looked up again: their file changed).
+        self._facts: dict[str, StoreFacts] = {}
+        self._fresh: set[str] = set()
+        self._verdicts: dict[str, str | None] = {}  # store_problem of each store's facts
 
     def __len__(self) -> int:
         return len(self._results)
@@ -64,11 +84,53 @@ class InstanceCache:
 
     def keep(self, path: Path, result: FileResult) -> None:
         self._results[path] = result
+        if result.spec is not None and result.spec.tree is not None:
+            self._fresh.update(lun.path for t in result.spec.tree.targets for lun in t.luns)
+
+    def begin(self, changed: Collection[Path] | None) -> None:
+        """A new scan; None forgets everything (every file and store is looked at again)."""
+        self._fresh.clear()
+        if changed is None:
+            self._results.clear()
+            self._facts.clear()
+            self._verdicts.clear()
+
+    def probe(self, inner: StoreProbe) -> StoreProbe:
+        """`inner`, but a store of an unchanged file keeps the facts of its last check."""
+        return _CachedProbe(inner, self._facts, self._fresh, self._verdicts)
+
+    def judge(self, judge: StoreJudge) -> StoreJudge:
+        """`judge`, remembered per store until its facts are looked up again (the roots and
+        the owner come from the settings: a change of them is a SIGHUP, a full scan)."""
+        verdicts = self._verdicts
+
+        def remembered(path: str, facts: StoreFacts) -> str | None:
+            if path not in verdicts:
+                verdicts[path] = judge(path, facts)
+            return verdicts[path]
+
+        return remembered
 
     def retain(self, paths: Collection[Path]) -> None:
         """Forget every file no longer listed in the directory."""
         for gone in self._results.keys() - set(paths):
             del self._results[gone]
 
-    def clear(self) -> None:
-        self._results.clear()
+
+class _CachedProbe:
+    def __init__(
+        self,
+        inner: StoreProbe,
+        facts: dict[str, StoreFacts],
+        fresh: set[str],
+        verdicts: dict[str, str | None],
+    ) -> None:
+        self._inner, self._facts, self._fresh, self._verdicts = inner, facts, fresh, verdicts
+
+    def facts(self, path: str) -> StoreFacts:
+        known = self._facts.get(path)
+        if known is None or path in self._fresh:
+            known = self._facts[path] = self._inner.facts(path)
+            self._verdicts.pop(path, None)
+            self._fresh.discard(path)  # once per scan, even if two files name it
+        return known

@@ -10,9 +10,9 @@ from pathlib import Path
 from tgtwatch.config import rules
 from tgtwatch.config.claims import check_stores
 from tgtwatch.config.grammar import DEFAULT_LIMITS, Dialect, Limits
-from tgtwatch.config.incremental import FileResult, InstanceCache
+from tgtwatch.config.incremental import FileResult, InstanceCache, StoreJudge
 from tgtwatch.config.settings import Settings
-from tgtwatch.config.stores import FilesystemProbe, StoreProbe
+from tgtwatch.config.stores import FilesystemProbe, StoreProbe, store_problem
 from tgtwatch.config.tgtconf import ParsedConfig, parse
 from tgtwatch.config.trust import TrustedFiles, TrustPolicy
 from tgtwatch.model.structs import (
@@ -171,12 +171,12 @@ def _read_instance(path: Path, source: TrustedFiles, limits: Limits) -> FileResu
         parsed = parse(path, source, limits=limits)
     except OSError as exc:
         problem = Problem(path, Rule.TRUST, f"cannot read: {exc}")
-        return FileResult(None, (problem,), frozenset({path}), frozenset())
+        return FileResult.of(None, (problem,), frozenset({path}), frozenset())
     spec, found = instance_from(path, parsed)
     files = frozenset({path, *parsed.files})
     # A problem may name a file the parse could not read (a missing include): depend on it.
     files |= {p.path for p in found}
-    return FileResult(spec, tuple(found), files, frozenset(f.parent for f in parsed.files[1:]))
+    return FileResult.of(spec, tuple(found), files, frozenset(f.parent for f in parsed.files[1:]))
 
 
 def scan_instances(
@@ -190,8 +190,8 @@ def scan_instances(
     wrong with one file (an OSError included) is that file's problem only. With a cache,
     a file is read again only when `changed` names it or a file or include directory it
     depends on (None: every file is read again)."""
-    if cache is not None and changed is None:
-        cache.clear()
+    if cache is not None:
+        cache.begin(changed)
     try:
         problem = _directory_problem(directory, policy)
         names = sorted(os.listdir(directory))
@@ -274,6 +274,11 @@ def _unseen_problems(directory: Path, applied: Applied) -> list[Problem]:
     return problems
 
 
+def _judge(settings: Settings, policy: TrustPolicy) -> StoreJudge:
+    roots, owner = settings.backing_store_roots, policy.owner_uid
+    return lambda path, facts: store_problem(path, facts, roots, owner)
+
+
 def scan(
     settings: Settings,
     applied: Applied,
@@ -311,9 +316,12 @@ def scan(
     usable, unusable = check_stores(
         wanted,
         applied,
-        probe or FilesystemProbe(),
+        cache.probe(probe or FilesystemProbe())
+        if cache is not None
+        else probe or FilesystemProbe(),
         settings.backing_store_roots,
         policy.owner_uid,
+        judge=None if cache is None else cache.judge(_judge(settings, policy)),
     )
     return Desired(
         instances={spec.port: spec for spec in sorted(usable, key=lambda s: s.port)},
