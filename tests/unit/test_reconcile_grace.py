@@ -52,8 +52,10 @@ def test_a_delete_that_stays_drains_once_the_grace_is_over(host: Host) -> None:
     assert host.backend.ops() == ["start"]
     host.clock.advance(0.001)
     assert host.rec.next_retry() == host.clock()  # the loop wakes for it
-    host.cycle()
+    report = host.cycle()
     assert host.backend.ops() == ["start", "drain_stop"]
+    # Its lane's end brings the daemon back (a failed drain is tried again then).
+    assert 3261 in report.wake_on
     assert host.backend.running == {}
     assert host.rec.applied.entries == {}
 

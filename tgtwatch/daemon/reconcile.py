@@ -131,6 +131,10 @@ class Reconciler:
             for port, blocker in result.waiting
         }
         wake_on = {blocker for _, blocker in result.waiting}
+        # A drain of a vanished file's port brings the daemon back when its lane ends: a
+        # drain that failed (a hung tgtd) is tried again then. Without the grace, the cycles
+        # of the same burst had deferred the busy port, which did the same by chance.
+        wake_on |= graced.gone_since.keys() - graced.held.keys()
         retry_at: dict[int, float] = dict(graced.held)
         for port, due in graced.held.items():
             deferred[port] = f"its file is gone: drains in {due - now:.1f} s unless it comes back"
