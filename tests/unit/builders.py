@@ -192,6 +192,9 @@ def settings(tmp_path: Path) -> Settings:
         instances_dir=instances,
         state_dir=tmp_path / "state",
         default_instance=DefaultInstanceSettings(manage=True),
+        # Drains start at once here: the drain tests are about the drain; the delete
+        # grace has its own tests (test_grace.py, test_reconcile_grace.py).
+        delete_grace_ms=0,
     )
 
 

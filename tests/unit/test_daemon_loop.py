@@ -62,11 +62,13 @@ class Rig:
         self.log = io.StringIO()
         self.next_settings: Settings | SettingsError = self.host.settings
         self.cycles: list[float] = []
+        self.changed: list[frozenset[Path] | None] = []  # what each cycle was told changed
         real_cycle = self.rec.cycle
 
-        def counted() -> Any:
+        def counted(changed: Any = None) -> Any:
             self.cycles.append(self.clock())
-            return real_cycle()
+            self.changed.append(None if changed is None else frozenset(changed))
+            return real_cycle(changed)
 
         self.rec.cycle = counted  # type: ignore[method-assign]
         self.daemon = Daemon(
@@ -232,14 +234,23 @@ def test_a_problem_shows_in_status(make: Callable[..., Rig]) -> None:
 # --- triggers, debounce, timers -----------------------------------------------------------
 
 
-def test_a_burst_of_file_triggers_is_one_cycle_after_the_quiet(make: Callable[..., Rig]) -> None:
+def test_a_burst_is_one_cycle_at_once_and_one_after_the_quiet(make: Callable[..., Rig]) -> None:
     rig = make(debounce_ms=250)
     for _ in range(5):
         rig.then(0.1, lambda: rig.watcher.push(FILE))
     rig.stop(10.0)
     rig.run()
-    # The first cycle at start, then one 250 ms after the last trigger (at 0.5 s).
-    assert rig.cycles_since_start() == [0.0, 0.75]
+    # The first cycle at start; the first trigger (0.1 s) finds the loop idle and cycles at
+    # once; the other four coalesce into one cycle 250 ms after the last (at 0.5 s).
+    assert rig.cycles_since_start() == [0.0, 0.1, 0.75]
+
+
+def test_a_lone_trigger_cycles_at_once(make: Callable[..., Rig]) -> None:
+    rig = make(debounce_ms=250)
+    rig.then(3.0, lambda: rig.watcher.push(FILE))
+    rig.stop(1.0)
+    rig.run()
+    assert rig.cycles_since_start() == [0.0, 3.0]
 
 
 def test_a_never_quiet_stream_still_cycles_within_the_bound(make: Callable[..., Rig]) -> None:
@@ -249,7 +260,8 @@ def test_a_never_quiet_stream_still_cycles_within_the_bound(make: Callable[..., 
     rig.stop(10.0)
     rig.run()
     cycles = rig.cycles_since_start()
-    assert cycles[:3] == [0.0, 2.6, 5.1]  # first trigger at 0.1 s, then every 2.5 s
+    # The first trigger (0.1 s) at once; the stream then coalesces, 2.5 s at most a batch.
+    assert cycles[:4] == [0.0, 0.1, 2.7, 5.2]
     assert cycles[-1] == pytest.approx(6.25)  # the tail, after the quiet
 
 
@@ -346,7 +358,7 @@ def test_a_lane_ending_for_a_deferred_port_is_a_cycle(make: Callable[..., Rig]) 
     rig.stop(1.0)
     rig.run()
     # start (held), the edit's cycle defers the port, the lane's end runs the reload now.
-    assert rig.cycles_since_start() == [0.0, 1.1, 6.0]
+    assert rig.cycles_since_start() == [0.0, 1.0, 6.0]  # the edit cycles at once (leading edge)
     assert rig.backend.ops() == ["start", "reload"]
 
 
@@ -488,6 +500,9 @@ def test_next_deadline_is_the_earliest_of_every_timer(make: Callable[..., Rig]) 
     d.deadlines.watchdog_at = now + 20.0
     assert d.next_deadline(now) == now + 20.0
     d.debouncer.add(FILE, now)
+    assert d.next_deadline(now) == now  # idle: the leading edge is due at once
+    d.debouncer.take_batch(now)
+    d.debouncer.add(FILE, now)  # within the quiet period after a batch: coalesces
     assert d.next_deadline(now) == pytest.approx(now + 0.25)
     d.debouncer.take_batch(now + 1.0)
     assert d.next_deadline(now) == now + 20.0
@@ -693,7 +708,7 @@ def test_a_deaf_notify_socket_never_stalls_the_loop_and_is_caught_up(
     rig.then(20.0, signals=[signal.SIGHUP])
     rig.then(50.0, hear)
     assert rig.run() == 0
-    assert rig.cycles_since_start()[:4] == [0.0, 30.25, 50.0, 110.0]  # on time while deaf
+    assert rig.cycles_since_start()[:4] == [0.0, 30.0, 50.0, 110.0]  # on time while deaf
     assert len(rig.waiter.timeouts) < 120  # retries back off to 1 s: no spin
     # (An EXTEND_TIMEOUT_USEC= may be kept too, when the first start outlived its cycle.)
     msgs = [m for m in rig.notifier.messages if not m.startswith("EXTEND_TIMEOUT_USEC=")]
@@ -724,3 +739,17 @@ def test_ready_after_a_restart_does_not_wait_for_port_moves_draining(settings: S
         assert "start" not in rig.backend.ops()
     finally:
         rig.close()
+
+
+def test_a_file_batch_names_its_paths_and_lost_events_read_everything(
+    make: Callable[..., Rig],
+) -> None:
+    rig = make(debounce_ms=250, resync_interval_s=300.0)
+    path = rig.host.settings.instances_dir / "a.conf"
+    rig.then(1.0, lambda: rig.watcher.push(Trigger(TriggerKind.FILE, path, "closed_write")))
+    rig.then(1.0, lambda: rig.watcher.push(Trigger(TriggerKind.OVERFLOW, detail="lost")))
+    rig.stop(1.0)
+    rig.run()
+    assert rig.cycles_since_start() == [0.0, 1.0, 2.0]
+    # Start: everything; the close: that file only; an overflow: everything.
+    assert rig.changed == [None, frozenset({path}), None]

@@ -181,7 +181,7 @@ def test_every_event_is_in_exactly_one_batch_and_none_is_early(
         batch = d.take_batch(at)
         if batch is None:
             if pending:  # not due: no immediate trigger, quiet not over, bound not hit
-                assert all(k is TriggerKind.FILE for _, _, k in pending)
+                assert not any(k in IMMEDIATE_KINDS for _, _, k in pending)
                 assert at < max(t for _, t, _ in pending) + quiet
                 assert at < pending[0][1] + bound
             return

@@ -25,6 +25,7 @@ DEFAULTS = {
     "backend": BackendKind.AUTO,
     "default_instance": DefaultInstanceSettings(True, Portal("0.0.0.0", 3260), 0),
     "debounce_ms": 250,
+    "delete_grace_ms": 1000,
     "drain_timeout_s": 300,
     "on_drain_timeout": DrainTimeoutPolicy.WAIT,
     "resync_interval_s": 300,
@@ -83,6 +84,7 @@ default_instance:
   portal: "[::]:3270"
   control_port: 5
 debounce_ms: 0
+delete_grace_ms: 0
 drain_timeout_s: 1.5
 on_drain_timeout: force
 resync_interval_s: 60
@@ -99,6 +101,7 @@ tool_timeout_s: 120
         backend=BackendKind.SYSTEMD,
         default_instance=DefaultInstanceSettings(False, Portal("[::]", 3270), 5),
         debounce_ms=0,
+        delete_grace_ms=0,
         drain_timeout_s=1.5,
         on_drain_timeout=DrainTimeoutPolicy.FORCE,
         resync_interval_s=60.0,
@@ -159,6 +162,9 @@ def test_relative_settings_path_still_resolves_absolutely(
         ("debounce_ms: 1.5\n", "debounce_ms"),
         ("debounce_ms: true\n", "debounce_ms"),
         ("debounce_ms: 600000\n", "debounce_ms"),
+        ("delete_grace_ms: -1\n", "delete_grace_ms"),
+        ("delete_grace_ms: 0.5\n", "delete_grace_ms"),
+        ("delete_grace_ms: 600001\n", "delete_grace_ms"),
         ("drain_timeout_s: -1\n", "drain_timeout_s"),
         ("drain_timeout_s: soon\n", "drain_timeout_s"),
         ("drain_timeout_s: false\n", "drain_timeout_s"),

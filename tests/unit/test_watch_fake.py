@@ -387,3 +387,22 @@ def test_pyinotify_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_stopping_an_unstarted_watcher_is_harmless() -> None:
     InotifyWatcher(queue.Queue()).stop()
+
+
+def kinds_of(event: FsEvent) -> dict[Path | None, TriggerKind]:
+    return {t.path: t.kind for t in classify(event, frozenset({CONF, TGT}), frozenset()).triggers}
+
+
+def test_a_delete_or_move_away_is_gone_and_anything_else_a_file_event() -> None:
+    """GONE never starts a cycle at once (debounce.py): the rewrite that follows joins it."""
+    assert kinds_of(FsEvent(FsAction.DELETED, CONF / "x.conf")) == {
+        CONF / "x.conf": TriggerKind.GONE
+    }
+    moved = FsEvent(FsAction.MOVED, CONF / "x.conf", CONF / "y.conf")
+    assert kinds_of(moved) == {CONF / "x.conf": TriggerKind.GONE, CONF / "y.conf": TriggerKind.FILE}
+    away = FsEvent(FsAction.MOVED, CONF / "x.conf", None)
+    assert kinds_of(away) == {CONF / "x.conf": TriggerKind.GONE}
+    closed = FsEvent(FsAction.CLOSED_WRITE, CONF / "x.conf")
+    assert kinds_of(closed) == {CONF / "x.conf": TriggerKind.FILE}
+    # A watched directory itself going is structure, not a file's delete.
+    assert kinds_of(FsEvent(FsAction.DELETED, CONF, is_dir=True)) == {CONF: TriggerKind.FILE}

@@ -8,11 +8,11 @@ its LUN says `allow-in-use yes`; then it is accepted and its records say it shar
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from tgtwatch.config.stores import StoreProbe, store_problem
+from tgtwatch.config.stores import StoreFacts, StoreProbe, store_problem
 from tgtwatch.model.structs import Applied, InstanceKind, InstanceSpec, Problem, Rule
 
 
@@ -31,10 +31,12 @@ def check_stores(
     probe: StoreProbe,
     roots: Sequence[Path],
     owner_uid: int = 0,
+    judge: Callable[[str, StoreFacts], str | None] | None = None,
 ) -> tuple[list[InstanceSpec], list[Problem]]:
     """The specs whose stores may be used (with notes on shared ones), and the problems
     of the others. The default instance's stores are the distribution's: they are not
-    held to the roots, but nobody else may take them."""
+    held to the roots, but nobody else may take them. `judge`: store_problem with these
+    roots and owner, or one that remembers its verdicts (incremental.InstanceCache)."""
     claims: dict[str, str] = {}
     accepted: list[InstanceSpec] = []
     problems: list[Problem] = []
@@ -52,7 +54,11 @@ def check_stores(
                 line = lun.line if lun.file == spec.config else None
                 facts = probe.facts(lun.path)
                 if spec.kind is InstanceKind.DROPIN:
-                    why = store_problem(lun.path, facts, roots, owner_uid)
+                    why = (
+                        judge(lun.path, facts)
+                        if judge is not None
+                        else store_problem(lun.path, facts, roots, owner_uid)
+                    )
                     if why is not None:
                         found.append(Problem(spec.config, Rule.STORE, where + why, line))
                         continue

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from tgtwatch.config import rules
 from tgtwatch.config.claims import check_stores
 from tgtwatch.config.grammar import DEFAULT_LIMITS, Dialect, Limits
+from tgtwatch.config.incremental import FileResult, InstanceCache, StoreJudge
 from tgtwatch.config.settings import EngineKind, Settings
-from tgtwatch.config.stores import FilesystemProbe, StoreProbe
+from tgtwatch.config.stores import FilesystemProbe, StoreProbe, store_problem
 from tgtwatch.config.tgtconf import ParsedConfig, parse
 from tgtwatch.config.trust import TrustedFiles, TrustPolicy
 from tgtwatch.model.structs import (
@@ -166,11 +167,32 @@ def scan_default(
     return spec, [], []
 
 
+def _read_instance(path: Path, source: TrustedFiles, limits: Limits) -> FileResult:
+    try:
+        parsed = parse(path, source, limits=limits)
+    except OSError as exc:
+        problem = Problem(path, Rule.TRUST, f"cannot read: {exc}")
+        return FileResult.of(None, (problem,), frozenset({path}), frozenset())
+    spec, found = instance_from(path, parsed)
+    files = frozenset({path, *parsed.files})
+    # A problem may name a file the parse could not read (a missing include): depend on it.
+    files |= {p.path for p in found}
+    return FileResult.of(spec, tuple(found), files, frozenset(f.parent for f in parsed.files[1:]))
+
+
 def scan_instances(
-    directory: Path, policy: TrustPolicy, limits: Limits = DEFAULT_LIMITS
+    directory: Path,
+    policy: TrustPolicy,
+    limits: Limits = DEFAULT_LIMITS,
+    cache: InstanceCache | None = None,
+    changed: Collection[Path] | None = None,
 ) -> tuple[list[InstanceSpec], list[Problem], list[str]]:
     """Every instance file in the directory, parsed and checked on its own: whatever goes
-    wrong with one file (an OSError included) is that file's problem only."""
+    wrong with one file (an OSError included) is that file's problem only. With a cache,
+    a file is read again only when `changed` names it or a file or include directory it
+    depends on (None: every file is read again)."""
+    if cache is not None:
+        cache.begin(changed)
     try:
         problem = _directory_problem(directory, policy)
         names = sorted(os.listdir(directory))
@@ -200,13 +222,18 @@ def scan_instances(
         if why is not None:
             problems.append(Problem(path, Rule.NAME, why))
             continue
-        try:
-            spec, found = instance_from(path, parse(path, source, limits=limits))
-        except OSError as exc:
-            spec, found = None, [Problem(path, Rule.TRUST, f"cannot read: {exc}")]
-        problems.extend(found)
-        if spec is not None:
-            specs.append(spec)
+        if cache is not None and cache.unannounced(path, changed):
+            continue
+        result = cache.reusable(path, changed) if cache is not None else None
+        if result is None:
+            result = _read_instance(path, source, limits)
+            if cache is not None:
+                cache.keep(path, result)
+        problems.extend(result.problems)
+        if result.spec is not None:
+            specs.append(result.spec)
+    if cache is not None:
+        cache.retain([directory / name for name in candidates])
     return specs, problems, []
 
 
@@ -282,17 +309,27 @@ def _unseen_problems(directory: Path, applied: Applied) -> list[Problem]:
     return problems
 
 
+def _judge(settings: Settings, policy: TrustPolicy) -> StoreJudge:
+    roots, owner = settings.backing_store_roots, policy.owner_uid
+    return lambda path, facts: store_problem(path, facts, roots, owner)
+
+
 def scan(
     settings: Settings,
     applied: Applied,
     policy: TrustPolicy | None = None,
     probe: StoreProbe | None = None,
+    cache: InstanceCache | None = None,
+    changed: Collection[Path] | None = None,
 ) -> Desired:
     """What the files on disk ask for now. Reads files (and stats backing stores);
-    everything else is pure."""
+    everything else is pure. With a cache, only the instance files `changed` touches are
+    read again (scan_instances)."""
     policy = policy or TrustPolicy()
     default, problems, notes = scan_default(settings, policy)
-    specs, found, more_notes = scan_instances(settings.instances_dir, policy, settings.limits)
+    specs, found, more_notes = scan_instances(
+        settings.instances_dir, policy, settings.limits, cache, changed
+    )
     problems += found
     specs, unsupported = engine_supports(specs, settings.engine)
     problems += unsupported
@@ -316,9 +353,12 @@ def scan(
     usable, unusable = check_stores(
         wanted,
         applied,
-        probe or FilesystemProbe(),
+        cache.probe(probe or FilesystemProbe())
+        if cache is not None
+        else probe or FilesystemProbe(),
         settings.backing_store_roots,
         policy.owner_uid,
+        judge=None if cache is None else cache.judge(_judge(settings, policy)),
     )
     return Desired(
         instances={spec.port: spec for spec in sorted(usable, key=lambda s: s.port)},

@@ -61,6 +61,10 @@ class Settings:
     engine: EngineKind = EngineKind.NATIVE
     default_instance: DefaultInstanceSettings = field(default_factory=DefaultInstanceSettings)
     debounce_ms: int = 250
+    # How long a vanished file's port keeps serving before its drain starts: tools delete
+    # or move a file away and write it again within milliseconds; a real delete's drain
+    # waits for its sessions anyway, so one second more is not felt.
+    delete_grace_ms: int = 1000
     drain_timeout_s: float = 300.0
     on_drain_timeout: DrainTimeoutPolicy = DrainTimeoutPolicy.WAIT
     resync_interval_s: float = 300.0
@@ -213,6 +217,7 @@ def from_mapping(data: Any, origin: Path) -> Settings:
             control_port=di.get("control_port", dd.control_port, _int(0, 65535)),
         ),
         debounce_ms=top.get("debounce_ms", defaults.debounce_ms, _int(0, 60_000)),
+        delete_grace_ms=top.get("delete_grace_ms", defaults.delete_grace_ms, _int(0, 600_000)),
         drain_timeout_s=top.get("drain_timeout_s", defaults.drain_timeout_s, _number(0)),
         on_drain_timeout=top.get(
             "on_drain_timeout", defaults.on_drain_timeout, _enum(DrainTimeoutPolicy)

@@ -55,7 +55,9 @@ class StoreProbe(Protocol):
 
 
 def _under(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
+    # Lexical, as `path == root or root in path.parents`, without building every parent
+    # (this runs for every LUN against every root in every cycle).
+    return path.parts[: len(root.parts)] == root.parts
 
 
 def _nodes(path: str) -> tuple[Node, ...]:

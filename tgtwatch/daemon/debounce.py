@@ -14,6 +14,10 @@ class TriggerKind(enum.Enum):
     """Why the loop should run a cycle."""
 
     FILE = "file"  # something happened to a file or directory we watch
+    # A file was deleted or moved away. Tools do that just before writing the file again
+    # (vim's rename to a backup, install's unlink): its cycle never leads, it waits the
+    # quiet period, so the rewrite lands in the same batch and is read once complete.
+    GONE = "gone"
     OVERFLOW = "overflow"  # the kernel dropped events: only a full rescan is safe
     ERROR = "error"  # the watcher failed (e.g. inotify watch limit): rescan, keep running
     RESYNC = "resync"  # SIGHUP, the resync timer, a watch (re)armed after a gap
@@ -39,7 +43,9 @@ class Batch:
     """Triggers coalesced into one cycle."""
 
     paths: frozenset[Path]
-    resync: bool  # an OVERFLOW/ERROR/RESYNC was among them: the paths are not the whole story
+    # An OVERFLOW/ERROR/RESYNC, or a trigger naming no path, was among them: the paths are
+    # not the whole story (the cycle reads every file again).
+    resync: bool
     kinds: frozenset[TriggerKind]
     count: int
     first_at: float
@@ -55,11 +61,20 @@ def default_bound_s(debounce_s: float) -> float:
 class Debouncer:
     """Coalesce triggers until `debounce_s` of quiet, bounded by `bound_s` after the first.
 
+    With `leading`, a trigger that finds the debouncer idle is due at once: the watcher
+    reports complete events only (a close after write, a move into place, a delete), so
+    the first one needs no quiet period. Idle means nothing waits and the last batch was
+    taken at least `debounce_s` ago; whatever arrives within that window (a burst, or
+    events during the cycle the last batch started) coalesces by the quiet period and
+    the bound, as without `leading`. A GONE trigger never leads (see TriggerKind).
+
     Pure: every method takes the current time (any monotonic clock, in seconds);
     it never sleeps, reads a clock or starts a thread.
     """
 
-    def __init__(self, debounce_s: float, bound_s: float | None = None) -> None:
+    def __init__(
+        self, debounce_s: float, bound_s: float | None = None, *, leading: bool = False
+    ) -> None:
         if debounce_s < 0:
             raise ValueError(f"debounce must be >= 0, got {debounce_s}")
         bound = default_bound_s(debounce_s) if bound_s is None else bound_s
@@ -67,18 +82,25 @@ class Debouncer:
             raise ValueError(f"bound {bound} is shorter than the debounce {debounce_s}")
         self._quiet = debounce_s
         self._bound = bound
+        self._leading = leading
+        # When the last batch was taken: the window after it coalesces (None: never).
+        self._taken_at: float | None = None
         self._reset()
 
     @classmethod
-    def from_ms(cls, debounce_ms: int, bound_ms: int | None = None) -> Debouncer:
+    def from_ms(
+        cls, debounce_ms: int, bound_ms: int | None = None, *, leading: bool = False
+    ) -> Debouncer:
         """Build from the `debounce_ms` setting; times fed to it stay in seconds."""
-        return cls(debounce_ms / 1000, None if bound_ms is None else bound_ms / 1000)
+        bound = None if bound_ms is None else bound_ms / 1000
+        return cls(debounce_ms / 1000, bound, leading=leading)
 
     def _reset(self) -> None:
         self._count = 0
         self._first = 0.0
         self._last = 0.0
         self._immediate_at: float | None = None
+        self._resync = False
         self._paths: set[Path] = set()
         self._kinds: set[TriggerKind] = set()
         self._details: list[str] = []
@@ -96,9 +118,22 @@ class Debouncer:
         """How many triggers wait in the current batch."""
         return self._count
 
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    def _idle(self, now: float) -> bool:
+        """Nothing waits and no batch was taken within the last quiet period."""
+        if self._count or self._taken_at is None:
+            return self._count == 0
+        # A clock that went backwards reads as "just taken": coalesce rather than fire.
+        return now >= self._taken_at + self._quiet
+
     def add(self, trigger: Trigger, now: float) -> None:
         """Add a trigger that arrived at `now`."""
         if self._count == 0:
+            if self._leading and trigger.kind is not TriggerKind.GONE and self._idle(now):
+                self._immediate_at = now
             self._first = now
             self._last = now
         # A clock that went backwards must not make the batch older than it is.
@@ -107,7 +142,10 @@ class Debouncer:
         self._kinds.add(trigger.kind)
         if trigger.path is not None:
             self._paths.add(trigger.path)
+        else:
+            self._resync = True  # a change nobody named: the paths are not the whole story
         if trigger.kind in IMMEDIATE_KINDS:
+            self._resync = True
             if self._immediate_at is None:
                 self._immediate_at = now
             if trigger.detail:
@@ -132,7 +170,7 @@ class Debouncer:
             return None
         batch = Batch(
             paths=frozenset(self._paths),
-            resync=self._immediate_at is not None,
+            resync=self._resync,
             kinds=frozenset(self._kinds),
             count=self._count,
             first_at=self._first,
@@ -140,4 +178,5 @@ class Debouncer:
             details=tuple(self._details),
         )
         self._reset()
+        self._taken_at = now
         return batch

@@ -100,7 +100,7 @@ class Daemon:
         self.log = log
         self.clock = clock
         self.wall_clock = wall_clock
-        self.debouncer = Debouncer.from_ms(settings.debounce_ms)
+        self.debouncer = Debouncer.from_ms(settings.debounce_ms, leading=True)
         self.state = DaemonState()
         self.deadlines = LoopClock()
 
@@ -141,6 +141,9 @@ class Daemon:
     def handle(self, wake: Wake) -> None:
         now = self.clock()
         run_cycle = False
+        # The paths events named: the next cycle reads only the files they touch. None:
+        # events may be missing (SIGHUP, resync, overflow), so every file is read again.
+        changed: set[Path] | None = set()
         for signum in wake.signals:
             if signum in (signal.SIGTERM, signal.SIGINT):
                 self.state.stopping = True
@@ -149,6 +152,7 @@ class Daemon:
             if signum == signal.SIGHUP:
                 self._reload(now)
                 run_cycle = True
+                changed = None
         for trigger in wake.triggers:
             if trigger.kind in (TriggerKind.ERROR, TriggerKind.OVERFLOW) and trigger.detail:
                 # Events may be lost: say so (the rescan that follows catches up).
@@ -162,12 +166,19 @@ class Daemon:
             run_cycle = True
         if any(port in self.state.deferred for port in wake.lanes_done):
             run_cycle = True
-        if self.debouncer.take_batch(now) is not None:
+        batch = self.debouncer.take_batch(now)
+        if batch is not None:
             run_cycle = True
+            if batch.resync or changed is None:
+                changed = None
+            else:
+                changed |= batch.paths
         if now >= self.deadlines.resync_at:
-            # Every managed tgtd is compared with what was applied again (on lanes).
+            # Every managed tgtd is compared with what was applied again (on lanes), and
+            # every file is read again (what no event reports: a chmod, a lost event).
             self.reconciler.recheck()
             run_cycle = True
+            changed = None
         if self.deadlines.pending_at is not None and now >= self.deadlines.pending_at:
             entries = self.reconciler.applied.entries
             self.reconciler.recheck(p for p, e in entries.items() if e.pending)
@@ -180,7 +191,7 @@ class Daemon:
         if retry_notes is not None and now >= retry_notes:
             self._notify(self.notifier.flush)
         if run_cycle:
-            self.cycle()
+            self.cycle(changed)
         elif wake.lanes_done:
             observed = self.observe_light()
             self.refresh(observed)
@@ -232,10 +243,11 @@ class Daemon:
 
     # ---- the cycle -------------------------------------------------------------------------
 
-    def cycle(self) -> None:
+    def cycle(self, changed: set[Path] | None = None) -> None:
+        """One reconcile; `changed` as Reconciler.cycle (None: read every file)."""
         started = self.clock()
         try:
-            report = self.reconciler.cycle()
+            report = self.reconciler.cycle(changed)
         except Exception as exc:  # keep serving: every port's tgtd runs on without us
             self._say(
                 f"cycle failed, trying again in {CYCLE_RETRY_S:g} s: {type(exc).__name__}: {exc}"
@@ -355,7 +367,7 @@ class Daemon:
             settings = dataclasses.replace(settings, **kept)
         self.settings = settings
         self.reconciler.settings = settings
-        self.debouncer = Debouncer.from_ms(settings.debounce_ms)
+        self.debouncer = Debouncer.from_ms(settings.debounce_ms, leading=True)
 
     def _report_exits(self, pids: list[int]) -> None:
         """Say which tgtds died on their own; a tgtd we drained or tore down is no news."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
+from pathlib import Path
 
 from tgtwatch.backends.base import Backend, Outcome, Result
 from tgtwatch.config import inventory
+from tgtwatch.config.incremental import InstanceCache
 from tgtwatch.config.settings import DrainTimeoutPolicy, Settings
 from tgtwatch.config.trust import TrustPolicy
 from tgtwatch.daemon.backoff import CRASH_WINDOW_S, FAILED_AFTER, Trouble, backoff_s
@@ -18,6 +20,7 @@ from tgtwatch.daemon.outcomes import ActionReport, CycleReport, crashed, guarded
 from tgtwatch.daemon.recorder import AuditSink, Recorder
 from tgtwatch.daemon.state import StateError, StateFile
 from tgtwatch.model.applied import pending_targets, running_targets
+from tgtwatch.model.grace import hold_drains
 from tgtwatch.model.plan import plan
 from tgtwatch.model.records import AuditAction
 from tgtwatch.model.structs import (
@@ -83,11 +86,17 @@ class Reconciler:
         self.recorder = Recorder(audit, wall_clock)
         self.checker = Checker(backend, self.recorder, clock)
         self._drains: dict[int, tuple[DrainStop, threading.Event]] = {}  # lanes draining now
+        self._files = InstanceCache()  # what each instance file gave when last read
+        # Ports whose file vanished, and when a cycle first saw it (the delete grace).
+        self._gone_since: dict[int, float] = {}
 
     # ---- the cycle -------------------------------------------------------------------------
 
-    def cycle(self) -> CycleReport:
+    def cycle(self, changed: Collection[Path] | None = None) -> CycleReport:
         """Rescan, observe, plan and hand the actions to the lanes (does not wait for them).
+
+        `changed`: the paths the watcher reported since the last cycle; only the instance
+        files they touch are read again. None (the default) reads every file.
 
         Runs no tool: /proc tells which tgtds run; what each holds is asked on its lane (a
         Check), so one hung tgtd never holds the daemon's loop.
@@ -98,11 +107,19 @@ class Reconciler:
         busy = self.executor.busy()
         with self._lock:
             applied = self.applied
-        desired = inventory.scan(self.settings, applied, self.policy)
+        desired = inventory.scan(
+            self.settings, applied, self.policy, cache=self._files, changed=changed
+        )
         self.recorder.rejects(desired, applied)
         observed = self.backend.observe(())
         now = self.clock()
         result = plan(desired, applied, observed, self.checker.due(observed, now))
+        # The daemon gives a vanished file a grace before its drain; `apply` acts on the
+        # files as they are (it does not wait for a drain either).
+        grace_s = self.settings.delete_grace_ms / 1000 if self.keep_draining else 0.0
+        graced = hold_drains(result.actions, desired, self._gone_since, now, grace_s)
+        self._gone_since = dict(graced.gone_since)
+        result = replace(result, actions=graced.actions)
         self._stop_restored_drains(desired)
         self._forget_gone(desired, observed, busy)
         self._forget_troubles(desired, observed)
@@ -114,7 +131,13 @@ class Reconciler:
             for port, blocker in result.waiting
         }
         wake_on = {blocker for _, blocker in result.waiting}
-        retry_at: dict[int, float] = {}
+        # A drain of a vanished file's port brings the daemon back when its lane ends: a
+        # drain that failed (a hung tgtd) is tried again then. Without the grace, the cycles
+        # of the same burst had deferred the busy port, which did the same by chance.
+        wake_on |= graced.gone_since.keys() - graced.held.keys()
+        retry_at: dict[int, float] = dict(graced.held)
+        for port, due in graced.held.items():
+            deferred[port] = f"its file is gone: drains in {due - now:.1f} s unless it comes back"
         submit: list[tuple[int, list[Action]]] = []
         for port, actions in by_port.items():
             if port in busy:

@@ -149,7 +149,11 @@ def classify(
         elif path.parent in dirs and not ignore(path.name):
             if event.action is FsAction.CREATED and not event.is_dir and _awaits_close(path, lstat):
                 continue
-            triggers.append(Trigger(TriggerKind.FILE, path, event.action.value))
+            gone = event.action is FsAction.DELETED or (
+                event.action is FsAction.MOVED and path == event.src
+            )
+            kind = TriggerKind.GONE if gone else TriggerKind.FILE
+            triggers.append(Trigger(kind, path, event.action.value))
     return Classified(tuple(triggers), tuple(structural))
 
 

@@ -1,0 +1,105 @@
+"""Incremental inventory: a scan re-reads only the instance files its changes touch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builders import instance_text, write
+
+from tgtwatch.config.incremental import InstanceCache
+from tgtwatch.config.inventory import scan
+from tgtwatch.config.settings import Settings
+from tgtwatch.config.trust import TrustPolicy
+from tgtwatch.model.structs import Applied, Desired
+
+T = "iqn.2026-01.com.example:t"
+
+
+def ports(desired: Desired) -> dict[int, str]:
+    return {port: spec.name for port, spec in desired.instances.items()}
+
+
+def test_an_unnamed_file_is_not_read_again_and_a_named_one_is(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    cache = InstanceCache()
+    a = write(settings.instances_dir / "a.conf", instance_text(3261, f"{T}a"))
+    write(settings.instances_dir / "b.conf", instance_text(3262, f"{T}b"))
+    assert ports(scan(settings, Applied(), policy, cache=cache)) == {3261: "a", 3262: "b"}
+    assert len(cache) == 2
+    # Rewritten, but no event named it yet (its close is on the way): the last reading holds.
+    write(a, instance_text(3263, f"{T}a"))
+    assert ports(scan(settings, Applied(), policy, cache=cache, changed=set())) == {
+        3261: "a",
+        3262: "b",
+    }
+    # Its close names it: read again, the other file is not.
+    got = scan(settings, Applied(), policy, cache=cache, changed={a})
+    assert ports(got) == {3263: "a", 3262: "b"}
+
+
+def test_none_reads_everything_again(settings: Settings, policy: TrustPolicy) -> None:
+    cache = InstanceCache()
+    a = write(settings.instances_dir / "a.conf", instance_text(3261, f"{T}a"))
+    scan(settings, Applied(), policy, cache=cache)
+    write(a, instance_text(3263, f"{T}a"))
+    assert ports(scan(settings, Applied(), policy, cache=cache, changed=None)) == {3263: "a"}
+
+
+def test_an_include_change_reads_its_instance_again(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    cache = InstanceCache()
+    write(settings.instances_dir / "v.conf", instance_text(3263) + "include inc/*.inc\n")
+    inc = write(settings.instances_dir / "inc/t.inc", f"<target {T}1>\n</target>\n")
+    first = scan(settings, Applied(), policy, cache=cache).instances[3263]
+    write(inc, f"<target {T}2>\n</target>\n")
+    same = scan(settings, Applied(), policy, cache=cache, changed=set()).instances[3263]
+    assert same.sha256 == first.sha256
+    changed = scan(settings, Applied(), policy, cache=cache, changed={inc}).instances[3263]
+    assert [t.name for t in changed.targets] == [f"{T}2"]
+    # A new file the wildcard now matches: its directory is a dependency.
+    new = write(settings.instances_dir / "inc/u.inc", f"<target {T}3>\n</target>\n")
+    more = scan(settings, Applied(), policy, cache=cache, changed={new}).instances[3263]
+    assert sorted(t.name for t in more.targets) == [f"{T}2", f"{T}3"]
+
+
+def test_a_new_file_waits_for_its_event_and_a_deleted_one_goes_at_once(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    cache = InstanceCache()
+    a = write(settings.instances_dir / "a.conf", instance_text(3261, f"{T}a"))
+    scan(settings, Applied(), policy, cache=cache)
+    # Half written, no close yet: not read, so never rejected for a moment.
+    half = write(settings.instances_dir / "b.conf", 'SOCKET_OPTS="32')
+    got = scan(settings, Applied(), policy, cache=cache, changed={Path("/elsewhere")})
+    assert ports(got) == {3261: "a"} and got.problems == ()
+    write(half, instance_text(3262, f"{T}b"))
+    got = scan(settings, Applied(), policy, cache=cache, changed={half})
+    assert ports(got) == {3261: "a", 3262: "b"}
+    a.unlink()
+    assert ports(scan(settings, Applied(), policy, cache=cache, changed=set())) == {3262: "b"}
+    assert len(cache) == 1
+
+
+def test_a_directory_event_reads_everything_below_it(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    cache = InstanceCache()
+    a = write(settings.instances_dir / "a.conf", instance_text(3261, f"{T}a"))
+    scan(settings, Applied(), policy, cache=cache)
+    write(a, instance_text(3263, f"{T}a"))
+    got = scan(settings, Applied(), policy, cache=cache, changed={settings.instances_dir})
+    assert ports(got) == {3263: "a"}
+
+
+def test_a_problem_is_kept_until_the_file_changes(settings: Settings, policy: TrustPolicy) -> None:
+    cache = InstanceCache()
+    bad = write(settings.instances_dir / "bad.conf", "SOCKET_OPTS=\n")
+    first = scan(settings, Applied(), policy, cache=cache)
+    assert [p.path for p in first.problems] == [bad]
+    again = scan(settings, Applied(), policy, cache=cache, changed=set())
+    assert again.problems == first.problems
+    write(bad, instance_text(3261, f"{T}x"))
+    fixed = scan(settings, Applied(), policy, cache=cache, changed={bad})
+    assert fixed.problems == () and ports(fixed) == {3261: "bad"}

@@ -1,0 +1,136 @@
+"""What each instance file gave when last read, so a cycle re-reads only what changed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from tgtwatch.config.stores import StoreFacts, StoreProbe
+from tgtwatch.model.structs import InstanceSpec, Problem
+
+StoreJudge = Callable[[str, StoreFacts], "str | None"]
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One instance file read and checked on its own: its spec or its problems, and what
+    it depends on (every file it read, and the directories its includes come from: a
+    wildcard include gains a file there without any file it read changing)."""
+
+    spec: InstanceSpec | None
+    problems: tuple[Problem, ...]
+    files: frozenset[Path]
+    include_dirs: frozenset[Path]
+    above: frozenset[Path] = frozenset()  # every directory above a file it read
+
+    @classmethod
+    def of(
+        cls,
+        spec: InstanceSpec | None,
+        problems: tuple[Problem, ...],
+        files: frozenset[Path],
+        include_dirs: frozenset[Path],
+    ) -> FileResult:
+        above = frozenset(d for f in files for d in f.parents)
+        return cls(spec, problems, files, include_dirs, above)
+
+    def touched_by(self, changed: Collection[Path]) -> bool:
+        """A file it read, a file in a directory it includes from, or a directory above
+        any of them (moved, re-armed after a gap) was reported."""
+        return any(
+            p in self.files
+            or p in self.include_dirs
+            or p.parent in self.include_dirs
+            or p in self.above
+            for p in changed
+        )
+
+
+class InstanceCache:
+    """Per instance file path, its last FileResult. Owned by one Reconciler (never shared).
+
+    `changed` names the paths the watcher reported since the last cycle; None means the
+    events may be incomplete (start, resync, overflow, SIGHUP): everything is read again.
+    """
+
+    def __init__(self) -> None:
+        self._results: dict[Path, FileResult] = {}
+        # What each backing store's path looked like when last checked, and the stores of
+        # the files read again this scan (looked up again: their file changed).
+        self._facts: dict[str, StoreFacts] = {}
+        self._fresh: set[str] = set()
+        self._verdicts: dict[str, str | None] = {}  # store_problem of each store's facts
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def reusable(self, path: Path, changed: Collection[Path] | None) -> FileResult | None:
+        """The cached result, if no change it depends on was reported since."""
+        if changed is None:
+            return None
+        result = self._results.get(path)
+        if result is None or result.touched_by(changed):
+            return None
+        return result
+
+    def unannounced(self, path: Path, changed: Collection[Path] | None) -> bool:
+        """A file never read whose event has not come: it is still being written (its close
+        or its rename into place will name it), so it is not read now — reading it could
+        see half a file and reject it for a moment."""
+        if changed is None or path in self._results:
+            return False
+        return not any(p == path or p in path.parents for p in changed)
+
+    def keep(self, path: Path, result: FileResult) -> None:
+        self._results[path] = result
+        if result.spec is not None and result.spec.tree is not None:
+            self._fresh.update(lun.path for t in result.spec.tree.targets for lun in t.luns)
+
+    def begin(self, changed: Collection[Path] | None) -> None:
+        """A new scan; None forgets everything (every file and store is looked at again)."""
+        self._fresh.clear()
+        if changed is None:
+            self._results.clear()
+            self._facts.clear()
+            self._verdicts.clear()
+
+    def probe(self, inner: StoreProbe) -> StoreProbe:
+        """`inner`, but a store of an unchanged file keeps the facts of its last check."""
+        return _CachedProbe(inner, self._facts, self._fresh, self._verdicts)
+
+    def judge(self, judge: StoreJudge) -> StoreJudge:
+        """`judge`, remembered per store until its facts are looked up again (the roots and
+        the owner come from the settings: a change of them is a SIGHUP, a full scan)."""
+        verdicts = self._verdicts
+
+        def remembered(path: str, facts: StoreFacts) -> str | None:
+            if path not in verdicts:
+                verdicts[path] = judge(path, facts)
+            return verdicts[path]
+
+        return remembered
+
+    def retain(self, paths: Collection[Path]) -> None:
+        """Forget every file no longer listed in the directory."""
+        for gone in self._results.keys() - set(paths):
+            del self._results[gone]
+
+
+class _CachedProbe:
+    def __init__(
+        self,
+        inner: StoreProbe,
+        facts: dict[str, StoreFacts],
+        fresh: set[str],
+        verdicts: dict[str, str | None],
+    ) -> None:
+        self._inner, self._facts, self._fresh, self._verdicts = inner, facts, fresh, verdicts
+
+    def facts(self, path: str) -> StoreFacts:
+        known = self._facts.get(path)
+        if known is None or path in self._fresh:
+            known = self._facts[path] = self._inner.facts(path)
+            self._verdicts.pop(path, None)
+            self._fresh.discard(path)  # once per scan, even if two files name it
+        return known
