@@ -51,13 +51,17 @@ def test_a_target_deleted_by_hand_is_put_back_at_the_resync(world: RelWorld) -> 
     assert world.pids()[port] == pid
 
 
-def test_a_lun_missing_at_start_is_pending_under_a_session_then_lands(
-    world: RelWorld, tmp_path: Path
+@pytest.mark.parametrize("engine", ["native", "tgt-admin"])
+def test_a_lun_missing_at_start_lands_once_its_store_appears(
+    world: RelWorld, tmp_path: Path, engine: str
 ) -> None:
     """A backing store missing at start: the target is made with one LUN of two. Before,
     every target was recorded as applied: once the store appeared the busy target was
-    skipped and the record said converged, for good. Now the start says what is missing,
-    the target is pending while its initiator stays, and it gets its LUN once it leaves."""
+    skipped and the record said converged, for good. Now the start says what is missing;
+    when the store appears the native engine adds the LUN live, under the session, and
+    with tgt-admin the target is pending while its initiator stays and gets its LUN once
+    it leaves."""
+    world.write_settings(engine=engine)
     port = world.reserve_port()
     target = dh.iqn("a")
     first, second = world.backing("a-1.img"), world.backing_dir / "a-2.img"
@@ -65,21 +69,32 @@ def test_a_lun_missing_at_start_is_pending_under_a_session_then_lands(
     daemon = world.start()
     start = daemon.wait_for_record(action="start", instance="a")
     assert start.get("TGTWATCH_RESULT") == "partial", start.fields
-    assert f"{target} has 1 of 2 LUNs" in (start.get("MESSAGE") or ""), start.fields
+    if engine == "native":
+        assert f"missing stores: {second}" in (start.get("MESSAGE") or ""), start.fields
+    else:
+        assert f"{target} has 1 of 2 LUNs" in (start.get("MESSAGE") or ""), start.fields
     initiators = Initiators(tmp_path)
     try:
-        initiators.hold(port, target)
+        perf = initiators.hold(port, target)
         world.backing("a-2.img")  # the store appears
         world.write_settings(resync_interval_s=300)  # a SIGHUP: a cycle applies it again
         daemon.proc.send_signal(1)
-        record = daemon.wait_for_record(action="pending", instance="a", timeout=30)
-        assert target in (record.get("MESSAGE") or "")
-        dh.wait_for(
-            lambda: world.status().get("a", {}).get("state") == "pending", 30, "status pending"
-        )
-        assert world.targets_on(port)[0] == [f"{target}/1"]  # busy: left as it is
+        if engine == "native":
+            record = daemon.wait_for_record(action="reload", instance="a", timeout=30)
+            assert f"{target} new LUN 2" in (record.get("MESSAGE") or ""), record.fields
+            assert world.targets_on(port) == ([f"{target}/2"], "ready")  # under the session
+            perf.wait_progress()
+            assert perf.errors() == [], perf.log()
+        else:
+            record = daemon.wait_for_record(action="pending", instance="a", timeout=30)
+            assert target in (record.get("MESSAGE") or "")
+            dh.wait_for(
+                lambda: world.status().get("a", {}).get("state") == "pending", 30, "pending"
+            )
+            assert world.targets_on(port)[0] == [f"{target}/1"]  # busy: left as it is
     finally:
         initiators.stop_all()
-    daemon.wait_for_record(action="reload", instance="a", result="ok", timeout=30)
+    if engine == "tgt-admin":
+        daemon.wait_for_record(action="reload", instance="a", result="ok", timeout=30)
     assert world.targets_on(port) == ([f"{target}/2"], "ready")
     dh.wait_for(lambda: world.status().get("a", {}).get("state") == "running", 30, "running")
