@@ -192,6 +192,18 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningTgtd
         factory.cleanup()
 
 
+def tgt_admin_load(tgtd: RunningTgtd, config: Path) -> None:
+    """The oracle: `tgt-admin -e` loads `config` into `tgtd`."""
+    done = subprocess.run(
+        ["tgt-admin", "-C", str(tgtd.port), "-e", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def _clear(tgtd: RunningTgtd) -> None:
     for target in tgtd.control.target_details():
         subprocess.run(
@@ -233,14 +245,7 @@ def test_native_start_matches_tgt_admin(
                 path.unlink(missing_ok=True)
     config = tmp_path / "diff.conf"
     config.write_text(model.text(tmp_path))
-    done = subprocess.run(
-        ["tgt-admin", "-C", str(oracle.port), "-e", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    tgt_admin_load(oracle, config)
     changes = instance_changes(InstanceRecord(), model.record(tmp_path))
     report = apply_changes(TgtdSocket(native.port), InstanceRecord(), changes)
     assert report.ok, report.error
@@ -288,14 +293,7 @@ def test_native_edit_chain_ends_where_tgt_admin_starts(
     _materialize(last, tmp_path)
     config = tmp_path / "last.conf"
     config.write_text(last.text(tmp_path))
-    done = subprocess.run(
-        ["tgt-admin", "-C", str(oracle.port), "-e", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    tgt_admin_load(oracle, config)
     client = TgtdSocket(native.port)
     record = InstanceRecord()
     for model in chain:
@@ -345,14 +343,7 @@ def test_every_key_loads_as_tgt_admin_loads_it(
     assert parsed.tree is not None, parsed.problems
     rendered = tmp_path / "rendered.conf"
     rendered.write_text(render(parsed.tree, accounts=False))
-    done = subprocess.run(
-        ["tgt-admin", "-C", str(oracle.port), "-e", "-c", str(rendered)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    tgt_admin_load(oracle, rendered)
     report = load(TgtdSocket(native.port), parsed.tree, RecordFile(tmp_path / "record.json"))
     assert report.ok, report.error
     assert tgtd_state(native.port) == tgtd_state(oracle.port)
