@@ -154,12 +154,13 @@ def load(
         shown = parse_show_targets(client.call(ops.show_targets()))
     except IpcError as exc:  # nothing was changed
         return EngineReport(records.load(), error=f"cannot read tgtd: {exc}")
-    record = observed_record(records.load(), shown)
+    previous = records.load()
+    record = observed_record(previous, shown)
     busy = {t.name for t in shown if t.nexuses}
     desired = instance_record(tree, present)
     changes = instance_changes(record, desired, tids_in_use={t.tid for t in shown})
     applied = apply_changes(client, record, changes, busy=busy)
-    isns, isns_error = _isns(client, records.load().isns, isns_params(tree.isns))
+    isns, isns_error = _isns(client, previous.isns, isns_params(tree.isns))
     records.save(replace(applied.record, isns=isns))
     missing = tuple(lun.path for t in tree.targets for lun in t.luns if not present(lun.path))
     waiting_targets = tuple(sorted({c.target for c in applied.waiting}))
