@@ -530,19 +530,25 @@ def test_200_files_converge_and_200_rewrites_reload_at_most_twice(world: DaemonW
     name, port = names[7], world.ports[7]
     path = world.conf(name)
     first = time.monotonic()
+    written: list[float] = []
     for n in range(200):
         text = world.instance_text(name, port) + f"# rewrite {n}\n"
         staged_path = world.staging_dir / f"{name}.conf"
         staged_path.write_text(text)
         staged_path.chmod(0o644)
         staged_path.replace(path)
+        written.append(time.monotonic())
+    # A writer descheduled for a whole debounce (a loaded machine) ends a batch there: the
+    # first rename leads, each such pause ends one batch, the last batch lands the rest.
+    quiet_s = world.default_settings()["debounce_ms"] / 1000
+    pauses = sum(b - a >= quiet_s for a, b in itertools.pairwise(written))
     assert time.monotonic() - first < 1.0
     final = config_digest(path)
     last = daemon.wait_for_record(action="reload", instance=name, sha256=final)
     assert last.fields["TGTWATCH_RESULT"] == "ok"
     reloads = daemon.records(action="reload", instance=name)
     print(f"200 rewrites in {time.monotonic() - first:.2f} s: {len(reloads)} reload(s)")
-    assert 1 <= len(reloads) <= 2, actions(reloads)
+    assert 1 <= len(reloads) <= 2 + pauses, (actions(reloads), pauses)
     assert reloads[-1] is last
     assert world.pids()[port] == pids[port]
 

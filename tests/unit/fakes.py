@@ -544,6 +544,8 @@ class Host:
         report = self.rec.cycle()
         if wait:
             assert self.executor.wait(THREAD_TIMEOUT_S), "lanes did not end"
+            # As the daemon's loop does once the lanes it waited for have ended.
+            self.rec.save_state()
         self.last = report
         return report
 

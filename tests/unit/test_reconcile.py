@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -743,3 +743,53 @@ def test_a_start_ending_during_the_scan_is_not_planned_again(host: Host) -> None
     assert host.backend.ops() == ["start"]
     assert 3261 in report.deferred
     assert host.actions() == [("start", "alpha", "ok")]
+
+
+# --- saving the state ---------------------------------------------------------------------
+
+
+class CountingStateFile(StateFile):
+    """A StateFile that counts its writes."""
+
+    writes = 0
+
+    def save(self, applied: Applied, failed: Mapping[int, str] | None = None) -> None:
+        type(self).writes += 1
+        super().save(applied, failed)
+
+
+def test_the_state_is_written_once_for_every_action_ended_since_the_last_write(
+    host: Host,
+) -> None:
+    counting = CountingStateFile(host.settings.state_dir)
+    CountingStateFile.writes = 0
+    host.rec.state = counting
+    ports = range(3261, 3266)
+    for port in ports:
+        host.write(f"i{port}", port, {T1: f"/srv/{port}.img"})
+    host.cycle(wait=False)
+    assert host.executor.wait(THREAD_TIMEOUT_S)
+    assert CountingStateFile.writes == 0  # the lanes only marked it
+    host.rec.save_state()
+    assert CountingStateFile.writes == 1
+    assert set(counting.load()[0].entries) == set(ports)
+    host.rec.save_state()
+    assert CountingStateFile.writes == 1  # nothing changed since: nothing written
+
+
+def test_a_failed_write_of_the_state_is_tried_again_without_a_new_action(
+    settings: Settings, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a directory should be")
+    host = Host(settings, state_dir=blocker / "state")
+    try:
+        host.write("alpha", 3261, STORES)
+        host.cycle()
+        assert host.rec.save_error is not None
+        blocker.unlink()
+        host.rec.save_state()
+        assert host.rec.save_error is None
+        assert 3261 in StateFile(blocker / "state").load()[0].entries
+    finally:
+        host.close()

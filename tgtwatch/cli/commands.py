@@ -62,6 +62,7 @@ def _apply(settings: Settings, out: TextIO, err: TextIO) -> int:
         reconciler.executor.wait()
         reports += reconciler.take_reports()
     reconciler.executor.shutdown(wait=True)
+    reconciler.save_state()
     converged = not report.desired.problems and not report.deferred
     last: dict[int, Result] = {}
     for done in reports:

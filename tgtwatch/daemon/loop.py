@@ -275,7 +275,9 @@ class Daemon:
         self.refresh(report.observed)
 
     def refresh(self, observed: Observed) -> None:
-        """STATUS=, metrics and the pidfds of the tgtds we manage, after a cycle or a lane."""
+        """The state file, STATUS=, metrics and the pidfds of the tgtds we manage, after a
+        cycle or a batch of lanes."""
+        self.reconciler.save_state()
         if not any(e.pending for e in self.reconciler.applied.entries.values()):
             self.deadlines.pending_at = None
         elif self.deadlines.pending_at is None:
@@ -417,7 +419,11 @@ class Daemon:
         Every step runs even when one before it fails (after an error, a part may be broken).
         """
         self.reconciler.cancel.set()
-        steps = (self.watcher.stop, lambda: self.reconciler.executor.shutdown(wait=True))
+        steps = (
+            self.watcher.stop,
+            lambda: self.reconciler.executor.shutdown(wait=True),
+            self.reconciler.save_state,  # what the lanes ended with before the exit
+        )
         for step in (*steps, self.waiter.close, self.notifier.close):
             try:
                 step()
