@@ -221,7 +221,7 @@ class SingleProcess:
 
     def _write(self) -> None:
         parts = [
-            f"<target {iqn('A')}>\n    backing-store {self.a_backing}\n"
+            f"<target {iqn('a')}>\n    backing-store {self.a_backing}\n"
             "    initiator-address ALL\n</target>\n"
         ]
         for i, luns in sorted(self.present.items()):
@@ -287,10 +287,10 @@ def run(seconds: int, reps: int) -> dict[str, Any]:
         world.add_ports(tw_ports + hand_ports)
         world.start()
         a_back = world.backing("A.img", size=64 << 20)
-        atomic_write(world.conf("A"), instance_text("A", a_port, [a_back]), world.staging_dir)
-        wait_until(lambda: lists(a_port, iqn("A")), 30, "A listed")
+        atomic_write(world.conf("a"), instance_text("a", a_port, [a_back]), world.staging_dir)
+        wait_until(lambda: lists(a_port, iqn("a")), 30, "A listed")
         a_pid = tgtd_pid(a_port)
-        url = f"iscsi://127.0.0.1:{a_port}/{iqn('A')}/1"
+        url = f"iscsi://127.0.0.1:{a_port}/{iqn('a')}/1"
         twc = TgtwatchChurn(world, tw_ports)
         hc = HandChurn(world.root / "hand", hand_ports)
         for rep in range(reps):
@@ -314,7 +314,7 @@ def run(seconds: int, reps: int) -> dict[str, Any]:
         sp = SingleProcess(world.root / "single", s_port, s_back)
         sp.tgtd.start()
         try:
-            s_url = f"iscsi://127.0.0.1:{s_port}/{iqn('A')}/1"
+            s_url = f"iscsi://127.0.0.1:{s_port}/{iqn('a')}/1"
             single = {
                 "alone": _measure(s_url, seconds, world.root, "s-alone", None),
                 "update_all_churn": _measure(s_url, seconds, world.root, "s-churn", sp.churn),
