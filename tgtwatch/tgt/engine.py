@@ -30,7 +30,7 @@ from tgtwatch.tgt.records import (
     instance_from_json,
     instance_to_json,
 )
-from tgtwatch.tgt.show import TargetInfo, parse_show_targets
+from tgtwatch.tgt.show import TargetBlock, TargetInfo, parse_show_targets, split_show_targets
 
 # RFC 3720 names; anything else in an ACL list is an address (tgtd prints both alike).
 _NAME_PREFIXES = ("iqn.", "eui.", "naa.")
@@ -115,7 +115,9 @@ class RecordFile:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(instance_to_json(record), out, indent=1)
+                # Compact: json's C encoder (indent falls back to the pure-Python one, 5x
+                # slower: 7 ms for 200 targets).
+                out.write(json.dumps(instance_to_json(record), separators=(",", ":")))
             os.replace(tmp, self.path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -142,6 +144,25 @@ def _isns(
     return tuple(sorted(done.items())), ""
 
 
+def _unchanged(
+    blocks: Sequence[TargetBlock], previous: InstanceRecord, desired: InstanceRecord
+) -> set[str]:
+    """Targets whose show need not be parsed: tgtd shows them as when their record last
+    matched (same tid, same digest) and the file asks for exactly that record."""
+    same: set[str] = set()
+    for block in blocks:
+        known, wanted = previous.targets.get(block.name), desired.targets.get(block.name)
+        if (
+            known is not None
+            and wanted is not None
+            and known[0] == block.tid
+            and wanted[1] == known[1]
+            and previous.show_digests.get(block.name) == block.digest
+        ):
+            same.add(block.name)
+    return same
+
+
 def load(
     client: Client,
     tree: ConfigTree,
@@ -149,19 +170,33 @@ def load(
     *,
     present: Callable[[str], bool] = store_present,
 ) -> EngineReport:
-    """Make tgtd hold the targets of `tree`, as far as its sessions allow, and record it."""
+    """Make tgtd hold the targets of `tree`, as far as its sessions allow, and record it.
+
+    Every target's record is corrected by tgtd's show, but a target whose show has not
+    changed since its record matched it, and which the file leaves as it is, keeps its
+    record without its show being parsed (RecordFile's digests): one LUN added to one of
+    200 targets parses one target, not 200.
+    """
     try:
-        shown = parse_show_targets(client.call(ops.show_targets()))
+        blocks = split_show_targets(client.call(ops.show_targets()))
     except IpcError as exc:  # nothing was changed
         return EngineReport(records.load(), error=f"cannot read tgtd: {exc}")
     previous = records.load()
-    record = observed_record(previous, shown)
-    busy = {t.name for t in shown if t.nexuses}
     desired = instance_record(tree, present)
-    changes = instance_changes(record, desired, tids_in_use={t.tid for t in shown})
+    same = _unchanged(blocks, previous, desired)
+    shown = parse_show_targets("".join(b.text for b in blocks if b.name not in same))
+    corrected = observed_record(previous, shown)
+    record = InstanceRecord(
+        targets={**corrected.targets, **{name: previous.targets[name] for name in same}}
+    )
+    busy = {t.name for t in shown if t.nexuses}
+    changes = instance_changes(record, desired, tids_in_use={b.tid for b in blocks})
     applied = apply_changes(client, record, changes, busy=busy)
     isns, isns_error = _isns(client, previous.isns, isns_params(tree.isns))
-    records.save(replace(applied.record, isns=isns))
+    # A target sent anything (or owed something) shows otherwise now: parsed next time.
+    touched = {c.target for c in changes}
+    digests = {b.name: b.digest for b in blocks if b.name not in touched}
+    records.save(replace(applied.record, isns=isns, show_digests=digests))
     missing = tuple(lun.path for t in tree.targets for lun in t.luns if not present(lun.path))
     waiting_targets = tuple(sorted({c.target for c in applied.waiting}))
     return EngineReport(

@@ -63,6 +63,10 @@ class InstanceRecord:
 
     targets: Mapping[str, tuple[int, TargetRecord]] = field(default_factory=dict)
     isns: tuple[tuple[str, str], ...] = ()  # tgtd-wide iSNS keys, as last sent
+    # Per target, the digest of what tgtd showed of it (LUNs, accounts, ACLs) when its
+    # record last matched that show and nothing was sent to it after: while the digest
+    # and the file's wish stay the same, a reload need not parse the target's show.
+    show_digests: Mapping[str, str] = field(default_factory=dict)
 
 
 # --- JSON, for the state file -------------------------------------------------------------
@@ -129,11 +133,21 @@ def instance_to_json(record: InstanceRecord) -> dict[str, Any]:
     return {
         "targets": [target_to_json(tid, t) for tid, t in targets],
         "isns": [list(p) for p in record.isns],
+        "show_digests": dict(sorted(record.show_digests.items())),
     }
+
+
+def _digests(raw: Any) -> dict[str, str]:
+    """The digests, or none (every target's show is then parsed) if they are not a map."""
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): str(v) for k, v in raw.items()}
 
 
 def instance_from_json(raw: Any) -> InstanceRecord:
     targets = [target_from_json(t) for t in raw["targets"]]
     return InstanceRecord(
-        targets={t.name: (tid, t) for tid, t in targets}, isns=_pairs(raw.get("isns", ()))
+        targets={t.name: (tid, t) for tid, t in targets},
+        isns=_pairs(raw.get("isns", ())),
+        show_digests=_digests(raw.get("show_digests")),
     )
