@@ -8,8 +8,10 @@ The record keeps what show cannot see (LUN params, mode pages, iSCSI parameters)
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -65,7 +67,10 @@ def observed_record(record: InstanceRecord, shown: Sequence[TargetInfo]) -> Inst
 
 def store_present(path: str) -> bool:
     """What tgt-admin checks before it adds a store: it exists and is not a directory."""
-    return os.path.exists(path) and not os.path.isdir(path)
+    try:
+        return not stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,7 @@ def load(
     except IpcError as exc:  # nothing was changed
         return EngineReport(records.load(), error=f"cannot read tgtd: {exc}")
     previous = records.load()
+    present = functools.cache(present)  # one stat per store per load, not two
     desired = instance_record(tree, present)
     same = _unchanged(blocks, previous, desired)
     shown = parse_show_targets("".join(b.text for b in blocks if b.name not in same))
