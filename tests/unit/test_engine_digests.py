@@ -11,6 +11,7 @@ from builders import tree_of
 
 from tgtwatch.tgt.engine import RecordFile, load
 from tgtwatch.tgt.ipc import Mode, Op, Request
+from tgtwatch.tgt.records import InstanceRecord
 from tgtwatch.tgt.show import parse_show_targets, split_show_targets
 
 DATA = Path(__file__).parent / "data" / "tgt"
@@ -178,3 +179,25 @@ def test_the_digest_ignores_sessions_but_not_luns() -> None:
     other = ShowingTgtd({1: FakeTarget("iqn.x:a", {1: "/b"}, ["ALL"])})
     (b,), (i,), (o,) = (split_show_targets(t.show()) for t in (busy, idle, other))
     assert b.digest == i.digest != o.digest
+
+
+def test_the_record_kept_in_memory_is_the_file_s(tmp_path: Path) -> None:
+    """A RecordFile returns the record it last read or wrote while the file is that one,
+    and reads any other: another writer's file, a hand edit, a removed file."""
+    tgtd, records = ShowingTgtd(), RecordFile(tmp_path / "record.json")
+    load(tgtd, tree_of(config(WORLD)), records, present=always)
+    saved = records.load()
+    assert records.load() is saved  # not read again
+    assert len(saved.targets) == len(WORLD)
+
+    other = RecordFile(records.path)  # another process's tgtwatch load, say
+    other.save(InstanceRecord())
+    assert records.load().targets == {}
+
+    records.save(saved)
+    # edited in place (same inode): a new size (the clock tick may be the same)
+    records.path.write_text(records.path.read_text().replace(f"{IQN}:t0", f"{IQN}:tXY"))
+    assert f"{IQN}:tXY" in records.load().targets
+
+    records.path.unlink()
+    assert records.load() == InstanceRecord()

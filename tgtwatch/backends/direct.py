@@ -29,6 +29,7 @@ from tgtwatch.model.structs import (
 )
 from tgtwatch.tgt.admin_output import error_summary
 from tgtwatch.tgt.chap import AccountError, AccountsApplied
+from tgtwatch.tgt.engine import RecordFile
 from tgtwatch.tgt.gateway import (
     DEFAULT_TIMEOUT_S,
     TgtCommandError,
@@ -101,6 +102,12 @@ class DirectBackend:
         self.tool_timeout_s = tool_timeout_s
         self._lock = threading.Lock()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._records: dict[int, RecordFile] = {}  # by control port
+
+    def records(self, control_port: int) -> RecordFile:
+        """The native engine's record of the tgtd on control_port, one object per port."""
+        with self._lock:
+            return self._records.setdefault(control_port, record_file(self.state_dir, control_port))
 
     def control(self, control_port: int) -> TgtControl:
         return TgtControl(control_port, self.programs, timeout_s=self.tool_timeout_s)
@@ -220,6 +227,7 @@ class DirectBackend:
             snapshot=lambda: write_snapshot(self.snapshot_dir, spec),
             update=update,
             timeout_s=self.tool_timeout_s,
+            records=self.records(spec.control_port),
         )
 
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
@@ -389,7 +397,7 @@ class DirectBackend:
                 )
             control.remove_all(force=bool(sessions))
             control.delete_system()
-            record_file(self.state_dir, action.control_port).remove()
+            self.records(action.control_port).remove()
         except TgtCommandError as exc:
             if self.pid_on(action.control_port) is None:
                 return Outcome(Result.OK, f"tgtd pid {pid} is gone", pid=pid)

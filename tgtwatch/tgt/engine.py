@@ -103,19 +103,35 @@ class EngineReport:
 
 
 class RecordFile:
-    """The record of one tgtd, kept beside the state file (it holds no secret)."""
+    """The record of one tgtd, kept beside the state file (it holds no secret).
+
+    The record last read or written is kept in memory with the file's identity (inode,
+    mtime, size): while the file is the one this object wrote or read, a load returns it
+    without reading 200 targets' JSON again (~5-10 ms); any other file is read. (An
+    edit in place that keeps the size within one tick of the kernel's file clock goes
+    unseen: the record is tgtwatch's own file, and tgtd's drift is found by show anyway.)
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._kept: tuple[tuple[int, int, int], InstanceRecord] | None = None
 
     def load(self) -> InstanceRecord:
         try:
-            return instance_from_json(json.loads(self.path.read_text(encoding="utf-8")))
+            with self.path.open("rb") as source:
+                stamp = _stamp(os.fstat(source.fileno()))
+                kept = self._kept
+                if kept is not None and kept[0] == stamp:
+                    return kept[1]
+                record = instance_from_json(json.loads(source.read()))
         except (OSError, ValueError, KeyError, TypeError):
             # Unreadable or absent: tgtd's own show rebuilds what it can.
             return InstanceRecord()
+        self._kept = (stamp, record)
+        return record
 
     def save(self, record: InstanceRecord) -> None:
+        self._kept = None
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         try:
@@ -123,13 +139,21 @@ class RecordFile:
                 # Compact: json's C encoder (indent falls back to the pure-Python one, 5x
                 # slower: 7 ms for 200 targets).
                 out.write(json.dumps(instance_to_json(record), separators=(",", ":")))
+                out.flush()
+                stamp = _stamp(os.fstat(out.fileno()))
             os.replace(tmp, self.path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._kept = (stamp, record)
 
     def remove(self) -> None:
+        self._kept = None
         self.path.unlink(missing_ok=True)
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _isns(
