@@ -3,6 +3,7 @@ changes, and still repairs what was changed by hand on any other target."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from builders import tree_of
 
 from tgtwatch.tgt.engine import RecordFile, load
 from tgtwatch.tgt.ipc import Mode, Op, Request
-from tgtwatch.tgt.records import InstanceRecord
+from tgtwatch.tgt.records import InstanceRecord, instance_to_json
 from tgtwatch.tgt.show import parse_show_targets, split_show_targets
 
 DATA = Path(__file__).parent / "data" / "tgt"
@@ -201,3 +202,19 @@ def test_the_record_kept_in_memory_is_the_file_s(tmp_path: Path) -> None:
 
     records.path.unlink()
     assert records.load() == InstanceRecord()
+
+
+def test_the_file_is_the_record_whatever_was_rendered_before(tmp_path: Path) -> None:
+    """Targets' JSON reused from the last save never leaves a stale target in the file."""
+    tgtd, records = ShowingTgtd(), RecordFile(tmp_path / "record.json")
+    edits = [
+        WORLD,
+        {**WORLD, "t3": ["/srv/t3.img", "/srv/t3b.img"]},
+        {k: v for k, v in WORLD.items() if k != "t1"},
+        {**WORLD, "t9": ["/srv/t9.img"]},
+    ]
+    for stores in edits:
+        load(tgtd, tree_of(config(stores)), records, present=always)
+        written = json.loads(records.path.read_text())
+        assert written == instance_to_json(RecordFile(records.path).load())
+        assert sorted(t["name"] for t in written["targets"]) == sorted(f"{IQN}:{n}" for n in stores)

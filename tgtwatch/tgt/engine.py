@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from tgtwatch.model.tree import ConfigTree
 from tgtwatch.tgt import ipc_ops as ops
@@ -31,6 +32,7 @@ from tgtwatch.tgt.records import (
     TargetRecord,
     instance_from_json,
     instance_to_json,
+    target_to_json,
 )
 from tgtwatch.tgt.show import TargetBlock, TargetInfo, parse_show_targets, split_show_targets
 
@@ -115,6 +117,23 @@ class RecordFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._kept: tuple[tuple[int, int, int], InstanceRecord] | None = None
+        # The JSON of each target as last written, by the very (immutable) record it came
+        # from: a reload that changes one target of 200 renders one.
+        self._rendered: dict[int, tuple[TargetRecord, dict[str, Any]]] = {}
+
+    def _target_json(self, tid: int, target: TargetRecord) -> dict[str, Any]:
+        known = self._rendered.get(tid)
+        if known is not None and known[0] is target:
+            return known[1]
+        rendered = target_to_json(tid, target)
+        self._rendered[tid] = (target, rendered)
+        return rendered
+
+    def _to_json(self, record: InstanceRecord) -> dict[str, Any]:
+        rendered = instance_to_json(record, self._target_json)
+        held = {tid for tid, _ in record.targets.values()}
+        self._rendered = {tid: v for tid, v in self._rendered.items() if tid in held}
+        return rendered
 
     def load(self) -> InstanceRecord:
         try:
@@ -138,7 +157,7 @@ class RecordFile:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 # Compact: json's C encoder (indent falls back to the pure-Python one, 5x
                 # slower: 7 ms for 200 targets).
-                out.write(json.dumps(instance_to_json(record), separators=(",", ":")))
+                out.write(json.dumps(self._to_json(record), separators=(",", ":")))
                 out.flush()
                 stamp = _stamp(os.fstat(out.fileno()))
             os.replace(tmp, self.path)

@@ -7,7 +7,7 @@ tgt/chap.py applies them against what tgtd shows, with their own record of diges
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,10 +128,14 @@ def target_from_json(raw: Mapping[str, Any]) -> tuple[int, TargetRecord]:
     )
 
 
-def instance_to_json(record: InstanceRecord) -> dict[str, Any]:
+def instance_to_json(
+    record: InstanceRecord,
+    target_json: Callable[[int, TargetRecord], dict[str, Any]] = target_to_json,
+) -> dict[str, Any]:
+    """The record as JSON; `target_json` renders one target (a caller may memoize it)."""
     targets = sorted(record.targets.values(), key=lambda e: e[0])
     return {
-        "targets": [target_to_json(tid, t) for tid, t in targets],
+        "targets": [target_json(tid, t) for tid, t in targets],
         "isns": [list(p) for p in record.isns],
         "show_digests": dict(sorted(record.show_digests.items())),
     }
