@@ -8,9 +8,15 @@
 2. reload adding one LUN to one target of a 200-target instance whose other target has a
    logged-in initiator: from the reload's start until iscsi-inq answers on the new LUN,
    native vs tgt-admin --update ALL; the other targets' tids and the session are checked;
+   Beside each run, iscsi-inq on a LUN that is already there: the probe's own floor;
 3. 500 instance files present when `tgtwatch run` starts: seconds to READY=1 and peak RSS,
-   engine native and engine tgt-admin (one run each; --quick: 100 files).
-Prints one table; writes bench/native.json.
+   engine native and engine tgt-admin (one run each; --quick: 100 files);
+4. live LUN add through `tgtwatch run` (debounce 250 ms, engine native) while
+   `iscsi-perf -x 0` reads LUN 1 of the same target: from the rename of the file with one
+   more LUN until iscsi-inq answers on it, the daemon's own reload time (its audit
+   record), the probe's floor, and iscsi-perf's errors.
+Prints one table; writes bench/native.json (--only SECTION,...: those sections are run
+and replaced, the others kept as they were).
 """
 
 from __future__ import annotations
@@ -25,13 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    DEBOUNCE_MS,
     POOL,
     PROGS,
     REPO,
+    atomic_write,
     bench_world,
     cleanup_all,
     inquiry,
     install_signal_cleanup,
+    instance_text,
+    iqn,
     lists,
     log,
     proc_status,
@@ -166,6 +176,9 @@ def big_reload(engine: EngineKind, targets: int, runs: int) -> dict[str, Any]:
     backend = DirectBackend(workdir / "state" / "log", engine=engine, tool_timeout_s=600)
     initiators = Initiators(workdir)
     took: list[float] = []
+    reloaded: list[float] = []  # the backend's reload call alone
+    reload_cpu: list[float] = []  # its CPU time: what a shared host's load does not add
+    floor: list[float] = []
     kept = True
     try:
         conf = instance_file(workdir, "big", port, stores)
@@ -178,10 +191,13 @@ def big_reload(engine: EngineKind, targets: int, runs: int) -> dict[str, Any]:
             grown[names[0]] = [*stores[names[0]], sparse(workdir / f"extra{run}.img")]
             conf = instance_file(workdir, "big", port, grown)
             spec = spec_of(conf)
-            started = time.monotonic()
+            started, cpu = time.monotonic(), time.process_time()
             outcome = backend.reload(spec)
+            reloaded.append(time.monotonic() - started)
+            reload_cpu.append(time.process_time() - cpu)
             wait_until(lambda: inquiry(port, names[0], 2), 60, "LUN 2", interval=0.002)
             took.append(time.monotonic() - started)
+            floor.append(probe_floor(port, names[2]))
             assert outcome.result.value in ("ok", "partial"), outcome.message
             after = backend.control(port).target_details()
             kept &= all(before[t.name] == t.tid for t in after)
@@ -196,7 +212,89 @@ def big_reload(engine: EngineKind, targets: int, runs: int) -> dict[str, Any]:
         stop_port(port)
         backend.reap()
         POOL.give_back([port])
-    return {**summary(took), "tids_and_session_kept": kept, "io_errors": len(errors)}
+    return {
+        **summary(took),
+        "reload_call": summary(reloaded),
+        "reload_cpu": summary(reload_cpu),
+        "probe_floor": summary(floor),
+        "tids_and_session_kept": kept,
+        "io_errors": len(errors),
+    }
+
+
+def probe_floor(port: int, target: str) -> float:
+    """One iscsi-inq on LUN 1, there all along: what the probe alone costs (process start,
+    login, INQUIRY, logout), measured beside each timed run."""
+    started = time.monotonic()
+    assert inquiry(port, target, 1)
+    return time.monotonic() - started
+
+
+# --- 4. live LUN add through the daemon, with I/O on LUN 1 ----------------------------------
+
+
+def live_add(runs: int) -> dict[str, Any]:
+    with bench_world("native-live") as world:
+        port = world.reserve_port()
+        name = "live"
+        target = iqn(name)
+        conf = world.conf(name)
+        stores = [world.backing(f"{name}-1.img")]
+        atomic_write(conf, instance_text(name, port, stores), world.staging_dir)
+        daemon = world.start()
+        wait_until(lambda: lists(port, target), 30, "the target listed")
+        perf = Initiators(world.root).hold(port, target, lun=1)
+        took: list[float] = []
+        floor: list[float] = []
+        audited: list[float] = []  # rename until the reload's audit record reached the journal
+        try:
+            perf.wait_progress()
+            for run in range(runs):
+                # Each run adds one more LUN: a LUN cannot be taken away under the session.
+                stores.append(world.backing(f"{name}-{run + 2}.img"))
+                lun = len(stores)
+                staged = world.staging_dir / f"{name}.conf.tmp"
+                staged.write_text(instance_text(name, port, stores))
+                staged.chmod(0o644)
+                started = time.monotonic()
+                staged.replace(conf)
+                wait_until(
+                    lambda lun=lun: inquiry(port, target, lun), 30, f"LUN {lun}", interval=0.002
+                )
+                took.append(time.monotonic() - started)
+                floor.append(probe_floor(port, target))
+                record = daemon.wait_for_record(action="reload", count=run + 1, timeout=30)
+                assert record.matches(result="ok"), record.fields
+                audited.append(record.at - started)
+                perf.wait_progress()
+            cycle_ms = [
+                float(r.get("TGTWATCH_DURATION_MS") or "nan")
+                for r in daemon.records(action="reload")
+            ]
+            errors = perf.errors()
+            shown = subprocess.run(
+                [PROGS.tgtadm, "-C", str(port), "--op", "show", "--mode", "target"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            session_kept = f"Initiator: {perf.name} " in shown
+        finally:
+            # iscsi-perf hangs in its SIGINT shutdown after a live LUN add (a libiscsi quirk):
+            # its output is the verdict, its exit code is not awaited.
+            perf.proc.kill()
+            perf.proc.wait(10)
+        daemon.terminate()
+    return {
+        **summary(took),
+        "daemon_reload_ms": summary(cycle_ms),
+        "rename_to_audit_record": summary(audited),
+        "probe_floor": summary(floor),
+        "debounce_ms": DEBOUNCE_MS,
+        "io_errors": len(errors),
+        "error_lines": errors[:5],
+        "session_kept": session_kept,
+    }
 
 
 # --- 3. many instance files at start -------------------------------------------------------------
@@ -228,53 +326,95 @@ def scale(engine: str, n: int) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    install_signal_cleanup()
+SECTIONS = ("provisioning", "big_reload", "scale", "live_add")
+
+
+def run_sections(only: set[str], quick: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    runs = 6 if args.quick else 15
-    n = 100 if args.quick else 500
-    POOL.reserve(n + 4)
-    try:
+    runs = 6 if quick else 15
+    n = 100 if quick else 500
+    if "provisioning" in only:
         log("1. provisioning one instance with one target")
         results["provisioning"] = provisioning(runs)
+    if "big_reload" in only:
         log("2. one LUN added to a 200-target instance with a session on another target")
-        targets = 50 if args.quick else 200
+        targets = 50 if quick else 200
         results["big_reload"] = {
             "targets": targets,
-            "native": big_reload(EngineKind.NATIVE, targets, 5),
+            "native": big_reload(EngineKind.NATIVE, targets, 5 if quick else 9),
             "tgt-admin": big_reload(EngineKind.TGT_ADMIN, targets, 2),
         }
+    if "scale" in only:
         log(f"3. {n} instance files when tgtwatch starts")
         results["scale"] = {
             "n": n,
             "native": scale("native", n),
             "tgt-admin": scale("tgt-admin", n),
         }
+    if "live_add" in only:
+        log("4. live LUN add through the daemon while iscsi-perf reads LUN 1")
+        results["live_add"] = live_add(4 if quick else 8)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    if only - set(SECTIONS):
+        parser.error(f"sections are {', '.join(SECTIONS)}")
+    install_signal_cleanup()
+    POOL.reserve((100 if args.quick else 500) + 4 if "scale" in only else 4)
+    try:
+        fresh = run_sections(only, args.quick)
     finally:
         cleanup_all()
-    (REPO / "bench" / "native.json").write_text(json.dumps(results, indent=1) + "\n")
-    p = results["provisioning"]
-    print(
-        f"start, 1 target: native {p['native']['median'] * 1000:.1f} ms, "
-        f"tgt-admin {p['tgt-admin']['median'] * 1000:.1f} ms, "
-        f"bare tgtadm {p['bare tgtadm']['median'] * 1000:.1f} ms "
-        f"(native/bare {p['native']['median'] / p['bare tgtadm']['median']:.2f}x)"
-    )
-    b = results["big_reload"]
-    print(
-        f"add one LUN, {b['targets']} targets: native {b['native']['median'] * 1000:.1f} ms, "
-        f"tgt-admin {b['tgt-admin']['median'] * 1000:.0f} ms; kept tids and session: "
-        f"{b['native']['tids_and_session_kept']}, I/O errors {b['native']['io_errors']}"
-    )
-    s = results["scale"]
-    print(
-        f"{s['n']} files to READY=1: native {s['native']['ready_s']:.2f} s "
-        f"({s['native']['hwm_mib']:.1f} MiB), tgt-admin {s['tgt-admin']['ready_s']:.2f} s "
-        f"({s['tgt-admin']['hwm_mib']:.1f} MiB)"
-    )
+    path = REPO / "bench" / "native.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.update(fresh)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    report(fresh)
+
+
+def ms(s: dict[str, Any]) -> str:
+    return f"{s['median'] * 1000:.1f} ms [{s['min'] * 1000:.1f}-{s['max'] * 1000:.1f}]"
+
+
+def report(results: dict[str, Any]) -> None:
+    if p := results.get("provisioning"):
+        print(
+            f"start, 1 target: native {p['native']['median'] * 1000:.1f} ms, "
+            f"tgt-admin {p['tgt-admin']['median'] * 1000:.1f} ms, "
+            f"bare tgtadm {p['bare tgtadm']['median'] * 1000:.1f} ms "
+            f"(native/bare {p['native']['median'] / p['bare tgtadm']['median']:.2f}x)"
+        )
+    if b := results.get("big_reload"):
+        native = b["native"]
+        print(
+            f"add one LUN, {b['targets']} targets: native {ms(native)} "
+            f"(reload call {ms(native['reload_call'])}, its CPU {ms(native['reload_cpu'])}, "
+            "probe floor "
+            f"{ms(native['probe_floor'])}), tgt-admin {b['tgt-admin']['median'] * 1000:.0f} ms; "
+            f"kept tids and session: {native['tids_and_session_kept']}, "
+            f"I/O errors {native['io_errors']}"
+        )
+    if s := results.get("scale"):
+        print(
+            f"{s['n']} files to READY=1: native {s['native']['ready_s']:.2f} s "
+            f"({s['native']['hwm_mib']:.1f} MiB), tgt-admin {s['tgt-admin']['ready_s']:.2f} s "
+            f"({s['tgt-admin']['hwm_mib']:.1f} MiB)"
+        )
+    if live := results.get("live_add"):
+        d = live["daemon_reload_ms"]
+        print(
+            f"live LUN add under iscsi-perf, rename to iscsi-inq: {ms(live)} "
+            f"(rename to the reload's audit record {ms(live['rename_to_audit_record'])}, "
+            f"daemon's reload {d['median']:.1f} ms [{d['min']:.1f}-{d['max']:.1f}], probe floor "
+            f"{ms(live['probe_floor'])}); target debounce {live['debounce_ms']} + 50 ms; "
+            f"I/O errors {live['io_errors']}, session kept {live['session_kept']}"
+        )
 
 
 if __name__ == "__main__":

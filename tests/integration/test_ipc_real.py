@@ -564,3 +564,11 @@ def test_an_unprivileged_peer_gets_no_answer(tgtd: RunningTgtd) -> None:
     # Either the socket file refuses the connection (its mode) or tgtd hangs up unanswered.
     assert done.returncode != 0 or done.stdout.strip() == "0", done
     assert TgtdSocket(tgtd.port, 5).answers()
+
+
+def test_the_answering_tgtd_names_its_pid(tgtd: RunningTgtd) -> None:
+    """SO_PEERCRED: a reload learns tgtd's pid from the socket it already asks, no /proc scan."""
+    client = TgtdSocket(tgtd.port, 10)
+    info, pid = client.system_and_pid()
+    assert pid == tgtd.pid
+    assert info.raw_state == "ready"

@@ -65,6 +65,9 @@ def test_uids_and_exe_links() -> None:
     assert root_uids("Name:\ttgtd\nUid:\t0\t0\t0\t0\n")
     assert not root_uids("Uid:\t0\t0\t0\t65534\n")
     assert not root_uids("Name:\ttgtd\n")
+    # only a line that starts with "Uid:" counts, not the text in another line
+    assert not root_uids("Name:\tx Uid:\t0\t0\t0\t0\nUid:\t1000\t0\t0\t0\n")
+    assert not root_uids("Name:\tx Uid:\t0\t0\t0\t0\n")
     assert trusted_exe(f"{TGTD} (deleted)", {TGTD})
     assert not trusted_exe("/tmp/tgtd", {TGTD})
     # unreadable: a root process with capabilities beyond tgtwatch's own (tgtd_procs.py)

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Collection
@@ -16,9 +15,9 @@ from tgtwatch.backends import chap_files
 from tgtwatch.backends.base import Outcome, Result, Unanswered
 from tgtwatch.backends.loading import Loaded, load_targets, record_file
 from tgtwatch.backends.probes import portal_listens, wait_exit
+from tgtwatch.backends.snapshot import SNAPSHOT_SUBDIR, write_snapshot
 from tgtwatch.backends.tgtd_procs import TgtdProcess, scan_tgtd, tgtd_at, trusted_executables
 from tgtwatch.config.accounts import AccountSet, account_set
-from tgtwatch.config.render import for_tgt_admin
 from tgtwatch.config.settings import EngineKind
 from tgtwatch.model.structs import (
     DrainStop,
@@ -30,6 +29,7 @@ from tgtwatch.model.structs import (
 )
 from tgtwatch.tgt.admin_output import error_summary
 from tgtwatch.tgt.chap import AccountError, AccountsApplied
+from tgtwatch.tgt.engine import RecordFile
 from tgtwatch.tgt.gateway import (
     DEFAULT_TIMEOUT_S,
     TgtCommandError,
@@ -50,8 +50,6 @@ DRAIN_POLL_S = 0.1
 DRAIN_POLL_MAX_S = 5.0
 LOG_TAIL_BYTES = 2000
 
-
-SNAPSHOT_SUBDIR = "snapshots"
 __all__ = [
     "DirectBackend",
     "TgtdProcess",
@@ -60,32 +58,6 @@ __all__ = [
     "wait_exit",
     "write_snapshot",
 ]
-
-
-def write_snapshot(directory: Path, spec: InstanceSpec) -> Path:
-    """The config tgt-admin reads: tgtwatch's canonical rendering of what it checked, with
-    no CHAP account (tgt-admin would put the secret in tgtadm's argv; tgtwatch binds
-    accounts itself over the control socket).
-
-    tgt-admin reads its -c file by name and passes values to a shell: handing it the
-    instance file itself would let a file swapped after the check run as root. The
-    snapshot lives in a root-only directory. A spec without text (built by hand in a
-    test: every parsed spec has its rendering) is its file.
-    """
-    if not spec.text:
-        return spec.config
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    directory.chmod(0o700)
-    path = directory / f"{spec.port}-{spec.name}.conf"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{spec.port}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(for_tgt_admin(spec.tree, spec.text))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _outcome(what: str, loaded: Loaded, pid: int | None) -> Outcome:
@@ -130,6 +102,12 @@ class DirectBackend:
         self.tool_timeout_s = tool_timeout_s
         self._lock = threading.Lock()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._records: dict[int, RecordFile] = {}  # by control port
+
+    def records(self, control_port: int) -> RecordFile:
+        """The native engine's record of the tgtd on control_port, one object per port."""
+        with self._lock:
+            return self._records.setdefault(control_port, record_file(self.state_dir, control_port))
 
     def control(self, control_port: int) -> TgtControl:
         return TgtControl(control_port, self.programs, timeout_s=self.tool_timeout_s)
@@ -246,9 +224,10 @@ class DirectBackend:
             kind,
             control=control,
             state_dir=self.state_dir,
-            snapshot=write_snapshot(self.snapshot_dir, spec),
+            snapshot=lambda: write_snapshot(self.snapshot_dir, spec),
             update=update,
             timeout_s=self.tool_timeout_s,
+            records=self.records(spec.control_port),
         )
 
     def start(self, spec: InstanceSpec, cancel: threading.Event) -> Outcome:
@@ -357,19 +336,24 @@ class DirectBackend:
                     Result.FAILED, f"reload failed{updated.message}{offline}", updated.output
                 )
             chap = self._accounts(spec, desired)
+            # Over the socket, not tgtadm (a process: ~3 ms); its peer's pid spares pid_on a
+            # scan of /proc (6-60 ms with many processes).
+            sock = TgtdSocket(spec.control_port, self.tool_timeout_s)
+            info, peer = sock.system_and_pid()
             # An adopted tgtd may have been left offline by an interrupted start.
-            if control.system().state is SystemState.OFFLINE:
-                control.set_state(SystemState.READY)
-        except TgtCommandError as exc:
+            if info.state is SystemState.OFFLINE:
+                sock.set_state(SystemState.READY)
+        except (TgtCommandError, IpcError) as exc:
             offline = "; new logins are refused until a reload succeeds" if desired.incoming else ""
-            return Outcome(Result.FAILED, f"reload failed: {exc}{offline}", exc.output)
+            output = exc.output if isinstance(exc, TgtCommandError) else ""
+            return Outcome(Result.FAILED, f"reload failed: {exc}{offline}", output)
         except AccountError as exc:
             # Fail closed: the port stays offline (sessions go on) until accounts are bound.
             return Outcome(
                 Result.FAILED,
                 f"reload failed: {exc}; new logins are refused until the accounts are bound",
             )
-        pid = self.pid_on(spec.control_port)
+        pid = self.pid_on(spec.control_port, peer)
         return _outcome(f"reloaded {spec.config}{chap_files.summary(chap)}", updated, pid)
 
     # ---- drain and stop --------------------------------------------------------------------
@@ -413,7 +397,7 @@ class DirectBackend:
                 )
             control.remove_all(force=bool(sessions))
             control.delete_system()
-            record_file(self.state_dir, action.control_port).remove()
+            self.records(action.control_port).remove()
         except TgtCommandError as exc:
             if self.pid_on(action.control_port) is None:
                 return Outcome(Result.OK, f"tgtd pid {pid} is gone", pid=pid)

@@ -50,7 +50,7 @@ def run(settings: Settings, name: str, *, update: bool, out: TextIO, err: TextIO
             settings.engine,
             control=control,
             state_dir=settings.state_dir,
-            snapshot=snapshot,
+            snapshot=lambda: snapshot,
             update=update,
             timeout_s=settings.tool_timeout_s,
         )

@@ -101,10 +101,10 @@ class LunParams:
 
     def items(self) -> tuple[tuple[str, str], ...]:
         """(key, value) of every parameter set, in this class's field order."""
+        # LUN_PARAM_KEYS, not fields(self): fields() is most of a reload's rendering of
+        # 200 targets' records (bench/README.md, the native engine).
         return tuple(
-            (f.name, str(getattr(self, f.name)))
-            for f in fields(self)
-            if getattr(self, f.name) is not None
+            (key, str(value)) for key in LUN_PARAM_KEYS if (value := getattr(self, key)) is not None
         )
 
 

@@ -33,6 +33,8 @@ def instance_changes(
     changes: list[Change] = []
     for name, (tid, old) in sorted(applied.targets.items(), key=lambda e: e[1][0]):
         new = desired.targets.get(name)
+        if new is not None and new[1] == old:
+            continue  # most targets of a reload: equal records make no change, skip the diff
         changes += target_changes(tid, old, new[1] if new else None)
     for name, tid in sorted(new_tids(applied, desired, tids_in_use).items(), key=lambda e: e[1]):
         changes += target_changes(tid, None, desired.targets[name][1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,18 @@ def _recv_exactly(sock: socket.socket, size: int, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _peer_pid(sock: socket.socket) -> int | None:
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except OSError:
+        return None
+    pid = _UCRED.unpack(raw)[0]
+    return pid if pid > 0 else None
+
+
 @dataclass(frozen=True)
 class TgtdSocket:
     """The tgtd listening on one control port, spoken to without any child process.
@@ -80,6 +93,11 @@ class TgtdSocket:
 
     def call(self, request: ipc.Request) -> str:
         """Send one request; tgtd's text answer (often empty). IpcError when it fails."""
+        return self.exchange(request)[0]
+
+    def exchange(self, request: ipc.Request) -> tuple[str, int | None]:
+        """call(), with the pid of the process that answered (SO_PEERCRED; None if the
+        kernel does not say): who holds the socket, without scanning /proc."""
         try:
             data = request.encode()
         except ipc.RequestError as exc:
@@ -89,6 +107,7 @@ class TgtdSocket:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(self.timeout_s)
                 sock.connect(self.path)
+                pid = _peer_pid(sock)
                 sock.sendall(data)
                 header = _recv_exactly(sock, ipc.RESPONSE.size, deadline)
                 if len(header) < ipc.RESPONSE.size:
@@ -104,7 +123,7 @@ class TgtdSocket:
             raise IpcError(request, f"{self.path}: {exc.strerror or exc}") from None
         if len(body) < response.body_length:
             raise IpcError(request, "tgtd closed the connection in the middle of its answer")
-        return ipc.decode_text(body)
+        return ipc.decode_text(body), pid
 
     # -- liveness ------------------------------------------------------------------------------
 
@@ -148,6 +167,11 @@ class TgtdSocket:
 
     def system(self) -> SystemInfo:
         return parse_show_system(self.call(ops.show_system()))
+
+    def system_and_pid(self) -> tuple[SystemInfo, int | None]:
+        """tgtd's system state and the pid of the tgtd that answered, in one request."""
+        text, pid = self.exchange(ops.show_system())
+        return parse_show_system(text), pid
 
     def portals(self) -> tuple[Portal, ...]:
         return parse_show_portals(self.call(ops.show_portals()))

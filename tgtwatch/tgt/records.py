@@ -7,7 +7,7 @@ tgt/chap.py applies them against what tgtd shows, with their own record of diges
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,10 @@ class InstanceRecord:
 
     targets: Mapping[str, tuple[int, TargetRecord]] = field(default_factory=dict)
     isns: tuple[tuple[str, str], ...] = ()  # tgtd-wide iSNS keys, as last sent
+    # Per target, the digest of what tgtd showed of it (LUNs, accounts, ACLs) when its
+    # record last matched that show and nothing was sent to it after: while the digest
+    # and the file's wish stay the same, a reload need not parse the target's show.
+    show_digests: Mapping[str, str] = field(default_factory=dict)
 
 
 # --- JSON, for the state file -------------------------------------------------------------
@@ -124,16 +128,30 @@ def target_from_json(raw: Mapping[str, Any]) -> tuple[int, TargetRecord]:
     )
 
 
-def instance_to_json(record: InstanceRecord) -> dict[str, Any]:
+def instance_to_json(
+    record: InstanceRecord,
+    target_json: Callable[[int, TargetRecord], dict[str, Any]] = target_to_json,
+) -> dict[str, Any]:
+    """The record as JSON; `target_json` renders one target (a caller may memoize it)."""
     targets = sorted(record.targets.values(), key=lambda e: e[0])
     return {
-        "targets": [target_to_json(tid, t) for tid, t in targets],
+        "targets": [target_json(tid, t) for tid, t in targets],
         "isns": [list(p) for p in record.isns],
+        "show_digests": dict(sorted(record.show_digests.items())),
     }
+
+
+def _digests(raw: Any) -> dict[str, str]:
+    """The digests, or none (every target's show is then parsed) if they are not a map."""
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): str(v) for k, v in raw.items()}
 
 
 def instance_from_json(raw: Any) -> InstanceRecord:
     targets = [target_from_json(t) for t in raw["targets"]]
     return InstanceRecord(
-        targets={t.name: (tid, t) for tid, t in targets}, isns=_pairs(raw.get("isns", ()))
+        targets={t.name: (tid, t) for tid, t in targets},
+        isns=_pairs(raw.get("isns", ())),
+        show_digests=_digests(raw.get("show_digests")),
     )

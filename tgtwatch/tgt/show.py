@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from tgtwatch.model.structs import ObservedTarget
 
@@ -79,14 +80,37 @@ _KEY_RE = re.compile(r"^\s+([A-Za-z][A-Za-z /-]*?):\s?(.*?)\s*$")
 
 
 @dataclass
+class _NexusBuilder:
+    nexus_id: int
+    initiator: str = ""
+    alias: str | None = None
+    addresses: list[str] = field(default_factory=list)
+
+    def build(self) -> Nexus:
+        return Nexus(self.nexus_id, self.initiator, self.alias, tuple(self.addresses))
+
+
+@dataclass
+class _LunBuilder:
+    number: int
+    kind: str = ""
+    backing_store: str | None = None
+    attributes: list[tuple[str, str]] = field(default_factory=list)
+
+    def build(self) -> Lun:
+        return Lun(self.number, self.kind, self.backing_store, tuple(self.attributes))
+
+
+@dataclass
 class _TargetBuilder:
-    # Mutable only while one parse runs; frozen into TargetInfo at the end.
+    # Mutable only while one parse runs (no frozen copy per line: a show of 200 targets
+    # has 7,000 lines); frozen into TargetInfo at the end.
     tid: int
     name: str
     state: str = ""
     section: str = ""
-    nexuses: list[Nexus] = field(default_factory=list)
-    luns: list[Lun] = field(default_factory=list)
+    nexuses: list[_NexusBuilder] = field(default_factory=list)
+    luns: list[_LunBuilder] = field(default_factory=list)
     acl: list[str] = field(default_factory=list)
     accounts: list[str] = field(default_factory=list)
 
@@ -95,8 +119,8 @@ class _TargetBuilder:
             tid=self.tid,
             name=self.name,
             state=self.state,
-            nexuses=tuple(self.nexuses),
-            luns=tuple(self.luns),
+            nexuses=tuple(n.build() for n in self.nexuses),
+            luns=tuple(lun.build() for lun in self.luns),
             acl=tuple(self.acl),
             accounts=tuple(self.accounts),
         )
@@ -121,28 +145,24 @@ def _feed_target_line(b: _TargetBuilder, line: str) -> None:
             b.state = kv.group(2)
     elif b.section == "I_T nexus information":
         if m := _NEXUS_RE.match(line):
-            b.nexuses.append(Nexus(nexus_id=int(m.group(1)), initiator=""))
+            b.nexuses.append(_NexusBuilder(int(m.group(1))))
         elif (m := _INITIATOR_RE.match(line)) and b.nexuses:
             alias = m.group(2)
-            b.nexuses[-1] = replace(
-                b.nexuses[-1],
-                initiator=m.group(1),
-                alias=None if alias in (None, "none") else alias,
-            )
+            b.nexuses[-1].initiator = m.group(1)
+            b.nexuses[-1].alias = None if alias in (None, "none") else alias
         elif (m := _ADDRESS_RE.match(line)) and b.nexuses:
-            last = b.nexuses[-1]
-            b.nexuses[-1] = replace(last, addresses=(*last.addresses, m.group(1)))
+            b.nexuses[-1].addresses.append(m.group(1))
     elif b.section == "LUN information":
         if m := _LUN_RE.match(line):
-            b.luns.append(Lun(number=int(m.group(1)), kind=""))
+            b.luns.append(_LunBuilder(int(m.group(1))))
         elif (kv := _KEY_RE.match(line)) and b.luns:
             key, value = kv.group(1), kv.group(2)
             lun = b.luns[-1]
-            b.luns[-1] = replace(lun, attributes=(*lun.attributes, *_lun_attributes(key, value)))
+            lun.attributes += _lun_attributes(key, value)
             if key == "Type":
-                b.luns[-1] = replace(b.luns[-1], kind=value)
+                lun.kind = value
             elif key == "Backing store path":
-                b.luns[-1] = replace(b.luns[-1], backing_store=None if value == "None" else value)
+                lun.backing_store = None if value == "None" else value
     elif b.section == "ACL information":
         if value := line.strip():
             b.acl.append(value)
@@ -164,6 +184,38 @@ def parse_show_targets(text: str) -> tuple[TargetInfo, ...]:
     if current is not None:
         targets.append(current.build())
     return tuple(targets)
+
+
+@dataclass(frozen=True)
+class TargetBlock:
+    """One target's block of `--op show --mode target`, cut out without parsing it."""
+
+    tid: int
+    name: str
+    text: str  # the block, its "Target N: NAME" line first
+
+    @property
+    def digest(self) -> str:
+        """What the native engine's record is corrected from (LUNs, accounts, ACLs), hashed:
+        the sessions before them are left out, so a login does not change it."""
+        start = self.text.find(_LUN_SECTION)
+        part = self.text if start < 0 else self.text[start:]
+        return hashlib.blake2b(part.encode(), digest_size=16).hexdigest()
+
+
+_LUN_SECTION = "\n    LUN information:"
+_TARGET_LINE_RE = re.compile(r"^Target (\d+): (\S+)[ \t]*$", re.MULTILINE)
+
+
+def split_show_targets(text: str) -> tuple[TargetBlock, ...]:
+    """`--op show --mode target` cut into its targets' blocks, in tgtd's order: ~1 ms for
+    200 targets where parsing them all takes ~20 ms."""
+    heads = list(_TARGET_LINE_RE.finditer(text))
+    ends = [m.start() for m in heads[1:]] + [len(text)] * bool(heads)
+    return tuple(
+        TargetBlock(int(m.group(1)), m.group(2), text[m.start() : end])
+        for m, end in zip(heads, ends, strict=True)
+    )
 
 
 def observed_targets(text: str) -> tuple[ObservedTarget, ...]:
