@@ -205,10 +205,12 @@ def wait_orphans_done(timeout: float, protect: Sequence[int] = ()) -> None:
 
 
 @contextlib.contextmanager
-def rel_world(tmp_path: Path, kind: type[RelWorld] = RelWorld) -> Iterator[RelWorld]:
+def rel_world(
+    tmp_path: Path, kind: type[RelWorld] = RelWorld, *, engine: str = "native"
+) -> Iterator[RelWorld]:
     sock_dir = Path(tempfile.mkdtemp(prefix="twr", dir="/tmp"))
     set_child_subreaper(True)
-    world = kind(tmp_path / "tw", sock_dir=sock_dir)
+    world = kind(tmp_path / "tw", sock_dir=sock_dir, engine=engine)
     try:
         yield world
     finally:
