@@ -130,12 +130,11 @@ def wait_status(daemon: Daemon, text: str, timeout: float = 60) -> str:
 # readiness
 
 
+@pytest.mark.engine("tgt-admin", reason="the gate is a tgt-admin wrapper; native runs none")
 def test_ready_only_after_every_target_answers_then_status(world: DaemonWorld) -> None:
     ports = sample_like(world)
     # Hold every tgt-admin of the first reconcile until the test opens the gate: the
-    # tgtds run, their targets are not loaded yet, and READY=1 must not have come. (The
-    # gate is a wrapper program: this test loads with the tgt-admin engine.)
-    world.write_settings(engine="tgt-admin")
+    # tgtds run, their targets are not loaded yet, and READY=1 must not have come.
     entered, gate = world.root / "entered", world.root / "gate"
     entered.mkdir()
     world.install_wrapper(

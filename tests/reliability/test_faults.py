@@ -55,13 +55,16 @@ def converged(world: RelWorld, name: str, port: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize(
-    ("program", "expect"),
-    [("tgt-admin", "injected failure"), ("tgtd", "exited with code 1 during start")],
-)
-def test_program_failing(world: RelWorld, program: str, expect: str) -> None:
-    if program == "tgt-admin":
-        world.write_settings(engine="tgt-admin")  # the native engine runs no tgt-admin
+def test_tgtd_failing(world: RelWorld) -> None:
+    program_failing(world, "tgtd", "exited with code 1 during start")
+
+
+@pytest.mark.engine("tgt-admin", reason="the fault is a failing tgt-admin; native runs none")
+def test_tgt_admin_failing(world: RelWorld) -> None:
+    program_failing(world, "tgt-admin", "injected failure")
+
+
+def program_failing(world: RelWorld, program: str, expect: str) -> None:
     by_port, by_pid, daemon = bystander(world)
     world.fault(program, "fail")
     port = world.reserve_port()
@@ -78,10 +81,11 @@ def test_program_failing(world: RelWorld, program: str, expect: str) -> None:
     assert_bystander(world, by_port, by_pid)
 
 
+@pytest.mark.engine("tgt-admin", reason="the fault is a hung tgt-admin; native runs none")
 def test_tgt_admin_hanging(world: RelWorld) -> None:
     """A hung tgt-admin holds its own port's lane only: another port starts meanwhile and
     the loop keeps pinging the watchdog; the gateway's timeout (tool_timeout_s) ends it."""
-    world.write_settings(tool_timeout_s=HANG_TIMEOUT_S, engine="tgt-admin")
+    world.write_settings(tool_timeout_s=HANG_TIMEOUT_S)
     by_port, by_pid, daemon = bystander(world)
     world.fault("tgt-admin", "hang")
     port = world.reserve_port()
