@@ -6,10 +6,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rel_harness import RelWorld, rel_world
 
-# after rel_harness (it puts tests/integration on sys.path): each test under both engines
-from engines import engine_fixture, pytest_generate_tests  # noqa: F401, E402
+# engine_fixture and the hook (tests/integration/engines.py): each test under both engines
+from rel_harness import (  # noqa: F401
+    RelWorld,
+    engine_fixture,
+    pytest_generate_tests,
+    rel_world,
+)
 from tgtd_harness import iscsi_tools_fixture, tgt_programs_fixture  # noqa: F401
 
 from tgtwatch.tgt import gateway as g

@@ -37,6 +37,7 @@ for _dir in (_TESTS, _TESTS / "integration"):
 
 import daemon_harness as dh  # noqa: E402
 from daemon_harness import REAL, DaemonWorld, set_child_subreaper  # noqa: E402
+from engines import engine_fixture, pytest_generate_tests  # noqa: E402
 
 RELIABILITY_PORTS = range(15000, 16000)
 TOOLS = ("tgtd", "tgtadm", "tgt-admin")
@@ -228,7 +229,9 @@ __all__ = [
     "Call",
     "RelWorld",
     "dh",
+    "engine_fixture",
     "my_orphans",
+    "pytest_generate_tests",
     "reap_my_orphans",
     "rel_world",
     "wait_orphans_done",
