@@ -167,6 +167,7 @@ def test_hostile_files_are_rejected_and_run_nothing(world: RelWorld) -> None:
     assert_calls_are_intended(world, {str(good)})
 
 
+@pytest.mark.engine("native", cost=True, reason="check-time rejects, at scale")
 def test_ten_thousand_files(world: RelWorld) -> None:
     """10,000 files claiming one port: one tgtd, 9,999 conflict rejects, a live daemon."""
     port = world.reserve_port()

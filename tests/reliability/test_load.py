@@ -39,6 +39,7 @@ def versions(world: RelWorld, i: int, port: int) -> tuple[str, str]:
     return world.instance_text(name, port, one), world.instance_text(name, port, two)
 
 
+@pytest.mark.engine("native", cost=True, reason="the loop under a storm")
 def test_change_storm(world: RelWorld) -> None:
     ports = [world.reserve_port() for _ in range(LIVE)]
     texts = {f"live{i:02}": versions(world, i, p) for i, p in enumerate(ports)}
