@@ -321,8 +321,13 @@ def test_state_file_unwritable_is_reported(world: RelWorld) -> None:
     daemon.wait_for_record(action="start", instance="y", result="ok")
     dh.wait_for(lambda: "written again" in daemon.log(), 10, "the state written again")
     assert daemon.log().count("cannot write the state") == 1, daemon.log()
-    assert "state not saved" not in daemon.notes("STATUS")[-1].fields["STATUS"]
-    assert metric(world, "tgtwatch_state_save_failing") == 0
+    # The log line comes first; STATUS and the metrics file at the end of that cycle.
+    dh.wait_for(
+        lambda: "state not saved" not in daemon.notes("STATUS")[-1].fields["STATUS"],
+        10,
+        "STATUS to stop saying the state was not saved",
+    )
+    dh.wait_for(lambda: metric(world, "tgtwatch_state_save_failing") == 0, 10, "the metric")
     entries = json.loads(state.read_text())["ports"]
     assert {str(port), str(other)} <= set(entries)
 
