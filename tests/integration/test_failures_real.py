@@ -33,6 +33,7 @@ def assert_bystander_untouched(tree: InstanceTree, port: int, pid: int) -> None:
     assert listed_targets(port) == [iqn("b")]
 
 
+@pytest.mark.engine("native", cost=True, reason="tgtd fails before any engine step")
 def test_portal_taken_by_another_program(tree: InstanceTree) -> None:
     port_b, pid_b = bystander(tree)
     port = tree.reserve_port()
@@ -100,6 +101,7 @@ def test_missing_backing_file_is_a_partial_start(tree: InstanceTree, engine: str
     assert_bystander_untouched(tree, port_b, pid_b)
 
 
+@pytest.mark.engine("native", cost=True, reason="tgtd fails before any engine step")
 def test_tgtd_exiting_during_start(tree: InstanceTree, monkeypatch: pytest.MonkeyPatch) -> None:
     port_b, pid_b = bystander(tree)
     port = tree.reserve_port()
