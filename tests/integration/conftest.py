@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# the `engine` fixture and the hook that runs each tree's test under both engines
+from engines import engine_fixture, pytest_generate_tests  # noqa: F401
+
 # tgtwatch-on-real-tgtd fixtures (ports 13100-13199): tree, initiators, child_subreaper
 from instances import child_subreaper, initiators, tree  # noqa: F401
 from tgtd_harness import (  # noqa: F401

@@ -495,13 +495,14 @@ class DaemonWorld(TgtTree):
 
 @pytest.fixture(name="world")
 def world_fixture(
-    tgt_programs: g.TgtPrograms, iscsi_tools: None, tmp_path: Path
+    tgt_programs: g.TgtPrograms, iscsi_tools: None, tmp_path: Path, engine: str
 ) -> Iterator[DaemonWorld]:
-    """A tgtwatch tree in tmp_path; every daemon and tgtd it caused is stopped at the end."""
+    """A tgtwatch tree in tmp_path loading with `engine` (engines.py: each test runs under
+    both); every daemon and tgtd it caused is stopped at the end."""
     # sun_path holds 108 bytes: the sockets live in a short directory of their own.
     sock_dir = Path(tempfile.mkdtemp(prefix="twd", dir="/tmp"))
     set_child_subreaper(True)
-    w = DaemonWorld(tmp_path / "tw", sock_dir=sock_dir)
+    w = DaemonWorld(tmp_path / "tw", sock_dir=sock_dir, engine=engine)
     try:
         yield w
     finally:

@@ -294,10 +294,11 @@ def child_subreaper() -> Iterator[None]:
 
 @pytest.fixture
 def tree(
-    tgt_programs: g.TgtPrograms, tmp_path: Path, child_subreaper: None
+    tgt_programs: g.TgtPrograms, tmp_path: Path, child_subreaper: None, engine: str
 ) -> Iterator[InstanceTree]:
-    """A tgtwatch tree in tmp_path; every tgtd it caused is stopped when the test ends."""
-    instance_tree = InstanceTree(tmp_path / "tw")
+    """A tgtwatch tree in tmp_path loading with `engine` (engines.py: each test runs under
+    both); every tgtd it caused is stopped when the test ends."""
+    instance_tree = InstanceTree(tmp_path / "tw", engine=engine)
     try:
         yield instance_tree
     finally:

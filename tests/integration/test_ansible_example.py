@@ -22,7 +22,10 @@ from tgt_tree import TGTWATCH
 
 from tgtwatch.tgt import gateway as g
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.engine("native", reason="the play, wait and its reasons; not the engine"),
+]
 
 REPO = Path(__file__).resolve().parents[2]
 PLAY = REPO / "examples/ansible/site.yml"
@@ -31,12 +34,14 @@ ANSIBLE = Path(sys.executable).parent / "ansible-playbook"
 
 @pytest.fixture
 def hosts(
-    tgt_programs: g.TgtPrograms, tmp_path: Path, child_subreaper: None
+    tgt_programs: g.TgtPrograms, tmp_path: Path, child_subreaper: None, engine: str
 ) -> Iterator[dict[str, InstanceTree]]:
     """Two storage hosts, each with its tree and its running daemon."""
     if not ANSIBLE.exists():
         pytest.skip("ansible-core is not installed (pip install -e '.[test]')")
-    trees = {name: InstanceTree(tmp_path / name) for name in ("storage-a", "storage-b")}
+    trees = {
+        name: InstanceTree(tmp_path / name, engine=engine) for name in ("storage-a", "storage-b")
+    }
     try:
         for tree in trees.values():
             tree.write_settings(debounce_ms=50)

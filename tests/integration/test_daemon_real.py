@@ -130,12 +130,11 @@ def wait_status(daemon: Daemon, text: str, timeout: float = 60) -> str:
 # readiness
 
 
+@pytest.mark.engine("tgt-admin", reason="the gate is a tgt-admin wrapper; native runs none")
 def test_ready_only_after_every_target_answers_then_status(world: DaemonWorld) -> None:
     ports = sample_like(world)
     # Hold every tgt-admin of the first reconcile until the test opens the gate: the
-    # tgtds run, their targets are not loaded yet, and READY=1 must not have come. (The
-    # gate is a wrapper program: this test loads with the tgt-admin engine.)
-    world.write_settings(engine="tgt-admin")
+    # tgtds run, their targets are not loaded yet, and READY=1 must not have come.
     entered, gate = world.root / "entered", world.root / "gate"
     entered.mkdir()
     world.install_wrapper(
@@ -175,6 +174,7 @@ exec {REAL.tgt_admin} "$@"
     )
 
 
+@pytest.mark.engine("native", reason="no instance: no engine runs")
 def test_ready_without_instances_and_metrics_pass_promtool(world: DaemonWorld) -> None:
     port = world.reserve_port()
     world.write_instance("solo", port)
@@ -361,6 +361,7 @@ def test_sighup_reloads_sigterm_leaves_tgtds_and_restart_adopts(world: DaemonWor
     assert {n: s["state"] for n, s in world.status().items()} == dict.fromkeys(NAMES, "running")
 
 
+@pytest.mark.engine("native", cost=True, reason="watchdog pings")
 def test_watchdog_pings_stop_while_the_daemon_is_stopped(world: DaemonWorld) -> None:
     port = world.reserve_port()
     world.write_instance("dog", port)
@@ -435,6 +436,7 @@ while time.monotonic() < deadline:
 """
 
 
+@pytest.mark.engine("native", cost=True, reason="tgtd dies first")
 def test_tgtd_dying_at_every_start_backs_off_and_is_failed(world: DaemonWorld) -> None:
     ok_port, doomed = world.reserve_port(), world.reserve_port()
     world.install_wrapper("tgtd-killer", KILLER.format(python=Path(sys.executable).resolve()))
@@ -478,6 +480,7 @@ exec {REAL.tgtd} "$@"
 # scale and idle cost
 
 
+@pytest.mark.engine("native", cost=True, reason="idle: no engine runs")
 def test_idle_daemon_with_50_instances_uses_little_cpu(world: DaemonWorld) -> None:
     for n in range(50):
         world.write_instance(f"idle{n:02d}", world.reserve_port())
@@ -494,6 +497,7 @@ def test_idle_daemon_with_50_instances_uses_little_cpu(world: DaemonWorld) -> No
     assert len(daemon.records()) == records
 
 
+@pytest.mark.engine("native", cost=True, reason="the loop; scale: bench/")
 def test_200_files_converge_and_200_rewrites_reload_at_most_twice(world: DaemonWorld) -> None:
     daemon = world.start()
     wait_status(daemon, "no instances")
@@ -557,6 +561,7 @@ def test_200_files_converge_and_200_rewrites_reload_at_most_twice(world: DaemonW
 # no journal
 
 
+@pytest.mark.engine("native", cost=True, reason="where records go")
 def test_without_a_journal_socket_records_go_to_stderr(world: DaemonWorld) -> None:
     port = world.reserve_port()
     world.write_instance("plain", port)
@@ -571,6 +576,7 @@ def test_without_a_journal_socket_records_go_to_stderr(world: DaemonWorld) -> No
     assert [r["action"] for r in audit_of(world, "plain")] == ["start"]
 
 
+@pytest.mark.engine("native", cost=True, reason="tgtd dies first")
 def test_tgtd_exiting_at_once_is_retried_with_growing_delays(world: DaemonWorld) -> None:
     doomed = world.reserve_port()
     world.install_wrapper(
@@ -597,6 +603,7 @@ exec {REAL.tgtd} "$@"
     assert doomed not in world.pids()
 
 
+@pytest.mark.engine("native", cost=True, reason="the state lock")
 def test_one_writer_per_state_dir_and_no_stale_lock_after_kill_9(world: DaemonWorld) -> None:
     """A second daemon, an apply and a drain while a daemon runs do nothing and exit 75;
     a daemon killed with SIGKILL leaves no lock behind (the kernel drops the flock)."""

@@ -14,6 +14,8 @@ from instances import (
     tgtd_pids,
 )
 
+from tgtwatch.tgt import gateway as g
+
 pytestmark = pytest.mark.integration
 
 
@@ -31,6 +33,7 @@ def assert_bystander_untouched(tree: InstanceTree, port: int, pid: int) -> None:
     assert listed_targets(port) == [iqn("b")]
 
 
+@pytest.mark.engine("native", cost=True, reason="tgtd fails before any engine step")
 def test_portal_taken_by_another_program(tree: InstanceTree) -> None:
     port_b, pid_b = bystander(tree)
     port = tree.reserve_port()
@@ -58,21 +61,32 @@ def test_portal_taken_by_another_program(tree: InstanceTree) -> None:
     assert_bystander_untouched(tree, port_b, pid_b)
 
 
-def test_missing_backing_file_is_a_partial_start(tree: InstanceTree) -> None:
+def lun_stores(port: int) -> dict[int, str | None]:
+    """LUN number -> backing store of the one target on `port`, as tgtd shows it."""
+    (target,) = g.TgtControl(port).target_details()
+    return {lun.number: lun.backing_store for lun in target.data_luns}
+
+
+def test_missing_backing_file_is_a_partial_start(tree: InstanceTree, engine: str) -> None:
     port_b, pid_b = bystander(tree)
     port = tree.reserve_port()
-    missing = tree.backing_dir / "never-created.img"
-    tree.write_instance("x", port, {iqn("x"): [missing]})
+    missing, present = tree.backing_dir / "never-created.img", tree.backing("present.img")
+    tree.write_instance("x", port, {iqn("x"): [missing, present]})
     ran = tree.apply()
     # The store is not there: the start is partial, and says which store is missing.
     assert ran.code == 1, str(ran)
     assert f"start x port {port}: partial" in ran.out, str(ran)
-    assert f"missing stores: {missing}" in ran.out, str(ran)
+    if engine == "native":
+        assert f"missing stores: {missing}" in ran.out, str(ran)
+    else:
+        assert f"skipped device {missing}: it does not exist" in ran.out, str(ran)
+        assert f"{iqn('x')} has 1 of 2 LUNs" in ran.out, str(ran)
     record = tree.audit()[-1]
     assert (record["action"], record["instance"], record["result"]) == ("start", "x", "partial")
     assert str(missing) in record["message"]
-    # The target exists, without the LUN.
+    # The target exists, without the missing LUN: the present store keeps LUN 2.
     assert listed_targets(port) == [iqn("x")]
+    assert lun_stores(port) == {2: str(present)}
     assert iscsi_inq(port, iqn("x"), 1).returncode != 0
     tree.assert_status_matches_tgtd()
     assert_bystander_untouched(tree, port_b, pid_b)
@@ -83,9 +97,11 @@ def test_missing_backing_file_is_a_partial_start(tree: InstanceTree) -> None:
     assert again.code == 0, str(again)
     assert f"reload x port {port}: ok" in again.out, str(again)
     assert iscsi_inq(port, iqn("x"), 1).returncode == 0
+    assert lun_stores(port) == {1: str(missing), 2: str(present)}
     assert_bystander_untouched(tree, port_b, pid_b)
 
 
+@pytest.mark.engine("native", cost=True, reason="tgtd fails before any engine step")
 def test_tgtd_exiting_during_start(tree: InstanceTree, monkeypatch: pytest.MonkeyPatch) -> None:
     port_b, pid_b = bystander(tree)
     port = tree.reserve_port()

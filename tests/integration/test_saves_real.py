@@ -28,7 +28,10 @@ from daemon_harness import (
     world_fixture,  # noqa: F401  (the `world` fixture)
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.engine("native", cost=True, reason="what a save is: the watcher, the grace"),
+]
 
 GRACE_S = 1.0  # the default delete_grace_ms
 TOOL_TIMEOUT_S = 30

@@ -63,6 +63,7 @@ def test_wait_returns_once_the_dropped_files_targets_answer(world: DaemonWorld) 
     assert listed_targets(ports["alpha"]) == [iqn("alpha", 2)]
 
 
+@pytest.mark.engine("native", reason="refused at check: no engine runs")
 def test_wait_names_the_rule_a_refused_file_broke(world: DaemonWorld) -> None:
     world.start()
     port = world.reserve_port()
@@ -73,6 +74,7 @@ def test_wait_names_the_rule_a_refused_file_broke(world: DaemonWorld) -> None:
     assert out.rstrip().endswith("[rule: port]")
 
 
+@pytest.mark.engine("native", cost=True, reason="tgtd dies first")
 def test_wait_reports_a_failed_start_and_its_reason(world: DaemonWorld) -> None:
     port = world.reserve_port()
     world.install_wrapper(
@@ -89,6 +91,7 @@ exec {REAL.tgtd} "$@"
     assert out.startswith(f"doomed: failed: port {port}: start failed: "), out
 
 
+@pytest.mark.engine("native", cost=True, reason="wait's own timeout")
 def test_wait_times_out_with_124_and_says_on_what(world: DaemonWorld) -> None:
     world.start()
     port = world.reserve_port()
@@ -110,6 +113,7 @@ def test_wait_times_out_with_124_and_says_on_what(world: DaemonWorld) -> None:
     assert 1 <= seconds < 5
 
 
+@pytest.mark.engine("native", reason="no daemon: no engine runs")
 def test_wait_without_a_daemon_fails_at_once(world: DaemonWorld) -> None:
     port = world.reserve_port()
     world.write_instance("alpha", port)

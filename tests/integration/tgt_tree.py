@@ -155,6 +155,7 @@ class TgtTree:
     BACKING_SIZE: ClassVar[int] = 1 << 20
 
     root: Path
+    engine: str = "native"  # what loads the targets: "native" or "tgt-admin" (engines.py)
     settings: dict[str, Any] = field(default_factory=dict)
     ports: list[int] = field(default_factory=list)
     _locks: dict[int, IO[str]] = field(default_factory=dict)
@@ -196,11 +197,13 @@ class TgtTree:
         return self.root / "tgtwatch.yaml"
 
     def default_settings(self) -> dict[str, Any]:
-        """Direct backend, the default instance left alone, everything in the tree."""
+        """Direct backend, the tree's engine, the default instance left alone, everything in
+        the tree."""
         return {
             "tgt_dir": str(self.tgt_dir),
             "instances_dir": str(self.instances_dir),
             "backend": "direct",
+            "engine": self.engine,
             "default_instance": {"manage": False},
             "state_dir": str(self.state_dir),
             "audit_log": str(self.audit_log),

@@ -37,6 +37,7 @@ for _dir in (_TESTS, _TESTS / "integration"):
 
 import daemon_harness as dh  # noqa: E402
 from daemon_harness import REAL, DaemonWorld, set_child_subreaper  # noqa: E402
+from engines import engine_fixture, pytest_generate_tests  # noqa: E402
 
 RELIABILITY_PORTS = range(15000, 16000)
 TOOLS = ("tgtd", "tgtadm", "tgt-admin")
@@ -205,10 +206,12 @@ def wait_orphans_done(timeout: float, protect: Sequence[int] = ()) -> None:
 
 
 @contextlib.contextmanager
-def rel_world(tmp_path: Path, kind: type[RelWorld] = RelWorld) -> Iterator[RelWorld]:
+def rel_world(
+    tmp_path: Path, kind: type[RelWorld] = RelWorld, *, engine: str = "native"
+) -> Iterator[RelWorld]:
     sock_dir = Path(tempfile.mkdtemp(prefix="twr", dir="/tmp"))
     set_child_subreaper(True)
-    world = kind(tmp_path / "tw", sock_dir=sock_dir)
+    world = kind(tmp_path / "tw", sock_dir=sock_dir, engine=engine)
     try:
         yield world
     finally:
@@ -226,7 +229,9 @@ __all__ = [
     "Call",
     "RelWorld",
     "dh",
+    "engine_fixture",
     "my_orphans",
+    "pytest_generate_tests",
     "reap_my_orphans",
     "rel_world",
     "wait_orphans_done",

@@ -138,6 +138,7 @@ def converged(world: RelWorld, files: Files, pool: list[int], where: str) -> boo
     return True
 
 
+@pytest.mark.engine("native", cost=True, reason="50 kills: 258 s with tgt-admin")
 def test_sigkill_at_random_points_converges(world: RelWorld) -> None:
     base = int(os.environ.get("TGTWATCH_CRASH_SEED", random.SystemRandom().randrange(1 << 32)))
     pool = [world.reserve_port() for _ in range(PORTS_IN_POOL)]

@@ -43,7 +43,7 @@ def harmful(call: Call, port: int, tid: int, draining: bool) -> str | None:
     return None
 
 
-def test_busy_target_survives_every_action(world: RelWorld, tmp_path: Path) -> None:
+def test_busy_target_survives_every_action(world: RelWorld, tmp_path: Path, engine: str) -> None:
     world.write_settings(on_drain_timeout="wait", drain_timeout_s=1)
     port, other = world.reserve_port(), world.reserve_port()
     busy = dh.iqn("a", 1)
@@ -73,9 +73,14 @@ def test_busy_target_survives_every_action(world: RelWorld, tmp_path: Path) -> N
                 dh.iqn("a", 2): [world.backing("a-2.img")],
             },
         )
-        # The busy target's new LUN goes live (the native engine); nothing waits.
         record = daemon.wait_for_record(action="reload", instance="a")
-        assert f"{busy} new LUN 2" in (record.get("MESSAGE") or ""), record.fields
+        if engine == "native":  # the busy target's new LUN goes live; nothing waits
+            assert f"{busy} new LUN 2" in (record.get("MESSAGE") or ""), record.fields
+        else:  # tgt-admin leaves the busy target as it is: pending, the new target made
+            assert record.get("TGTWATCH_RESULT") == "partial", record.fields
+            assert f"in use, left as they were: {busy}" in (record.get("MESSAGE") or "")
+            daemon.wait_for_record(action="pending", instance="a")
+            assert world.targets_on(port)[0] == [f"{busy}/1", f"{dh.iqn('a', 2)}/1"]
         flowing("reload")
         # SIGHUP: settings reloaded, a cycle
         after = daemon.notes()[-1].at

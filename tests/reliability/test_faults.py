@@ -24,6 +24,9 @@ MAX_WATCHES = Path("/proc/sys/fs/inotify/max_user_watches")
 
 # Long enough for another port to start while tgt-admin hangs (~0.5 s), short for a test.
 HANG_TIMEOUT_S = 10
+# A fault of the world (tgtd, the portal, the state or instances directory, inotify): the
+# engine only loads the bystander, so these run under the default engine (CI time).
+WORLD_FAULT = pytest.mark.engine("native", cost=True, reason="a fault outside the engine")
 
 
 def bystander(world: RelWorld) -> tuple[int, int, dh.Daemon]:
@@ -55,13 +58,17 @@ def converged(world: RelWorld, name: str, port: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize(
-    ("program", "expect"),
-    [("tgt-admin", "injected failure"), ("tgtd", "exited with code 1 during start")],
-)
-def test_program_failing(world: RelWorld, program: str, expect: str) -> None:
-    if program == "tgt-admin":
-        world.write_settings(engine="tgt-admin")  # the native engine runs no tgt-admin
+@WORLD_FAULT
+def test_tgtd_failing(world: RelWorld) -> None:
+    program_failing(world, "tgtd", "exited with code 1 during start")
+
+
+@pytest.mark.engine("tgt-admin", reason="the fault is a failing tgt-admin; native runs none")
+def test_tgt_admin_failing(world: RelWorld) -> None:
+    program_failing(world, "tgt-admin", "injected failure")
+
+
+def program_failing(world: RelWorld, program: str, expect: str) -> None:
     by_port, by_pid, daemon = bystander(world)
     world.fault(program, "fail")
     port = world.reserve_port()
@@ -78,10 +85,11 @@ def test_program_failing(world: RelWorld, program: str, expect: str) -> None:
     assert_bystander(world, by_port, by_pid)
 
 
+@pytest.mark.engine("tgt-admin", reason="the fault is a hung tgt-admin; native runs none")
 def test_tgt_admin_hanging(world: RelWorld) -> None:
     """A hung tgt-admin holds its own port's lane only: another port starts meanwhile and
     the loop keeps pinging the watchdog; the gateway's timeout (tool_timeout_s) ends it."""
-    world.write_settings(tool_timeout_s=HANG_TIMEOUT_S, engine="tgt-admin")
+    world.write_settings(tool_timeout_s=HANG_TIMEOUT_S)
     by_port, by_pid, daemon = bystander(world)
     world.fault("tgt-admin", "hang")
     port = world.reserve_port()
@@ -106,6 +114,7 @@ def test_tgt_admin_hanging(world: RelWorld) -> None:
     assert_bystander(world, by_port, by_pid)
 
 
+@WORLD_FAULT
 def test_port_taken_by_another_program(world: RelWorld) -> None:
     by_port, by_pid, daemon = bystander(world)
     port = world.reserve_port()
@@ -133,6 +142,7 @@ def mounted(argv: list[str], target: Path) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("how", ["read-only", "full"])
+@WORLD_FAULT
 def test_state_dir_unwritable(world: RelWorld, how: str) -> None:
     """Starts need the state directory (tgtd's log, the state file): with it read-only or
     full they fail with a clear record and message; other ports keep running; once it is
@@ -177,6 +187,7 @@ def test_state_dir_unwritable(world: RelWorld, how: str) -> None:
     assert_bystander(world, by_port, by_pid)
 
 
+@WORLD_FAULT
 def test_instances_dir_moved_away_holds_every_instance_and_says_so(world: RelWorld) -> None:
     """Moving instances_dir away (or a typo in the setting) deletes no file: every instance
     keeps its tgtd, pid and targets, and the daemon says so: a `reject` record naming the
@@ -214,6 +225,7 @@ def test_instances_dir_moved_away_holds_every_instance_and_says_so(world: RelWor
     assert converged(world, "x", other)
 
 
+@WORLD_FAULT
 def test_an_unmounted_instances_dir_holds_every_instance(world: RelWorld) -> None:
     """instances_dir as a mount point: unmounted, it is the empty directory beneath, which
     would read as every file deleted. Owned by another user (as README's advice has it),
@@ -256,6 +268,7 @@ def no_inotify_watches() -> Iterator[None]:
         MAX_WATCHES.write_text(original)
 
 
+@WORLD_FAULT
 def test_inotify_watches_exhausted_still_converges(world: RelWorld) -> None:
     """No inotify watch can be added: the daemon still converges (first cycle, then its
     resync timer) and watches again once watches can be had (it re-arms every cycle)."""
@@ -272,6 +285,7 @@ def test_inotify_watches_exhausted_still_converges(world: RelWorld) -> None:
     daemon.wait_for_record(action="start", instance="y", result="ok", timeout=30)
 
 
+@WORLD_FAULT
 def test_inotify_watches_exhausted_is_reported(world: RelWorld) -> None:
     with no_inotify_watches():
         daemon = world.start()
@@ -281,6 +295,7 @@ def test_inotify_watches_exhausted_is_reported(world: RelWorld) -> None:
         dh.wait_for(lambda: line in daemon.log(), 10, "the watch failure reported")
 
 
+@WORLD_FAULT
 def test_state_file_unwritable_is_reported(world: RelWorld) -> None:
     """applied.json cannot be replaced (a directory stands in its place): the start still
     happens, and the daemon says the state was not saved in its log (the journal under
@@ -306,8 +321,13 @@ def test_state_file_unwritable_is_reported(world: RelWorld) -> None:
     daemon.wait_for_record(action="start", instance="y", result="ok")
     dh.wait_for(lambda: "written again" in daemon.log(), 10, "the state written again")
     assert daemon.log().count("cannot write the state") == 1, daemon.log()
-    assert "state not saved" not in daemon.notes("STATUS")[-1].fields["STATUS"]
-    assert metric(world, "tgtwatch_state_save_failing") == 0
+    # The log line comes first; STATUS and the metrics file at the end of that cycle.
+    dh.wait_for(
+        lambda: "state not saved" not in daemon.notes("STATUS")[-1].fields["STATUS"],
+        10,
+        "STATUS to stop saying the state was not saved",
+    )
+    dh.wait_for(lambda: metric(world, "tgtwatch_state_save_failing") == 0, 10, "the metric")
     # The first write after the fix may be a cycle's, before y's start ended.
     dh.wait_for(
         lambda: {str(port), str(other)} <= set(json.loads(state.read_text())["ports"]),
@@ -339,6 +359,7 @@ def small_inotify_queue(events: int) -> Iterator[None]:
         QUEUED_EVENTS.write_text(original)
 
 
+@WORLD_FAULT
 def test_an_inotify_overflow_is_caught_up_by_a_rescan(world: RelWorld) -> None:
     """The kernel drops events past the queue's limit: the daemon hears IN_Q_OVERFLOW from
     its own reader, says so, and rescans, so a file whose events were lost still starts.

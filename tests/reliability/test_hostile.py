@@ -167,6 +167,7 @@ def test_hostile_files_are_rejected_and_run_nothing(world: RelWorld) -> None:
     assert_calls_are_intended(world, {str(good)})
 
 
+@pytest.mark.engine("native", cost=True, reason="check-time rejects, at scale")
 def test_ten_thousand_files(world: RelWorld) -> None:
     """10,000 files claiming one port: one tgtd, 9,999 conflict rejects, a live daemon."""
     port = world.reserve_port()
@@ -188,11 +189,19 @@ def test_ten_thousand_files(world: RelWorld) -> None:
     # Still responsive: removing them all drains the one tgtd.
     for i in range(10_000):
         world.conf(f"f{i:05}").unlink()
-    daemon.wait_for_record(action="stop", port=port, timeout=120)
-    assert world.tgtds_on(port) == []
+
+    # A cycle may run while the files are being removed: a claimant still there then takes
+    # the port over (a start), and is drained once its file is gone too.
+    def drained() -> bool:
+        return world.status() == {} and world.tgtds_on(port) == []
+
+    dh.wait_for(drained, 120, f"nothing left on {port}")
+    on_port = [r.action for r in daemon.records(port=port) if r.action in ("start", "stop")]
+    assert on_port.count("start") == on_port.count("stop") and on_port[-1] == "stop", on_port
     assert_calls_are_intended(world, {str(owner)})
 
 
+@pytest.mark.engine("tgt-admin", reason="the swap hooks tgt-admin; native reads no file by name")
 def test_file_replaced_between_check_and_use(world: RelWorld) -> None:
     port = world.reserve_port()
     marker = world.root / "PWNED"

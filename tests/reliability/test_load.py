@@ -39,6 +39,7 @@ def versions(world: RelWorld, i: int, port: int) -> tuple[str, str]:
     return world.instance_text(name, port, one), world.instance_text(name, port, two)
 
 
+@pytest.mark.engine("native", cost=True, reason="the loop under a storm")
 def test_change_storm(world: RelWorld) -> None:
     ports = [world.reserve_port() for _ in range(LIVE)]
     texts = {f"live{i:02}": versions(world, i, p) for i, p in enumerate(ports)}
@@ -113,8 +114,8 @@ def test_change_storm(world: RelWorld) -> None:
     assert os.path.exists(world.state_dir / "applied.json")
 
 
+@pytest.mark.engine("tgt-admin", reason="the hook that rewrites the file runs before tgt-admin")
 def test_file_changed_during_its_reload_is_reloaded_again(world: RelWorld) -> None:
-    world.write_settings(engine="tgt-admin")  # the hook below runs just before tgt-admin
     port = world.reserve_port()
     v1, v2 = versions(world, 0, port)
     world.move_in("live00", v1)

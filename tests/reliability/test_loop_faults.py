@@ -22,6 +22,7 @@ PROMPT_S = 3.0
 IDLE_WINDOW_S = 3.0
 
 
+@pytest.mark.engine("native", cost=True, reason="the notify socket")
 def test_a_notify_socket_nobody_reads_never_stalls_the_loop(world: RelWorld) -> None:
     """systemd busy: its notify socket's queue is full. Before, each sd_notify blocked the
     loop for up to 5 s, spinning (poll: writable, sendto: EAGAIN): drops took 10 s each and
@@ -57,6 +58,7 @@ def test_a_notify_socket_nobody_reads_never_stalls_the_loop(world: RelWorld) -> 
     daemon.wait_for_notify("WATCHDOG=1", after=ping.at, timeout=5)
 
 
+@pytest.mark.engine("native", cost=True, reason="drains: same calls")
 def test_a_long_drain_polls_its_sessions_with_backoff(world: RelWorld, tmp_path: Path) -> None:
     """A drain waits for its sessions for as long as they last: it used to ask tgtd 10 times
     a second, per port, for hours. Now the pauses double up to 5 s; the last session to
