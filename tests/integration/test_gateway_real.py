@@ -167,6 +167,28 @@ def test_delete_system_makes_tgtd_exit(
     assert not tgtd.control.answers()
 
 
+def test_delete_targets_spares_a_busy_target_unless_forced_then_tgtd_can_exit(
+    tgtd: RunningTgtd,
+    make_backing_file: Callable[..., Path],
+    tmp_path: Path,
+    session_holder: SessionHolder,
+) -> None:
+    """The native engine's stop: tgtadm only, no tgt-admin."""
+    tgtd.control.execute(write_config(tmp_path / "vol.conf", make_backing_file))
+    initiator = session_holder.hold(tgtd, VOL1)
+    with pytest.raises(g.TgtCommandError) as caught:
+        tgtd.control.delete_targets()
+    assert caught.value.returncode == 22  # "this target is still active"
+    assert sessions(tgtd, VOL1) == 1
+    assert initiator.proc.poll() is None
+    assert sorted(tgtd.control.delete_targets(force=True)) == [VOL1, VOL2]
+    assert tgtd.control.targets() == ()
+    initiator.proc.kill()  # its session was cut: it would retry the login until its -t
+    initiator.proc.wait(10)
+    tgtd.control.delete_system()
+    assert tgtd.proc.wait(10) == 0
+
+
 def test_second_tgtd_on_the_same_control_port_exits(tgtd_factory: TgtdFactory) -> None:
     first = tgtd_factory.start()
     second = tgtd_factory.spawn(first.port)

@@ -49,16 +49,18 @@ FIELD_SEP = "\x1f"
 # $0 is the wrapper's name; the real program is exec'd with the very same arguments.
 # A fault file faults/NAME.fail makes it exit 1; faults/NAME.hang makes it hang (exec sleep,
 # so the gateway's timeout kills the process group); faults/NAME.slow-remove delays removing
-# every target (`-c /dev/null`, a drain's last step) by 2 s; an executable faults/NAME.before
-# runs first with the same arguments. The record is built in a variable and
-# written by one printf: one write(2) with O_APPEND, so concurrent calls never interleave.
+# targets (tgt-admin's `-c /dev/null` or tgtadm's target delete, a drain's last step) by
+# 2 s; an executable faults/NAME.before runs first with the same arguments. The record is
+# built in a variable and written by one printf: one write(2) with O_APPEND, so concurrent
+# calls never interleave.
 _WRAPPER = """#!/bin/sh
 rec=$(printf '%s\\037' "$(basename "$0")" "$@")
 printf '%s\\036\\n' "$rec" >> {log}
 if [ -x {faults}/{name}.before ]; then {faults}/{name}.before "$@"; fi
 if [ -e {faults}/{name}.fail ]; then echo "{name}: injected failure" >&2; exit 1; fi
 if [ -e {faults}/{name}.hang ]; then exec sleep 3600; fi
-case "$*" in *" -c /dev/null"*) [ -e {faults}/{name}.slow-remove ] && sleep 2;; esac
+case "$*" in *" -c /dev/null"*|*"--op delete --mode target"*)
+  [ -e {faults}/{name}.slow-remove ] && sleep 2;; esac
 exec {real} "$@"
 """
 
@@ -110,6 +112,11 @@ class RelWorld(DaemonWorld):
         path = self.faults_dir / f"{program}.{kind}"
         path.touch()
         return path
+
+    def slow_remove(self) -> Path:
+        """A drain's removal of its targets takes 2 s: tgt-admin's with engine tgt-admin,
+        tgtadm's per-target deletes with the native engine."""
+        return self.fault("tgtadm" if self.engine == "native" else "tgt-admin", "slow-remove")
 
     def heal(self) -> None:
         for path in self.faults_dir.iterdir():

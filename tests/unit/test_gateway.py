@@ -93,6 +93,10 @@ def test_tgt_admin_argvs() -> None:
         ["/sbin/tgt-admin", "-C", "7", "-v", "--update", "ALL", "-c", "/dev/null"]
     )
     assert g.admin_remove_all_argv(P, 7, force=True)[-1] == "-f"
+    assert g.delete_target_argv(P, 7, 3) == (
+        ["/sbin/tgtadm", "-C", "7", "--op", "delete", "--mode", "target", "--tid", "3"]
+    )
+    assert g.delete_target_argv(P, 7, 3, force=True)[-1] == "--force"
 
 
 def test_admin_cwd_is_the_config_directory() -> None:
@@ -291,3 +295,44 @@ def test_admin_runs_in_the_config_directory(tmp_path: Path) -> None:
     assert lines[1] == f"-C 13000 -v --update ALL -c {conf}"
     assert result.report.busy_names == ("iqn.x:busy",)
     assert ctl.remove_all().command.output.splitlines()[0] == "/"
+
+
+def test_forced_delete_targets_closes_connections_then_waits_for_commands_in_flight(
+    tmp_path: Path,
+) -> None:
+    calls = tmp_path / "calls"
+    refusals = tmp_path / "refusals"
+    refusals.write_text("xx")
+    tgtadm = script(
+        tmp_path,
+        "tgtadm",
+        f'echo "$*" >> {calls}\n'
+        'case "$*" in\n'
+        '  *"--op show"*) printf "Target 4: iqn.x:busy\\n    I_T nexus information:\\n'
+        '        I_T nexus: 7\\n            Connection: 2\\n";;\n'
+        '  *"--mode target"*)\n'
+        f'    left=$(cat {refusals}); if [ -n "$left" ]; then\n'
+        f'      printf "%s" "${{left#x}}" > {refusals}\n'
+        '      echo "tgtadm: this logical unit is still active"; exit 22; fi;;\n'
+        "esac\n",
+    )
+    ctl = g.TgtControl(13000, g.TgtPrograms(tgtadm=str(tgtadm)), timeout_s=5)
+    assert ctl.delete_targets(force=True) == ("iqn.x:busy",)
+    lines = calls.read_text().splitlines()
+    assert lines[1] == "-C 13000 --op delete --mode conn --tid 4 --sid 7 --cid 2"
+    assert lines[2:] == ["-C 13000 --op delete --mode target --tid 4 --force"] * 3
+
+
+def test_delete_targets_gives_up_on_a_lun_that_stays_active(tmp_path: Path) -> None:
+    tgtadm = script(
+        tmp_path,
+        "tgtadm",
+        'case "$*" in\n'
+        '  *"--op show"*) echo "Target 4: iqn.x:busy";;\n'
+        '  *) echo "tgtadm: this logical unit is still active"; exit 22;;\n'
+        "esac\n",
+    )
+    ctl = g.TgtControl(13000, g.TgtPrograms(tgtadm=str(tgtadm)), timeout_s=5)
+    with pytest.raises(g.TgtCommandError) as caught:
+        ctl.delete_targets(force=True, settle_s=0.05)
+    assert "still active" in caught.value.output

@@ -62,8 +62,8 @@ def test_idle_targets() -> None:
 def test_targets_with_sessions() -> None:
     vol1, vol2 = parse_show_targets(data("show_target_sessions.txt"))
     assert vol1.nexuses == (
-        Nexus(1, "iqn.2026-11.test:perf1", None, ("127.0.0.1",)),
-        Nexus(2, "iqn.2026-11.test:perf2", None, ("127.0.0.1",)),
+        Nexus(1, "iqn.2026-11.test:perf1", None, ("127.0.0.1",), (0,)),
+        Nexus(2, "iqn.2026-11.test:perf2", None, ("127.0.0.1",), (0,)),
     )
     assert vol1.initiator_addresses == ("127.0.0.1",)
     assert vol1.observed().sessions == 2
@@ -93,7 +93,7 @@ def test_alias_and_several_connections() -> None:
         "                IP Address: 10.0.0.2\n"
     )
     (target,) = parse_show_targets(text)
-    assert target.nexuses == (Nexus(9, "iqn.i:1", "host1", ("10.0.0.1", "10.0.0.2")),)
+    assert target.nexuses == (Nexus(9, "iqn.i:1", "host1", ("10.0.0.1", "10.0.0.2"), (0, 1)),)
 
 
 # --- show --mode sys / portal --------------------------------------------------------

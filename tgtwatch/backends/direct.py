@@ -308,7 +308,7 @@ class DirectBackend:
     def _teardown(self, control: TgtControl, pid: int, port: int) -> None:
         """Undo a start that went wrong: no half-configured tgtd is left on the port."""
         with contextlib.suppress(TgtCommandError):
-            control.remove_all(force=True)
+            self._remove_targets(control, force=True)
         with contextlib.suppress(TgtCommandError):
             control.delete_system()
         if not wait_exit(pid, EXIT_TIMEOUT_S):
@@ -316,6 +316,14 @@ class DirectBackend:
                 os.kill(pid, signal.SIGKILL)
             wait_exit(pid, EXIT_TIMEOUT_S)
         self.reap()
+
+    def _remove_targets(self, control: TgtControl, *, force: bool) -> None:
+        """tgtd refuses `delete system` while it holds targets. With the native engine no
+        path runs tgt-admin: one tgtadm delete per target instead."""
+        if self.engine is EngineKind.NATIVE:
+            control.delete_targets(force=force)
+        else:
+            control.remove_all(force=force)
 
     # ---- reload ----------------------------------------------------------------------------
 
@@ -395,7 +403,7 @@ class DirectBackend:
                     pid=pid,
                     draining=True,
                 )
-            control.remove_all(force=bool(sessions))
+            self._remove_targets(control, force=bool(sessions))
             control.delete_system()
             self.records(action.control_port).remove()
         except TgtCommandError as exc:

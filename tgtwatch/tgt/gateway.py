@@ -116,6 +116,23 @@ def delete_system_argv(programs: TgtPrograms, control_port: int) -> list[str]:
     return [programs.tgtadm, "-C", str(control_port), "--op", "delete", "--mode", "system"]
 
 
+def delete_target_argv(
+    programs: TgtPrograms, control_port: int, tid: int, *, force: bool = False
+) -> list[str]:
+    """Refused while the target has sessions, unless force (which closes them)."""
+    argv = [programs.tgtadm, "-C", str(control_port), "--op", "delete", "--mode", "target"]
+    argv += ["--tid", str(tid)]
+    return [*argv, "--force"] if force else argv
+
+
+def delete_conn_argv(
+    programs: TgtPrograms, control_port: int, tid: int, sid: int, cid: int
+) -> list[str]:
+    """Close one connection of a session (what tgt-admin -f does before a delete)."""
+    argv = [programs.tgtadm, "-C", str(control_port), "--op", "delete", "--mode", "conn"]
+    return [*argv, "--tid", str(tid), "--sid", str(sid), "--cid", str(cid)]
+
+
 def admin_execute_argv(
     programs: TgtPrograms, control_port: int, config: Path, *, pretend: bool = False
 ) -> list[str]:
@@ -373,6 +390,43 @@ class TgtControl:
     def remove_all(self, *, force: bool = False) -> AdminResult:
         argv = admin_remove_all_argv(self.programs, self.control_port, force=force)
         return self._admin(argv, NO_CONFIG)
+
+    def delete_targets(self, *, force: bool = False, settle_s: float = 10.0) -> tuple[str, ...]:
+        """Delete every target with tgtadm, no tgt-admin (the native engine's stop): the
+        names deleted. A busy target without force stops it with a TgtCommandError.
+
+        With force, a target's connections are closed first: tgtd refuses to delete a LUN
+        with commands in flight ("this logical unit is still active", even with --force),
+        and an initiator doing I/O always has some. Their end is polled for `settle_s`.
+        """
+        found = self.target_details()
+        for target in found:
+            if not force:
+                self._run(delete_target_argv(self.programs, self.control_port, target.tid))
+                continue
+            for nexus in target.nexuses:
+                for cid in nexus.connections:
+                    with contextlib.suppress(TgtCommandError):  # it may have ended already
+                        argv = delete_conn_argv(
+                            self.programs, self.control_port, target.tid, nexus.nexus_id, cid
+                        )
+                        self._run(argv)
+            self._delete_busy(target.tid, settle_s)
+        return tuple(t.name for t in found)
+
+    def _delete_busy(self, tid: int, settle_s: float) -> None:
+        argv = delete_target_argv(self.programs, self.control_port, tid, force=True)
+        deadline = time.monotonic() + settle_s
+        delay = 0.01
+        while True:
+            try:
+                self._run(argv)
+                return
+            except TgtCommandError as exc:
+                if "still active" not in exc.output or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     def delete_system(self) -> None:
         self._run(delete_system_argv(self.programs, self.control_port))

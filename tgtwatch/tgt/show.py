@@ -29,6 +29,7 @@ class Nexus:
     initiator: str
     alias: str | None = None
     addresses: tuple[str, ...] = ()  # one per connection
+    connections: tuple[int, ...] = ()  # their ids (cid), for `--op delete --mode conn`
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ _SECTION_RE = re.compile(r"^ {4}(\S[^:]*):\s*$")
 _NEXUS_RE = re.compile(r"^\s+I_T nexus: (\d+)\s*$")
 _INITIATOR_RE = re.compile(r"^\s+Initiator: (\S+)(?: alias: (.*?))?\s*$")
 _ADDRESS_RE = re.compile(r"^\s+IP Address: (\S+)\s*$")
+_CONNECTION_RE = re.compile(r"^\s+Connection: (\d+)\s*$")
 _LUN_RE = re.compile(r"^\s+LUN: (\d+)\s*$")
 _KEY_RE = re.compile(r"^\s+([A-Za-z][A-Za-z /-]*?):\s?(.*?)\s*$")
 
@@ -85,9 +87,16 @@ class _NexusBuilder:
     initiator: str = ""
     alias: str | None = None
     addresses: list[str] = field(default_factory=list)
+    connections: list[int] = field(default_factory=list)
 
     def build(self) -> Nexus:
-        return Nexus(self.nexus_id, self.initiator, self.alias, tuple(self.addresses))
+        return Nexus(
+            self.nexus_id,
+            self.initiator,
+            self.alias,
+            tuple(self.addresses),
+            tuple(self.connections),
+        )
 
 
 @dataclass
@@ -152,6 +161,8 @@ def _feed_target_line(b: _TargetBuilder, line: str) -> None:
             b.nexuses[-1].alias = None if alias in (None, "none") else alias
         elif (m := _ADDRESS_RE.match(line)) and b.nexuses:
             b.nexuses[-1].addresses.append(m.group(1))
+        elif (m := _CONNECTION_RE.match(line)) and b.nexuses:
+            b.nexuses[-1].connections.append(int(m.group(1)))
     elif b.section == "LUN information":
         if m := _LUN_RE.match(line):
             b.luns.append(_LunBuilder(int(m.group(1))))
