@@ -65,10 +65,10 @@ class Rig:
         self.changed: list[frozenset[Path] | None] = []  # what each cycle was told changed
         real_cycle = self.rec.cycle
 
-        def counted(changed: Any = None) -> Any:
+        def counted(changed: Any = None, watched: Any = None) -> Any:
             self.cycles.append(self.clock())
             self.changed.append(None if changed is None else frozenset(changed))
-            return real_cycle(changed)
+            return real_cycle(changed, watched)
 
         self.rec.cycle = counted  # type: ignore[method-assign]
         self.daemon = Daemon(

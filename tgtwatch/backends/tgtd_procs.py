@@ -100,6 +100,18 @@ def tgtd_at(
     return _tgtd_in(proc_root / str(pid), trusted)
 
 
+def alive(pid: int) -> bool:
+    """A process with this pid exists (a zombie too: see the reconciler's use): signal 0,
+    one system call, where reading its /proc entry costs ten times more."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone we may not signal
+    return True
+
+
 def scan_tgtd(
     proc_root: Path = Path("/proc"), executables: Collection[str] | None = None
 ) -> list[TgtdProcess]:

@@ -16,12 +16,12 @@ from tgtwatch.config.trust import TrustPolicy
 from tgtwatch.daemon.backoff import CRASH_WINDOW_S, FAILED_AFTER, Trouble, backoff_s
 from tgtwatch.daemon.checks import Checker
 from tgtwatch.daemon.lanes import Cancel, Executor
+from tgtwatch.daemon.looks import Looks
 from tgtwatch.daemon.outcomes import ActionReport, CycleReport, crashed, guarded
 from tgtwatch.daemon.recorder import AuditSink, Recorder
 from tgtwatch.daemon.state import StateError, StateFile
 from tgtwatch.model.applied import pending_targets, running_targets
 from tgtwatch.model.grace import hold_drains
-from tgtwatch.model.plan import plan
 from tgtwatch.model.records import AuditAction
 from tgtwatch.model.structs import (
     Action,
@@ -87,16 +87,21 @@ class Reconciler:
         self.checker = Checker(backend, self.recorder, clock)
         self._drains: dict[int, tuple[DrainStop, threading.Event]] = {}  # lanes draining now
         self._files = InstanceCache()  # what each instance file gave when last read
+        self.looks = Looks(backend)  # /proc and plan(), looked at again only when needed
         # Ports whose file vanished, and when a cycle first saw it (the delete grace).
         self._gone_since: dict[int, float] = {}
 
     # ---- the cycle -------------------------------------------------------------------------
 
-    def cycle(self, changed: Collection[Path] | None = None) -> CycleReport:
+    def cycle(
+        self, changed: Collection[Path] | None = None, watched: Collection[int] | None = None
+    ) -> CycleReport:
         """Rescan, observe, plan and hand the actions to the lanes (does not wait for them).
 
         `changed`: the paths the watcher reported since the last cycle; only the instance
         files they touch are read again. None (the default) reads every file.
+        `watched`: the tgtd pids whose exit the caller hears of (pidfds) and reports by
+        forget_observed(); with it, /proc is scanned whole only when needed (observe()).
 
         Runs no tool: /proc tells which tgtds run; what each holds is asked on its lane (a
         Check), so one hung tgtd never holds the daemon's loop.
@@ -111,9 +116,11 @@ class Reconciler:
             self.settings, applied, self.policy, cache=self._files, changed=changed
         )
         self.recorder.rejects(desired, applied)
-        observed = self.backend.observe(())
+        observed = self.looks.observe(desired, applied, None if changed is None else watched)
         now = self.clock()
-        result = plan(desired, applied, observed, self.checker.due(observed, now))
+        result = self.looks.plan(
+            desired, applied, observed, frozenset(self.checker.due(observed, now))
+        )
         # The daemon gives a vanished file a grace before its drain; `apply` acts on the
         # files as they are (it does not wait for a drain either).
         grace_s = self.settings.delete_grace_ms / 1000 if self.keep_draining else 0.0
@@ -168,6 +175,10 @@ class Reconciler:
         return CycleReport(
             desired, observed, result, deferred, self.state_warning, frozenset(wake_on)
         )
+
+    def forget_observed(self) -> None:
+        """The next cycle looks at all of /proc again (a watched tgtd exited)."""
+        self.looks.forget()
 
     def next_retry(self) -> float | None:
         """Monotonic time of the earliest retry waiting for its time (the daemon wakes then
