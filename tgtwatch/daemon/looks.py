@@ -20,6 +20,7 @@ class Looks:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._seen: Observed | None = None
+        self._pids: frozenset[int] = frozenset()  # of the tgtds in _seen
         self._planned: tuple[Desired, Applied, Observed, frozenset[int], Plan] | None = None
 
     def observe(
@@ -41,13 +42,10 @@ class Looks:
             or seen is None
             or not desired.instances.keys() <= seen.instances.keys()
             or not applied.entries.keys() <= seen.instances.keys()
-            or not all(
-                alive(r.pid)
-                for r in seen.instances.values()
-                if r.pid is not None and r.pid not in watched
-            )
+            or not all(alive(pid) for pid in self._pids.difference(watched))
         ):
             seen = self._seen = self.backend.observe(())
+            self._pids = frozenset(r.pid for r in seen.instances.values() if r.pid is not None)
         return seen
 
     def forget(self) -> None:

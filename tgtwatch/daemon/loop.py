@@ -105,6 +105,7 @@ class Daemon:
         # A cycle that changed nothing (its inputs the same objects) repeats no O(n) pass.
         self._pids = Memo(lambda seen, desired, _applied: seen.ports_of(pids_of(seen, desired)))
         self._watched_paths: list[Path] | None = None
+        self._pending = Memo(lambda applied: any(e.pending for e in applied.entries.values()))
         self._statuses, self._line = Memo(instance_states), Memo(status_line)
         self._watch_paths = Memo(self.watch_paths)
         self.publisher = publish.Publisher(settings.state_dir, log)
@@ -281,14 +282,14 @@ class Daemon:
                 and a.port not in draining
             }
         paths = self._watch_paths(report.desired)
-        if paths is not self._watched_paths:
+        if paths is not self._watched_paths or changed is None:  # a resync re-arms, too
             self.watcher.set_paths(paths)
             self._watched_paths = paths
         self.refresh(report.observed)
 
     def refresh(self, observed: Observed) -> None:
         """STATUS=, metrics and the pidfds of the tgtds we manage, after a cycle or a lane."""
-        if not any(e.pending for e in self.reconciler.applied.entries.values()):
+        if not self._pending(self.reconciler.applied):
             self.deadlines.pending_at = None
         elif self.deadlines.pending_at is None:
             self.deadlines.pending_at = self.clock() + PENDING_POLL_S
@@ -296,8 +297,9 @@ class Daemon:
         if last is None:
             return
         watched = self._pids(observed, last.desired, self.reconciler.applied)
-        self.state.watched = dict(watched)
-        self.waiter.watch_pids(watched)
+        if watched is not self.state.watched:
+            self.state.watched = watched
+            self.waiter.watch_pids(watched)
         self._say_save_error()
         statuses = self.statuses(last.desired, observed)
         line = self._line(statuses, last.desired.problems, self.reconciler.save_error)

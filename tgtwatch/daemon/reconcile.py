@@ -396,13 +396,13 @@ class Reconciler:
         """Drop applied records of ports nothing wants and nothing runs on (`observed` was
         scanned after `busy` was read: a lane ending since may have started a tgtd)."""
         with self._lock:
+            entries = self.applied.entries
+            # Set differences first (in C): a cycle looks at the few ports nothing wants.
+            unwanted = entries.keys() - desired.instances.keys() - observed.instances.keys()
             gone = [
                 port
-                for port, entry in self.applied.entries.items()
-                if port not in desired.instances
-                and port not in observed.instances
-                and port not in busy
-                and not desired.is_troubled(entry.config)
+                for port in sorted(unwanted - busy)
+                if not desired.is_troubled(entries[port].config)
             ]
             if gone:
                 self.applied = Applied(

@@ -1,0 +1,105 @@
+"""The daemon's look at /proc and its plan(): reused while nothing says they are stale."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Collection
+from dataclasses import replace
+from typing import Any, cast
+
+from builders import entry, running, spec
+
+from tgtwatch.backends.base import Backend
+from tgtwatch.daemon.looks import Looks
+from tgtwatch.model.structs import Applied, Desired, Observed
+
+
+class Proc:
+    """A backend whose /proc holds `observed`; counts its looks."""
+
+    def __init__(self, observed: Observed) -> None:
+        self.observed = observed
+        self.looks = 0
+
+    def observe(self, detail: Collection[int] | None = None) -> Observed:
+        assert detail == ()
+        self.looks += 1
+        return self.observed
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+ME = os.getpid()
+
+
+def rig(*ports: int, pid: int = ME) -> tuple[Looks, Proc, Desired, Applied]:
+    # As a /proc scan sees a tgtd: its pid, not what it holds.
+    proc = Proc(Observed({p: replace(running(p, pid=pid), inspected=False) for p in ports}))
+    desired = Desired({p: spec(f"i{p}", p) for p in ports})
+    applied = Applied({p: entry(f"i{p}", p) for p in ports})
+    return Looks(cast(Backend, proc)), proc, desired, applied
+
+
+def test_a_watched_tgtd_on_every_wanted_port_is_not_looked_for_again() -> None:
+    looks, proc, desired, applied = rig(3261, 3262)
+    first = looks.observe(desired, applied, {ME})
+    assert looks.observe(desired, applied, {ME}) is first
+    assert proc.looks == 1
+
+
+def test_no_watched_pids_means_a_new_look_every_time() -> None:
+    looks, proc, desired, applied = rig(3261)
+    looks.observe(desired, applied, None)
+    looks.observe(desired, applied, None)
+    assert proc.looks == 2
+
+
+def test_an_exit_heard_of_makes_the_next_look_whole() -> None:
+    looks, proc, desired, applied = rig(3261)
+    looks.observe(desired, applied, {ME})
+    looks.forget()
+    looks.observe(desired, applied, {ME})
+    assert proc.looks == 2
+
+
+def test_a_wanted_or_applied_port_not_seen_is_looked_for() -> None:
+    looks, proc, desired, applied = rig(3261)
+    looks.observe(desired, applied, {ME})
+    # A lane started a tgtd on a new file's port: the last look does not have it.
+    wanted = Desired({**desired.instances, 3263: spec("new", 3263)})
+    looks.observe(wanted, applied, {ME})
+    assert proc.looks == 2
+    applied_more = Applied({**applied.entries, 3264: entry("old", 3264)})
+    looks.observe(desired, applied_more, {ME})
+    assert proc.looks == 3
+
+
+def test_an_unwatched_tgtd_is_checked_alive_and_a_dead_one_means_a_new_look() -> None:
+    # A tgtd nobody wants (started by hand): no pidfd watches it, a signal 0 does.
+    looks, proc, desired, applied = rig(3261)
+    proc.observed = Observed({**proc.observed.instances, 4000: running(4000, pid=ME)})
+    looks.observe(desired, applied, set())
+    looks.observe(desired, applied, set())
+    assert proc.looks == 1  # alive: the last look serves
+    proc.observed = Observed({3261: running(3261, pid=ME), 4000: running(4000, pid=dead_pid())})
+    looks.forget()
+    looks.observe(desired, applied, {ME})
+    looks.observe(desired, applied, {ME})
+    assert proc.looks == 3  # its pid is gone: looked at again
+
+
+def test_plan_is_made_again_only_when_an_input_changed() -> None:
+    looks, _, desired, applied = rig(3261)
+    observed = looks.observe(desired, applied, {ME})
+    first = looks.plan(desired, applied, observed, frozenset())
+    assert looks.plan(desired, applied, observed, frozenset()) is first
+    checked = looks.plan(desired, applied, observed, frozenset({3261}))
+    assert checked is not first and [a.port for a in checked.actions] == [3261]
+    other: Any = Desired(dict(desired.instances))
+    assert looks.plan(other, applied, observed, frozenset()) is not first
