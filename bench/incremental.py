@@ -93,7 +93,8 @@ def inventory(n: int, reps: int) -> dict[str, dict[str, float]]:
         root.chmod(0o755)
         settings = _tree(root / "t", n)
         cache = InstanceCache()
-        first = scan(settings, Applied(), policy, cache=cache)
+        applied = Applied()  # one object, as a daemon's cycles see it while nothing is applied
+        first = scan(settings, applied, policy, cache=cache)
         assert len(first.instances) == n and not first.problems, first.problems
         incremental: list[float] = []
         full: list[float] = []
@@ -101,8 +102,8 @@ def inventory(n: int, reps: int) -> dict[str, dict[str, float]]:
             path = settings.instances_dir / f"i{rep % n}.conf"
             path.write_text(path.read_text())
             runs = [
-                ("inc", lambda p=path: scan(settings, Applied(), policy, cache=cache, changed={p})),
-                ("full", lambda: scan(settings, Applied(), policy)),
+                ("inc", lambda p=path: scan(settings, applied, policy, cache=cache, changed={p})),
+                ("full", lambda: scan(settings, applied, policy)),
             ]
             if rep % 2:
                 runs.reverse()  # interleaved A/B: the order alternates every rep
@@ -150,7 +151,7 @@ def whole_cycle(n: int, reps: int, profile: bool) -> dict[str, Any]:
             SystemdNotifier.from_env({}),
             reload_settings=lambda: load(world.settings_path, required=True),
             pids_of=pids_of,
-            observe_light=lambda: reconciler.backend.observe(()),
+            observe_light=lambda: reconciler.observe_now(daemon.state.watched.keys()),
             watchdog_interval_s=None,
             log=out,
         )

@@ -338,6 +338,26 @@ def test_a_tgtd_exit_is_an_immediate_cycle_that_restarts_it(make: Callable[..., 
     assert rig.backend.running[3261].pid in rig.waiter.watched[-1]
 
 
+def test_an_exit_after_an_event_cycle_still_restarts_it(make: Callable[..., Rig]) -> None:
+    """The event's cycle reused its look at /proc (the tgtd ran, watched); the exit that
+    follows makes the next cycle look again, or the dead tgtd would pass for running."""
+    rig = make()
+    rig.host.write("alpha", 3261)
+    pids: list[int] = []
+
+    def crash() -> None:
+        pids.append(rig.backend.crash(3261))
+        rig.waiter.script.insert(0, Scripted(0.0, Wake(exited=[pids[0]])))
+
+    rig.then(3.0, lambda: rig.watcher.push(FILE))
+    rig.then(4.0, crash)
+    rig.stop(1.0)
+    rig.run()
+    assert len(rig.cycles_since_start()) == 3
+    assert rig.backend.ops() == ["start", "start"]
+    assert 3261 in rig.backend.running and rig.backend.running[3261].pid != pids[0]
+
+
 def test_a_lane_ending_for_a_deferred_port_is_a_cycle(make: Callable[..., Rig]) -> None:
     rig = make(sync_lanes=False, debounce_ms=100)
     rig.host.write("alpha", 3261)

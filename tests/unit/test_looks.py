@@ -20,10 +20,16 @@ class Proc:
 
     def __init__(self, observed: Observed) -> None:
         self.observed = observed
-        self.looks = 0
+        self.looks = 0  # of all of /proc
+        self.entries: list[list[int]] = []  # looks at a few pids' entries
 
-    def observe(self, detail: Collection[int] | None = None) -> Observed:
+    def observe(
+        self, detail: Collection[int] | None = None, pids: Collection[int] | None = None
+    ) -> Observed:
         assert detail == ()
+        if pids is not None:
+            self.entries.append(sorted(pids))
+            return Observed({p: r for p, r in self.observed.instances.items() if r.pid in pids})
         self.looks += 1
         return self.observed
 
@@ -103,3 +109,28 @@ def test_plan_is_made_again_only_when_an_input_changed() -> None:
     assert checked is not first and [a.port for a in checked.actions] == [3261]
     other: Any = Desired(dict(desired.instances))
     assert looks.plan(other, applied, observed, frozenset()) is not first
+
+
+def test_a_tgtd_a_lane_started_is_looked_at_alone() -> None:
+    looks, proc, desired, applied = rig(3261)
+    looks.observe(desired, applied, {ME})
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        proc.observed = Observed(
+            {
+                **proc.observed.instances,
+                3262: replace(running(3262, pid=child.pid), inspected=False),
+            }
+        )
+        wanted = Desired({**desired.instances, 3262: spec("new", 3262)})
+        looks.started(3262, child.pid)
+        got = looks.observe(wanted, applied, {ME})
+        assert proc.looks == 1 and proc.entries == [[child.pid]]
+        assert got.instances.keys() == {3261, 3262}
+        assert looks.observe(wanted, applied, {ME}) is got  # alive (signal 0): kept
+        # A port no lane reported starting: all of /proc.
+        looks.observe(Desired({**wanted.instances, 3263: spec("x", 3263)}), applied, {ME})
+        assert proc.looks == 2
+    finally:
+        child.kill()
+        child.wait()

@@ -143,10 +143,12 @@ class DirectBackend:
                 if proc.poll() is not None:
                     del self._children[pid]
 
-    def observe(self, detail: Collection[int] | None = None) -> Observed:
+    def observe(
+        self, detail: Collection[int] | None = None, pids: Collection[int] | None = None
+    ) -> Observed:
         self.reap()
         instances: dict[int, ObservedInstance] = {}
-        for process in scan_tgtd(self.proc_root, self.tgtd_executables):
+        for process in scan_tgtd(self.proc_root, self.tgtd_executables, pids):
             cmd = process.cmdline
             port = cmd.port
             previous = instances.get(port)

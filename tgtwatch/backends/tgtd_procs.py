@@ -113,14 +113,16 @@ def alive(pid: int) -> bool:
 
 
 def scan_tgtd(
-    proc_root: Path = Path("/proc"), executables: Collection[str] | None = None
+    proc_root: Path = Path("/proc"),
+    executables: Collection[str] | None = None,
+    pids: Collection[int] | None = None,
 ) -> list[TgtdProcess]:
     """Every live tgtd tgtwatch may manage, from /proc (zombies, with an empty cmdline, and
-    processes of other users or other binaries are skipped)."""
+    processes of other users or other binaries are skipped); only among `pids` if given."""
     trusted = trusted_executables(TgtPrograms()) if executables is None else executables
     found: list[TgtdProcess] = []
     try:
-        entries = os.listdir(proc_root)
+        entries = os.listdir(proc_root) if pids is None else [str(pid) for pid in pids]
     except OSError:
         return found
     for entry in entries:

@@ -73,7 +73,7 @@ def _run(settings_path: Path, settings: Settings, err: TextIO) -> int:
         SystemdNotifier.from_env(env),
         reload_settings=lambda: load(settings_path, required=False),
         pids_of=pids_of,
-        observe_light=lambda: backend.observe(()),
+        observe_light=lambda: reconciler.observe_now(daemon.state.watched.keys()),
         watchdog_interval_s=watchdog_interval(env, os.getpid()),
         log=err,
     )

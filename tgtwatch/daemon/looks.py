@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection
 
 from tgtwatch.backends.base import Backend
@@ -21,6 +22,8 @@ class Looks:
         self.backend = backend
         self._seen: Observed | None = None
         self._pids: frozenset[int] = frozenset()  # of the tgtds in _seen
+        self._lock = threading.Lock()  # started() is called by lanes
+        self._started: dict[int, int] = {}  # port -> the pid a lane's start reported
         self._planned: tuple[Desired, Applied, Observed, frozenset[int], Plan] | None = None
 
     def observe(
@@ -31,22 +34,47 @@ class Looks:
         The last look serves while every port a file wants or tgtwatch applied is in it,
         and every tgtd in it is alive: watched ones by the caller's pidfds (an exit calls
         forget()), the others (a tgtd no file wants, the distribution's) by a signal 0.
-        A tgtd a lane started is on a port the last look lacks: looked for. A tgtd started
-        by hand on a port nothing wants is seen at the next full look (start, resync,
-        SIGHUP, overflow, any watched tgtd's exit), as other hand-made changes are.
+        A port the last look lacks is looked for: at the pid a lane's start reported
+        (started()), else in all of /proc. A tgtd started by hand on a port nothing wants
+        is seen at the next full look (start, resync, SIGHUP, overflow, any watched
+        tgtd's exit), as other hand-made changes are.
         `watched` None: always a new look (`apply`; cycles whose events may be lost).
         """
         seen = self._seen
-        if (
-            watched is None
-            or seen is None
-            or not desired.instances.keys() <= seen.instances.keys()
-            or not applied.entries.keys() <= seen.instances.keys()
-            or not all(alive(pid) for pid in self._pids.difference(watched))
-        ):
-            seen = self._seen = self.backend.observe(())
-            self._pids = frozenset(r.pid for r in seen.instances.values() if r.pid is not None)
+        if watched is not None and seen is not None:
+            missing = (desired.instances.keys() | applied.entries.keys()) - seen.instances.keys()
+            if missing:
+                seen = self._look_at_started(seen, missing)
+            if seen is not None and all(alive(pid) for pid in self._pids.difference(watched)):
+                return seen
+        seen = self.backend.observe(())
+        self._keep(seen)
+        with self._lock:
+            for port in seen.instances.keys() & self._started.keys():
+                del self._started[port]
         return seen
+
+    def _look_at_started(self, seen: Observed, missing: set[int]) -> Observed | None:
+        """`seen` with the tgtds lanes started on the missing ports, each looked at alone
+        (one /proc entry); None when a port is missing that no lane started."""
+        with self._lock:
+            hints = {port: self._started.pop(port) for port in missing & self._started.keys()}
+        if hints.keys() != missing:
+            return None
+        found = self.backend.observe((), pids=hints.values()).instances
+        if not missing <= found.keys():
+            return None  # it died already, or is not on its port: look at everything
+        return self._keep(Observed({**seen.instances, **found}))
+
+    def _keep(self, seen: Observed) -> Observed:
+        self._seen = seen
+        self._pids = frozenset(r.pid for r in seen.instances.values() if r.pid is not None)
+        return seen
+
+    def started(self, port: int, pid: int) -> None:
+        """A lane started a tgtd (pid) on port: the next look reads its /proc entry alone."""
+        with self._lock:
+            self._started[port] = pid
 
     def forget(self) -> None:
         """The next observe() looks at all of /proc (a watched tgtd exited)."""

@@ -171,7 +171,7 @@ class Daemon:
             # (Also after a drain's tgtd exits: the cycle is cheap and a crash mistaken for
             # a drain's exit would otherwise wait for the resync.)
             self._report_exits(wake.exited)
-            self.reconciler.forget_observed()  # the cycle looks at all of /proc again
+            self.reconciler.looks.forget()  # the cycle looks at all of /proc again
             run_cycle = True
         if any(port in self.state.deferred for port in wake.lanes_done):
             run_cycle = True
@@ -256,7 +256,7 @@ class Daemon:
         """One reconcile; `changed` as Reconciler.cycle (None: read every file)."""
         started = self.clock()
         try:
-            # Pids watched by pidfds (an exit: forget_observed): /proc is looked at if needed.
+            # Pids watched by pidfds (an exit: looks.forget): /proc is looked at if needed.
             report = self.reconciler.cycle(changed, self.state.watched.keys())
         except Exception as exc:  # keep serving: every port's tgtd runs on without us
             self._say(

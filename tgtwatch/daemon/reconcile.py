@@ -87,6 +87,7 @@ class Reconciler:
         self.checker = Checker(backend, self.recorder, clock)
         self._drains: dict[int, tuple[DrainStop, threading.Event]] = {}  # lanes draining now
         self._files = InstanceCache()  # what each instance file gave when last read
+        self._desired = Desired()  # the last cycle's
         self.looks = Looks(backend)  # /proc and plan(), looked at again only when needed
         # Ports whose file vanished, and when a cycle first saw it (the delete grace).
         self._gone_since: dict[int, float] = {}
@@ -101,7 +102,7 @@ class Reconciler:
         `changed`: the paths the watcher reported since the last cycle; only the instance
         files they touch are read again. None (the default) reads every file.
         `watched`: the tgtd pids whose exit the caller hears of (pidfds) and reports by
-        forget_observed(); with it, /proc is scanned whole only when needed (observe()).
+        looks.forget(); with it, /proc is scanned whole only when needed (Looks.observe).
 
         Runs no tool: /proc tells which tgtds run; what each holds is asked on its lane (a
         Check), so one hung tgtd never holds the daemon's loop.
@@ -116,6 +117,7 @@ class Reconciler:
             self.settings, applied, self.policy, cache=self._files, changed=changed
         )
         self.recorder.rejects(desired, applied)
+        self._desired = desired
         observed = self.looks.observe(desired, applied, None if changed is None else watched)
         now = self.clock()
         result = self.looks.plan(
@@ -176,9 +178,11 @@ class Reconciler:
             desired, observed, result, deferred, self.state_warning, frozenset(wake_on)
         )
 
-    def forget_observed(self) -> None:
-        """The next cycle looks at all of /proc again (a watched tgtd exited)."""
-        self.looks.forget()
+    def observe_now(self, watched: Collection[int]) -> Observed:
+        """What runs now, for a lane's end: the last look while it cannot be stale."""
+        with self._lock:
+            applied = self.applied
+        return self.looks.observe(self._desired, applied, watched)
 
     def next_retry(self) -> float | None:
         """Monotonic time of the earliest retry waiting for its time (the daemon wakes then
@@ -238,6 +242,8 @@ class Reconciler:
         if isinstance(action, Start):
             crashed = self._crash_note(action.spec)
             outcome = guarded(lambda: self.backend.start(action.spec, self.cancel))
+            if outcome.result is not Result.FAILED and outcome.pid:
+                self.looks.started(action.spec.port, outcome.pid)
             if outcome.result is not Result.FAILED:
                 outcome = self.checker.after_action(action.spec, outcome)
             self.recorder.action(
