@@ -240,6 +240,10 @@ class FakeBackend:
                 }
             )
 
+    def may_run(self, control_ports: Collection[int]) -> bool:
+        with self._lock:
+            return any(t.control_port in control_ports for t in self.running.values())
+
     def inspect(self, spec: InstanceSpec, pid: int | None = None) -> ObservedInstance | None:
         with self._lock:
             self.inspects.append(spec.port)

@@ -6,11 +6,14 @@ import os
 import subprocess
 from collections.abc import Collection
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from builders import entry, running, spec
 
 from tgtwatch.backends.base import Backend
+from tgtwatch.backends.tgtd_procs import may_run
 from tgtwatch.daemon.looks import Looks
 from tgtwatch.model.structs import Applied, Desired, Observed
 
@@ -22,6 +25,10 @@ class Proc:
         self.observed = observed
         self.looks = 0  # of all of /proc
         self.entries: list[list[int]] = []  # looks at a few pids' entries
+        self.sockets: set[int] = set()  # control ports whose control socket exists
+
+    def may_run(self, control_ports: Collection[int]) -> bool:
+        return bool(self.sockets & set(control_ports))
 
     def observe(
         self, detail: Collection[int] | None = None, pids: Collection[int] | None = None
@@ -76,9 +83,13 @@ def test_an_exit_heard_of_makes_the_next_look_whole() -> None:
 
 def test_a_wanted_or_applied_port_not_seen_is_looked_for() -> None:
     looks, proc, desired, applied = rig(3261)
-    looks.observe(desired, applied, {ME})
-    # A lane started a tgtd on a new file's port: the last look does not have it.
+    first = looks.observe(desired, applied, {ME})
+    # A new file's port, where no tgtd can run (no control socket): nothing to look for.
     wanted = Desired({**desired.instances, 3263: spec("new", 3263)})
+    assert looks.observe(wanted, applied, {ME}) is first
+    assert proc.looks == 1
+    # Its control socket exists (a tgtd started by hand, or one that died): look.
+    proc.sockets.add(3263)
     looks.observe(wanted, applied, {ME})
     assert proc.looks == 2
     applied_more = Applied({**applied.entries, 3264: entry("old", 3264)})
@@ -128,9 +139,19 @@ def test_a_tgtd_a_lane_started_is_looked_at_alone() -> None:
         assert proc.looks == 1 and proc.entries == [[child.pid]]
         assert got.instances.keys() == {3261, 3262}
         assert looks.observe(wanted, applied, {ME}) is got  # alive (signal 0): kept
-        # A port no lane reported starting: all of /proc.
+        # A port no lane reported starting, a control socket there: all of /proc.
+        proc.sockets.add(3263)
         looks.observe(Desired({**wanted.instances, 3263: spec("x", 3263)}), applied, {ME})
         assert proc.looks == 2
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_tgtd_may_run_only_where_its_control_socket_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TGT_IPC_SOCKET", str(tmp_path / "socket"))
+    assert not may_run([3261, 3262])
+    (tmp_path / "socket.3262").touch()  # a tgtd's, or left by one that died
+    assert may_run([3261, 3262]) and not may_run([3261])

@@ -51,6 +51,11 @@ class Backend(Protocol):
         """
         ...
 
+    def may_run(self, control_ports: Collection[int]) -> bool:
+        """False only when no tgtd can run on any of these control ports (a cheap look that
+        spares a look at all of /proc for a port no tgtd was seen on)."""
+        ...
+
     def inspect(self, spec: InstanceSpec, pid: int | None = None) -> ObservedInstance | None:
         """The tgtd on spec's port, asked for its state, targets, LUNs and sessions (never
         from the loop's thread: it may wait out a tool timeout); None when none runs.

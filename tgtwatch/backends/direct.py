@@ -12,7 +12,7 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
-from tgtwatch.backends import chap_files
+from tgtwatch.backends import chap_files, tgtd_procs
 from tgtwatch.backends.base import Outcome, Result, Unanswered
 from tgtwatch.backends.loading import Loaded, load_targets, record_file
 from tgtwatch.backends.probes import portal_listens, wait_exit
@@ -171,6 +171,8 @@ class DirectBackend:
                 port, cmd.control_port, process.pid, state, targets, None, starting
             )
         return Observed(instances)
+
+    may_run = staticmethod(tgtd_procs.may_run)  # Backend.may_run: its control socket exists
 
     def inspect(self, spec: InstanceSpec, pid: int | None = None) -> ObservedInstance | None:
         pid = self.pid_on(spec.control_port, pid)

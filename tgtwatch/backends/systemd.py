@@ -146,6 +146,9 @@ class SystemdBackend:
         }
         return Observed(instances)
 
+    def may_run(self, control_ports: Collection[int]) -> bool:
+        return self.direct.may_run(control_ports)
+
     def inspect(self, spec: InstanceSpec, pid: int | None = None) -> ObservedInstance | None:
         """As the direct backend, but a unit still activating is `starting`: its
         ExecStartPost loads the targets offline, then sets ready. Only an offline or silent

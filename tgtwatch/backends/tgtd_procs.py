@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tgtwatch.tgt.cmdline import TgtdCmdline, parse_tgtd_cmdline
 from tgtwatch.tgt.gateway import TgtPrograms
+from tgtwatch.tgt.ipc_client import socket_path
 
 # Where a wrapper script in front of tgtd (tests install some) finds the real binary.
 SYSTEM_SBIN = ("/usr/sbin", "/sbin")
@@ -110,6 +111,12 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True  # it exists, owned by someone we may not signal
     return True
+
+
+def may_run(control_ports: Collection[int]) -> bool:
+    """A tgtd may run on one of these control ports: its control socket exists (tgtd makes
+    it as it starts; one that died may leave it behind: then it may, and /proc will say)."""
+    return any(os.path.lexists(socket_path(port)) for port in control_ports)
 
 
 def scan_tgtd(

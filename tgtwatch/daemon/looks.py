@@ -35,16 +35,17 @@ class Looks:
         and every tgtd in it is alive: watched ones by the caller's pidfds (an exit calls
         forget()), the others (a tgtd no file wants, the distribution's) by a signal 0.
         A port the last look lacks is looked for: at the pid a lane's start reported
-        (started()), else in all of /proc. A tgtd started by hand on a port nothing wants
-        is seen at the next full look (start, resync, SIGHUP, overflow, any watched
-        tgtd's exit), as other hand-made changes are.
+        (started()); not at all where no tgtd can run (a new file's port: no control
+        socket, Backend.may_run); else in all of /proc. A tgtd started by hand on a port
+        nothing wants is seen at the next full look (start, resync, SIGHUP, overflow, any
+        watched tgtd's exit), as other hand-made changes are.
         `watched` None: always a new look (`apply`; cycles whose events may be lost).
         """
         seen = self._seen
         if watched is not None and seen is not None:
             missing = (desired.instances.keys() | applied.entries.keys()) - seen.instances.keys()
             if missing:
-                seen = self._look_at_started(seen, missing)
+                seen = self._look_at_started(seen, missing, desired, applied)
             if seen is not None and all(alive(pid) for pid in self._pids.difference(watched)):
                 return seen
         seen = self.backend.observe(())
@@ -54,15 +55,24 @@ class Looks:
                 del self._started[port]
         return seen
 
-    def _look_at_started(self, seen: Observed, missing: set[int]) -> Observed | None:
+    def _look_at_started(
+        self, seen: Observed, missing: set[int], desired: Desired, applied: Applied
+    ) -> Observed | None:
         """`seen` with the tgtds lanes started on the missing ports, each looked at alone
-        (one /proc entry); None when a port is missing that no lane started."""
+        (one /proc entry), and without those that cannot run (a new file's port, its
+        control socket absent); None when another port is missing: look at all of /proc."""
         with self._lock:
             hints = {port: self._started.pop(port) for port in missing & self._started.keys()}
-        if hints.keys() != missing:
-            return None
+        unseen = missing - hints.keys()
+        if unseen:
+            if unseen & applied.entries.keys() or self.backend.may_run(
+                {desired.instances[port].control_port for port in unseen}
+            ):
+                return None
+            if not hints:
+                return seen  # nothing runs there yet: its start is planned from this look
         found = self.backend.observe((), pids=hints.values()).instances
-        if not missing <= found.keys():
+        if not hints.keys() <= found.keys():
             return None  # it died already, or is not on its port: look at everything
         return self._keep(Observed({**seen.instances, **found}))
 
