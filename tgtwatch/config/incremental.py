@@ -72,6 +72,8 @@ class InstanceCache:
         self._names: frozenset[str] = frozenset()
         self._default_deps: tuple[frozenset[Path], frozenset[Path]] = (frozenset(), frozenset())
         self._index: _Index | None = None  # who depends on each path (built when needed)
+        self._paths: dict[str, Path] = {}  # instance file name -> its path in _paths_of
+        self._paths_of: Path | None = None
 
     def __len__(self) -> int:
         return len(self._results)
@@ -128,6 +130,14 @@ class InstanceCache:
             return verdicts[path]
 
         return remembered
+
+    def paths(self, directory: Path, names: list[str]) -> list[Path]:
+        """directory / name for each, made once per name (500 files: ~3 ms a scan)."""
+        made = self._paths
+        if self._paths_of != directory:
+            made.clear()
+            self._paths_of = directory
+        return [made.get(n) or made.setdefault(n, directory / n) for n in names]
 
     def retain(self, paths: Collection[Path]) -> None:
         """Forget every file no longer listed in the directory."""

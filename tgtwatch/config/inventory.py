@@ -206,8 +206,10 @@ def scan_instances(
     specs: list[InstanceSpec] = []
     problems: list[Problem] = []
     candidates = [name for name in names if rules.is_candidate(name)]
-    for count, filename in enumerate(candidates, start=1):
-        path = directory / filename
+    paths = (
+        [directory / n for n in candidates] if cache is None else cache.paths(directory, candidates)
+    )
+    for count, (filename, path) in enumerate(zip(candidates, paths, strict=True), start=1):
         if count > limits.files_per_directory:
             problems.append(
                 Problem(
@@ -233,7 +235,7 @@ def scan_instances(
         if result.spec is not None:
             specs.append(result.spec)
     if cache is not None:
-        cache.retain([directory / name for name in candidates])
+        cache.retain(paths)
     return specs, problems, []
 
 
