@@ -227,15 +227,22 @@ class FakeBackend:
 
     # ---- the protocol --------------------------------------------------------------------
 
-    def observe(self, detail: Collection[int] | None = None) -> Observed:
+    def observe(
+        self, detail: Collection[int] | None = None, pids: Collection[int] | None = None
+    ) -> Observed:
         with self._lock:
             self.observe_calls.append(None if detail is None else tuple(detail))
             return Observed(
                 {
                     port: tgtd.observed(detail is None or port in detail)
                     for port, tgtd in sorted(self.running.items())
+                    if pids is None or tgtd.pid in pids
                 }
             )
+
+    def may_run(self, control_ports: Collection[int]) -> bool:
+        with self._lock:
+            return any(t.control_port in control_ports for t in self.running.values())
 
     def inspect(self, spec: InstanceSpec, pid: int | None = None) -> ObservedInstance | None:
         with self._lock:

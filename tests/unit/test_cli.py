@@ -28,7 +28,7 @@ ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="trust policy wants root
 class NothingRuns:
     """The backend boundary faked: no tgtd runs (unit tests must not see the host's)."""
 
-    def observe(self, detail: object = None) -> Observed:
+    def observe(self, detail: object = None, pids: object = None) -> Observed:
         return Observed()
 
 

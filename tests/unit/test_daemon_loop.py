@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tgtwatch.config.settings import BackendKind, Settings, SettingsError, WatcherKind
 from tgtwatch.daemon.debounce import Trigger, TriggerKind
-from tgtwatch.daemon.loop import EXTEND_BY_S, EXTEND_EVERY_S, Daemon, managed_pids
+from tgtwatch.daemon.looks import managed_pids
+from tgtwatch.daemon.loop import EXTEND_BY_S, EXTEND_EVERY_S, Daemon
 from tgtwatch.daemon.wakeup import Wake
 from tgtwatch.model.structs import Desired, Observed
 
@@ -65,10 +66,10 @@ class Rig:
         self.changed: list[frozenset[Path] | None] = []  # what each cycle was told changed
         real_cycle = self.rec.cycle
 
-        def counted(changed: Any = None) -> Any:
+        def counted(changed: Any = None, watched: Any = None) -> Any:
             self.cycles.append(self.clock())
             self.changed.append(None if changed is None else frozenset(changed))
-            return real_cycle(changed)
+            return real_cycle(changed, watched)
 
         self.rec.cycle = counted  # type: ignore[method-assign]
         self.daemon = Daemon(
@@ -336,6 +337,26 @@ def test_a_tgtd_exit_is_an_immediate_cycle_that_restarts_it(make: Callable[..., 
     assert 3261 in rig.backend.running
     assert "exited" in rig.log.getvalue()
     assert rig.backend.running[3261].pid in rig.waiter.watched[-1]
+
+
+def test_an_exit_after_an_event_cycle_still_restarts_it(make: Callable[..., Rig]) -> None:
+    """The event's cycle reused its look at /proc (the tgtd ran, watched); the exit that
+    follows makes the next cycle look again, or the dead tgtd would pass for running."""
+    rig = make()
+    rig.host.write("alpha", 3261)
+    pids: list[int] = []
+
+    def crash() -> None:
+        pids.append(rig.backend.crash(3261))
+        rig.waiter.script.insert(0, Scripted(0.0, Wake(exited=[pids[0]])))
+
+    rig.then(3.0, lambda: rig.watcher.push(FILE))
+    rig.then(4.0, crash)
+    rig.stop(1.0)
+    rig.run()
+    assert len(rig.cycles_since_start()) == 3
+    assert rig.backend.ops() == ["start", "start"]
+    assert 3261 in rig.backend.running and rig.backend.running[3261].pid != pids[0]
 
 
 def test_a_lane_ending_for_a_deferred_port_is_a_cycle(make: Callable[..., Rig]) -> None:

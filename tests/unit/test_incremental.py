@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from builders import instance_text, write
@@ -103,3 +104,78 @@ def test_a_problem_is_kept_until_the_file_changes(settings: Settings, policy: Tr
     write(bad, instance_text(3261, f"{T}x"))
     fixed = scan(settings, Applied(), policy, cache=cache, changed={bad})
     assert fixed.problems == () and ports(fixed) == {3261: "bad"}
+
+
+# ---- a cycle whose events changed nothing: the last answer, as it was (quiet) ----------
+
+
+def test_a_same_content_rewrite_gives_the_last_desired_itself(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    cache = InstanceCache()
+    a = write(settings.instances_dir / "a.conf", instance_text(3261, f"{T}a"))
+    write(settings.instances_dir / "b.conf", instance_text(3262, f"{T}b"))
+    applied = Applied()
+    first = scan(settings, applied, policy, cache=cache)
+    write(a, instance_text(3261, f"{T}a"))
+    assert scan(settings, applied, policy, cache=cache, changed={a}) is first
+    assert scan(settings, applied, policy, cache=cache, changed=set()) is first
+    # Another applied state, or a full scan: made again (and equal).
+    assert scan(settings, Applied(), policy, cache=cache, changed={a}) == first
+    assert scan(settings, applied, policy, cache=cache, changed=None) is not first
+
+
+def test_a_changed_file_a_new_one_or_a_gone_one_is_never_quiet(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    cache = InstanceCache()
+    applied = Applied()
+    a = write(settings.instances_dir / "a.conf", instance_text(3261, f"{T}a"))
+    first = scan(settings, applied, policy, cache=cache)
+    write(a, instance_text(3263, f"{T}a"))
+    moved = scan(settings, applied, policy, cache=cache, changed={a})
+    assert ports(moved) == {3263: "a"}
+    b = write(settings.instances_dir / "b.conf", instance_text(3262, f"{T}b"))
+    assert ports(scan(settings, applied, policy, cache=cache, changed={b})) == {
+        3263: "a",
+        3262: "b",
+    }
+    b.unlink()
+    assert ports(scan(settings, applied, policy, cache=cache, changed={b})) == {3263: "a"}
+    assert first is not moved
+
+
+def test_a_backing_store_that_changed_under_a_rewritten_file_is_looked_at_again(
+    tmp_path: Path, settings: Settings, policy: TrustPolicy
+) -> None:
+    backing = tmp_path / "backing"
+    backing.mkdir(mode=0o755)
+    store = backing / "a.img"
+    store.write_bytes(b"\0" * 512)
+    settings = replace(settings, backing_store_roots=(backing,))
+    text = f'SOCKET_OPTS="3261"\nPORTAL_OPTS="0.0.0.0:3261"\n<target {T}a>\n'
+    a = write(settings.instances_dir / "a.conf", f"{text}    backing-store {store}\n</target>\n")
+    cache = InstanceCache()
+    first = scan(settings, Applied(), policy, cache=cache)
+    assert ports(first) == {3261: "a"} and not first.problems
+    store.unlink()
+    store.symlink_to("/etc/passwd")  # the same path, now a link out of the roots
+    write(a, a.read_text())
+    again = scan(settings, Applied(), policy, cache=cache, changed={a})
+    assert again == scan(settings, Applied(), policy)  # as a full scan sees it
+    assert again.problems and 3261 not in again.instances
+
+
+def test_an_event_in_the_default_instance_tree_is_never_quiet(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    cache = InstanceCache()
+    applied = Applied()
+    first = scan(settings, applied, policy, cache=cache)
+    assert first.instances == {}
+    conf = write(
+        settings.default_config, f"<target {T}d>\n    backing-store /srv/d.img\n</target>\n"
+    )
+    got = scan(settings, applied, policy, cache=cache, changed={conf})
+    assert got is not first and got.instances, got
+    assert got == scan(settings, applied, policy)

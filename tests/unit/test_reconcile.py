@@ -763,7 +763,7 @@ def test_the_state_is_written_once_for_every_action_ended_since_the_last_write(
 ) -> None:
     counting = CountingStateFile(host.settings.state_dir)
     CountingStateFile.writes = 0
-    host.rec.state = counting
+    host.rec.writer.file = counting
     ports = range(3261, 3266)
     for port in ports:
         host.write(f"i{port}", port, {T1: f"/srv/{port}.img"})

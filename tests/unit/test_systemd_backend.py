@@ -304,7 +304,7 @@ class DrainingDirect:
         self.ends = ends
         self.drains = 0
 
-    def observe(self, detail: object = None) -> Observed:
+    def observe(self, detail: object = None, pids: object = None) -> Observed:
         return Observed({3400: ObservedInstance(3400, 3400, 60)})
 
     def drain_stop(self, *args: object) -> Outcome:

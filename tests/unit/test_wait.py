@@ -454,3 +454,39 @@ def test_the_command_line(settings: Settings, tmp_path: Path) -> None:
         with pytest.raises(SystemExit) as exited:
             cli.main(["-c", str(config), *argv], out, err)
         assert exited.value.code == EXIT_USAGE
+
+
+def test_a_publication_is_written_again_only_when_something_in_it_changed(
+    tmp_path: Path,
+) -> None:
+    state_dir = tmp_path / "state"
+    log = io.StringIO()
+
+    class Rec:
+        applied = Applied()
+
+        class executor:
+            @staticmethod
+            def busy() -> frozenset[int]:
+                return frozenset()
+
+        @staticmethod
+        def failures() -> dict[int, str]:
+            return {}
+
+    publisher = publish.Publisher(state_dir, log)
+    desired = Desired()
+    statuses: list[InstanceStatus] = []
+    publisher.write(CycleReport(desired, Observed(), Plan()), statuses, Rec())
+    path = publish.status_path(state_dir)
+    first = path.stat().st_ino
+    # Another cycle that changed nothing (the same inputs, a new report): not rewritten.
+    publisher.write(CycleReport(desired, Observed(), Plan()), statuses, Rec())
+    assert path.stat().st_ino == first
+    # A problem appeared: the publication says so.
+    problem = Problem(tmp_path / "x.conf", Rule.GRAMMAR, "bad")
+    publisher.write(CycleReport(Desired(problems=(problem,)), Observed(), Plan()), [], Rec())
+    assert path.stat().st_ino != first
+    published = publish.read(state_dir)
+    assert published is not None and published.problems == (problem,)
+    assert log.getvalue() == ""

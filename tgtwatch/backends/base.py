@@ -40,12 +40,20 @@ class Backend(Protocol):
 
     name: str
 
-    def observe(self, detail: Collection[int] | None = None) -> Observed:
+    def observe(
+        self, detail: Collection[int] | None = None, pids: Collection[int] | None = None
+    ) -> Observed:
         """Every tgtd running now, keyed by portal port.
 
         Targets and sessions are queried for the ports in `detail` (all when None): asking
         each tgtd costs a process spawn, and a cycle needs them only for a few ports.
+        `pids`: look at these /proc entries only (a tgtd a lane just started), not all.
         """
+        ...
+
+    def may_run(self, control_ports: Collection[int]) -> bool:
+        """False only when no tgtd can run on any of these control ports (a cheap look that
+        spares a look at all of /proc for a port no tgtd was seen on)."""
         ...
 
     def inspect(self, spec: InstanceSpec, pid: int | None = None) -> ObservedInstance | None:

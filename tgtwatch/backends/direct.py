@@ -11,7 +11,7 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
-from tgtwatch.backends import chap_files
+from tgtwatch.backends import chap_files, tgtd_procs
 from tgtwatch.backends.base import Outcome, Result, Unanswered
 from tgtwatch.backends.loading import Loaded, load_targets, record_file
 from tgtwatch.backends.probes import portal_listens, wait_exit
@@ -121,10 +121,12 @@ class DirectBackend:
                 if proc.poll() is not None:
                     del self._children[pid]
 
-    def observe(self, detail: Collection[int] | None = None) -> Observed:
+    def observe(
+        self, detail: Collection[int] | None = None, pids: Collection[int] | None = None
+    ) -> Observed:
         self.reap()
         instances: dict[int, ObservedInstance] = {}
-        for process in scan_tgtd(self.proc_root, self.tgtd_executables):
+        for process in scan_tgtd(self.proc_root, self.tgtd_executables, pids):
             cmd = process.cmdline
             port = cmd.port
             previous = instances.get(port)
@@ -147,6 +149,8 @@ class DirectBackend:
                 port, cmd.control_port, process.pid, state, targets, None, starting
             )
         return Observed(instances)
+
+    may_run = staticmethod(tgtd_procs.may_run)  # Backend.may_run: its control socket exists
 
     def inspect(self, spec: InstanceSpec, pid: int | None = None) -> ObservedInstance | None:
         pid = self.pid_on(spec.control_port, pid)

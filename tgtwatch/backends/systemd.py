@@ -107,21 +107,24 @@ class SystemdBackend:
         self._stopping: set[str] = set()
         self._follows_state_dir = False  # the units' drop-in checked by this backend
 
-    def observe(self, detail: Collection[int] | None = None) -> Observed:
-        observed = self.direct.observe(detail)
+    def observe(
+        self, detail: Collection[int] | None = None, pids: Collection[int] | None = None
+    ) -> Observed:
+        observed = self.direct.observe(detail, pids)
         units = {
             port: unit_of_pid(running.pid, self.proc_root) if running.pid else None
             for port, running in observed.instances.items()
         }
-        pids = {
+        in_units = {
             running.pid: units[port]
             for port, running in observed.instances.items()
             if running.pid and (units[port] or "").startswith("tgtd@")
         }
         with self._lock:
-            self._settled &= pids.keys()  # a pid seen again after it died is a new tgtd
-            unsettled = pids.keys() - self._settled
-            self._units_seen = frozenset(u for u in units.values() if u is not None)
+            if pids is None:  # a look at every tgtd (not at a few pids)
+                self._settled &= in_units.keys()  # a pid seen again after it died is new
+                self._units_seen = frozenset(u for u in units.values() if u is not None)
+            unsettled = in_units.keys() - self._settled
         activating: set[str] = set()
         # Asked only with details (`status`): the daemon's loop observes with none, and a
         # systemctl call (up to its 120 s timeout) must never run on the loop's thread.
@@ -131,7 +134,7 @@ class SystemdBackend:
             except SystemctlError:
                 unsettled = set()  # unknown: ask again next time
             with self._lock:
-                self._settled |= {pid for pid in unsettled if pids[pid] not in activating}
+                self._settled |= {pid for pid in unsettled if in_units[pid] not in activating}
         instances = {
             port: replace(
                 running,
@@ -142,6 +145,9 @@ class SystemdBackend:
             for port, running in observed.instances.items()
         }
         return Observed(instances)
+
+    def may_run(self, control_ports: Collection[int]) -> bool:
+        return self.direct.may_run(control_ports)
 
     def inspect(self, spec: InstanceSpec, pid: int | None = None) -> ObservedInstance | None:
         """As the direct backend, but a unit still activating is `starting`: its

@@ -109,7 +109,9 @@ def _settings(path: Path | None) -> Settings:
 
 
 class _Observer(Protocol):
-    def observe(self, detail: Collection[int] | None = None) -> Observed: ...
+    def observe(
+        self, detail: Collection[int] | None = None, pids: Collection[int] | None = None
+    ) -> Observed: ...
 
 
 BackendFactory = Callable[[Settings], _Observer]

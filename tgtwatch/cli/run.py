@@ -13,7 +13,8 @@ from tgtwatch.cli.exits import EXIT_BUSY
 from tgtwatch.cli.wiring import make_reconciler
 from tgtwatch.config.settings import Settings, WatcherKind, load
 from tgtwatch.daemon.lock import LockBusy, StateLock
-from tgtwatch.daemon.loop import Daemon, managed_pids
+from tgtwatch.daemon.looks import managed_pids
+from tgtwatch.daemon.loop import Daemon
 from tgtwatch.daemon.wakeup import SelectWaiter
 from tgtwatch.daemon.watch import make_watcher
 from tgtwatch.model.structs import Desired, Observed
@@ -73,7 +74,7 @@ def _run(settings_path: Path, settings: Settings, err: TextIO) -> int:
         SystemdNotifier.from_env(env),
         reload_settings=lambda: load(settings_path, required=False),
         pids_of=pids_of,
-        observe_light=lambda: backend.observe(()),
+        observe_light=lambda: reconciler.observe_now(daemon.state.watched.keys()),
         watchdog_interval_s=watchdog_interval(env, os.getpid()),
         log=err,
     )

@@ -206,8 +206,10 @@ def scan_instances(
     specs: list[InstanceSpec] = []
     problems: list[Problem] = []
     candidates = [name for name in names if rules.is_candidate(name)]
-    for count, filename in enumerate(candidates, start=1):
-        path = directory / filename
+    paths = (
+        [directory / n for n in candidates] if cache is None else cache.paths(directory, candidates)
+    )
+    for count, (filename, path) in enumerate(zip(candidates, paths, strict=True), start=1):
         if count > limits.files_per_directory:
             problems.append(
                 Problem(
@@ -233,7 +235,7 @@ def scan_instances(
         if result.spec is not None:
             specs.append(result.spec)
     if cache is not None:
-        cache.retain([directory / name for name in candidates])
+        cache.retain(paths)
     return specs, problems, []
 
 
@@ -326,7 +328,26 @@ def scan(
     everything else is pure. With a cache, only the instance files `changed` touches are
     read again (scan_instances)."""
     policy = policy or TrustPolicy()
+    probe = probe or FilesystemProbe()
+    key = (settings, applied, policy)
+    if cache is not None and changed is not None:
+        cache.begin(changed)
+        source = TrustedFiles(settings.instances_dir, policy)
+        try:
+            same = _directory_problem(settings.instances_dir, policy) is None and cache.quiet(
+                key,
+                settings.instances_dir,
+                lambda path: _read_instance(path, source, settings.limits),
+                probe,
+            )
+        except OSError:
+            same = None
+        if same:
+            return same
     default, problems, notes = scan_default(settings, policy)
+    default_read = {settings.default_config, settings.tgt_dir, *(p.path for p in problems)}
+    if default is not None:
+        default_read |= set(default.includes)
     specs, found, more_notes = scan_instances(
         settings.instances_dir, policy, settings.limits, cache, changed
     )
@@ -353,15 +374,17 @@ def scan(
     usable, unusable = check_stores(
         wanted,
         applied,
-        cache.probe(probe or FilesystemProbe())
-        if cache is not None
-        else probe or FilesystemProbe(),
+        cache.probe(probe) if cache is not None else probe,
         settings.backing_store_roots,
         policy.owner_uid,
         judge=None if cache is None else cache.judge(_judge(settings, policy)),
     )
-    return Desired(
+    desired = Desired(
         instances={spec.port: spec for spec in sorted(usable, key=lambda s: s.port)},
         problems=tuple(problems + conflicts + unusable),
         notes=tuple(notes),
     )
+    if cache is not None:
+        dirs = {settings.tgt_dir, *(p.parent for p in default_read - {settings.tgt_dir})}
+        cache.settle(key, desired, frozenset(default_read), frozenset(dirs))
+    return desired

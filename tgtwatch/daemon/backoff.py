@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 # A tgtd that dies within this long of its start counts as crash-looping.
@@ -24,3 +25,27 @@ class Trouble:
     failures: int
     not_before: float
     message: str
+
+
+KEEPS_DYING = "tgtd keeps dying after start"
+
+
+def stale_troubles(
+    troubles: Mapping[int, Trouble],
+    wanted: Collection[int],
+    running: Collection[int],
+    started_at: Mapping[int, float],
+    now: float,
+) -> list[int]:
+    """Ports whose trouble is over: no file wants them any more, or their tgtd, which kept
+    dying, has now stayed up past the crash window."""
+    return [
+        port
+        for port, trouble in troubles.items()
+        if port not in wanted
+        or (
+            trouble.message == KEEPS_DYING
+            and port in running
+            and now - started_at.get(port, now) > CRASH_WINDOW_S
+        )
+    ]

@@ -39,6 +39,7 @@ class Checker:
         self._not_before: dict[int, float] = {}  # port -> its next check waits until then
         self._failures: dict[int, int] = {}  # port -> checks in a row that could not repair
         self._wrong: dict[int, str] = {}  # port -> what is wrong with it now
+        self._last_due: tuple[Observed, dict[int, int], dict[int, float], set[int]] | None = None
 
     # ---- when ------------------------------------------------------------------------------
 
@@ -50,13 +51,25 @@ class Checker:
             # or is gone); kept, it would wake the daemon again and again.
             for port in [p for p, t in self._not_before.items() if t <= now]:
                 del self._not_before[port]
-            return {
+            last = self._last_due
+            # The same look at /proc and the same tables: the same answer (dict compares run
+            # in C; with 500 tgtds the pass below costs a no-op cycle 0.2 ms).
+            if (
+                last is not None
+                and last[0] is observed
+                and last[1] == self._verified
+                and last[2] == self._not_before
+            ):
+                return set(last[3])
+            due = {
                 port
                 for port, running in observed.instances.items()
                 if running.pid is not None
                 and self._verified.get(port) != running.pid
                 and port not in self._not_before
             }
+            self._last_due = (observed, dict(self._verified), dict(self._not_before), due)
+            return set(due)
 
     def recheck(self, ports: Iterable[int] | None = None) -> None:
         """Inspect these ports (all when None) at the next cycle."""
@@ -86,7 +99,7 @@ class Checker:
         keep = set(ports)
         with self._lock:
             for table in (self._verified, self._not_before, self._failures, self._wrong):
-                for port in [p for p in table if p not in keep]:
+                for port in table.keys() - keep:
                     del table[port]
 
     def _fine(self, port: int, pid: int | None) -> None:

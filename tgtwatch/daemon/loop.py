@@ -14,6 +14,7 @@ from typing import TextIO
 from tgtwatch.config.settings import Settings, SettingsError
 from tgtwatch.daemon import publish
 from tgtwatch.daemon.debounce import Debouncer, TriggerKind
+from tgtwatch.daemon.memo import Memo
 from tgtwatch.daemon.outcomes import CycleReport
 from tgtwatch.daemon.reconcile import START_FAILED, Reconciler
 from tgtwatch.daemon.wakeup import Waiter, Wake
@@ -101,6 +102,13 @@ class Daemon:
         self.clock = clock
         self.wall_clock = wall_clock
         self.debouncer = Debouncer.from_ms(settings.debounce_ms, leading=True)
+        # A cycle that changed nothing (its inputs the same objects) repeats no O(n) pass.
+        self._pids = Memo(lambda seen, desired, _applied: seen.ports_of(pids_of(seen, desired)))
+        self._watched_paths: list[Path] | None = None
+        self._pending = Memo(lambda applied: any(e.pending for e in applied.entries.values()))
+        self._statuses, self._line = Memo(instance_states), Memo(status_line)
+        self._watch_paths = Memo(self.watch_paths)
+        self.publisher = publish.Publisher(settings.state_dir, log)
         self.state = DaemonState()
         self.deadlines = LoopClock()
 
@@ -163,6 +171,7 @@ class Daemon:
             # (Also after a drain's tgtd exits: the cycle is cheap and a crash mistaken for
             # a drain's exit would otherwise wait for the resync.)
             self._report_exits(wake.exited)
+            self.reconciler.looks.forget()  # the cycle looks at all of /proc again
             run_cycle = True
         if any(port in self.state.deferred for port in wake.lanes_done):
             run_cycle = True
@@ -247,7 +256,8 @@ class Daemon:
         """One reconcile; `changed` as Reconciler.cycle (None: read every file)."""
         started = self.clock()
         try:
-            report = self.reconciler.cycle(changed)
+            # Pids watched by pidfds (an exit: looks.forget): /proc is looked at if needed.
+            report = self.reconciler.cycle(changed, self.state.watched.keys())
         except Exception as exc:  # keep serving: every port's tgtd runs on without us
             self._say(
                 f"cycle failed, trying again in {CYCLE_RETRY_S:g} s: {type(exc).__name__}: {exc}"
@@ -271,34 +281,37 @@ class Daemon:
                 and a.port not in report.deferred
                 and a.port not in draining
             }
-        self.watcher.set_paths(self.watch_paths(report.desired))
+        paths = self._watch_paths(report.desired)
+        if paths is not self._watched_paths or changed is None:  # a resync re-arms, too
+            self.watcher.set_paths(paths)
+            self._watched_paths = paths
         self.refresh(report.observed)
 
     def refresh(self, observed: Observed) -> None:
         """The state file, STATUS=, metrics and the pidfds of the tgtds we manage, after a
         cycle or a batch of lanes."""
         self.reconciler.save_state()
-        if not any(e.pending for e in self.reconciler.applied.entries.values()):
+        if not self._pending(self.reconciler.applied):
             self.deadlines.pending_at = None
         elif self.deadlines.pending_at is None:
             self.deadlines.pending_at = self.clock() + PENDING_POLL_S
         last = self.state.last
         if last is None:
             return
-        pids = self.pids_of(observed, last.desired)
-        ports = {r.pid: port for port, r in observed.instances.items() if r.pid is not None}
-        self.state.watched = {pid: ports[pid] for pid in pids if pid in ports}
-        self.waiter.watch_pids(pids)
+        watched = self._pids(observed, last.desired, self.reconciler.applied)
+        if watched is not self.state.watched:
+            self.state.watched = watched
+            self.waiter.watch_pids(watched)
         self._say_save_error()
         statuses = self.statuses(last.desired, observed)
-        line = status_line(statuses, last.desired.problems, self.reconciler.save_error)
+        line = self._line(statuses, last.desired.problems, self.reconciler.save_error)
         if line != self.state.last_status:
             self.state.last_status = line
             self._notify(lambda: self.notifier.status(line))
         self._count_actions()
         if self.settings.metrics_file is not None:
             self._write_metrics(statuses, last.desired)
-        publish.write(self.settings.state_dir, last, statuses, self.reconciler, self.log)
+        self.publisher.write(last, statuses, self.reconciler)
 
     def _say_save_error(self) -> None:
         """One line when writing the state file starts failing, and one when it works again."""
@@ -313,7 +326,7 @@ class Daemon:
 
     def statuses(self, desired: Desired, observed: Observed) -> list[InstanceStatus]:
         rec = self.reconciler
-        return instance_states(desired, rec.applied, observed, rec.failures(), rec.checker.wrong())
+        return self._statuses(desired, rec.applied, observed, rec.failures(), rec.checker.wrong())
 
     def watch_paths(self, desired: Desired | None) -> list[Path]:
         """instances_dir, tgt_dir and every directory an include reads from."""
@@ -429,14 +442,3 @@ class Daemon:
                 step()
             except Exception as exc:
                 self._say(f"shutdown: {type(exc).__name__}: {exc}")
-
-
-def managed_pids(observed: Observed, desired: Desired, applied_ports: set[int]) -> list[int]:
-    """The tgtds whose death the daemon must notice: wanted by a file or applied by us."""
-    return sorted(
-        running.pid
-        for port, running in observed.instances.items()
-        if running.pid is not None
-        and (port in desired.instances or port in applied_ports)
-        and not (port in desired.instances and desired.instances[port].kind is InstanceKind.DEFAULT)
-    )

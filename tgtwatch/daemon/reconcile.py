@@ -13,15 +13,22 @@ from tgtwatch.config import inventory
 from tgtwatch.config.incremental import InstanceCache
 from tgtwatch.config.settings import DrainTimeoutPolicy, Settings
 from tgtwatch.config.trust import TrustPolicy
-from tgtwatch.daemon.backoff import CRASH_WINDOW_S, FAILED_AFTER, Trouble, backoff_s
+from tgtwatch.daemon.backoff import (
+    CRASH_WINDOW_S,
+    FAILED_AFTER,
+    KEEPS_DYING,
+    Trouble,
+    backoff_s,
+    stale_troubles,
+)
 from tgtwatch.daemon.checks import Checker
 from tgtwatch.daemon.lanes import Cancel, Executor
+from tgtwatch.daemon.looks import Looks
 from tgtwatch.daemon.outcomes import ActionReport, CycleReport, crashed, guarded
 from tgtwatch.daemon.recorder import AuditSink, Recorder
-from tgtwatch.daemon.state import StateError, StateFile
+from tgtwatch.daemon.state import StateFile, StateWriter
 from tgtwatch.model.applied import pending_targets, running_targets
 from tgtwatch.model.grace import hold_drains
-from tgtwatch.model.plan import plan
 from tgtwatch.model.records import AuditAction
 from tgtwatch.model.structs import (
     Action,
@@ -38,7 +45,6 @@ from tgtwatch.model.structs import (
 
 START_FAILED = "start failed"
 RELOAD_FAILED = "reload failed"
-KEEPS_DYING = "tgtd keeps dying after start"
 
 
 class Reconciler:
@@ -77,7 +83,7 @@ class Reconciler:
         self.applied, self.state_warning = state.load()
         # Why the last write of the state file failed (None: it was written, or not yet).
         self.save_error: str | None = None
-        self._unsaved = False  # an action changed `applied` or the failures since the last write
+        self.writer = StateWriter(state)
         self.troubles: dict[int, Trouble] = {}
         # Ports whose next attempt waits for a time: deferred by their backoff, or whose
         # start just failed (its first retry is due at once). The daemon wakes for these.
@@ -88,16 +94,22 @@ class Reconciler:
         self.checker = Checker(backend, self.recorder, clock)
         self._drains: dict[int, tuple[DrainStop, threading.Event]] = {}  # lanes draining now
         self._files = InstanceCache()  # what each instance file gave when last read
+        self._desired = Desired()  # the last cycle's
+        self.looks = Looks(backend)  # /proc and plan(), looked at again only when needed
         # Ports whose file vanished, and when a cycle first saw it (the delete grace).
         self._gone_since: dict[int, float] = {}
 
     # ---- the cycle -------------------------------------------------------------------------
 
-    def cycle(self, changed: Collection[Path] | None = None) -> CycleReport:
+    def cycle(
+        self, changed: Collection[Path] | None = None, watched: Collection[int] | None = None
+    ) -> CycleReport:
         """Rescan, observe, plan and hand the actions to the lanes (does not wait for them).
 
         `changed`: the paths the watcher reported since the last cycle; only the instance
         files they touch are read again. None (the default) reads every file.
+        `watched`: the tgtd pids whose exit the caller hears of (pidfds) and reports by
+        looks.forget(); with it, /proc is scanned whole only when needed (Looks.observe).
 
         Runs no tool: /proc tells which tgtds run; what each holds is asked on its lane (a
         Check), so one hung tgtd never holds the daemon's loop.
@@ -112,9 +124,12 @@ class Reconciler:
             self.settings, applied, self.policy, cache=self._files, changed=changed
         )
         self.recorder.rejects(desired, applied)
-        observed = self.backend.observe(())
+        self._desired = desired
+        observed = self.looks.observe(desired, applied, None if changed is None else watched)
         now = self.clock()
-        result = plan(desired, applied, observed, self.checker.due(observed, now))
+        result = self.looks.plan(
+            desired, applied, observed, frozenset(self.checker.due(observed, now))
+        )
         # The daemon gives a vanished file a grace before its drain; `apply` acts on the
         # files as they are (it does not wait for a drain either).
         grace_s = self.settings.delete_grace_ms / 1000 if self.keep_draining else 0.0
@@ -169,6 +184,12 @@ class Reconciler:
         return CycleReport(
             desired, observed, result, deferred, self.state_warning, frozenset(wake_on)
         )
+
+    def observe_now(self, watched: Collection[int]) -> Observed:
+        """What runs now, for a lane's end: the last look while it cannot be stale."""
+        with self._lock:
+            applied = self.applied
+        return self.looks.observe(self._desired, applied, watched)
 
     def next_retry(self) -> float | None:
         """Monotonic time of the earliest retry waiting for its time (the daemon wakes then
@@ -228,6 +249,8 @@ class Reconciler:
         if isinstance(action, Start):
             crashed = self._crash_note(action.spec)
             outcome = guarded(lambda: self.backend.start(action.spec, self.cancel))
+            if outcome.result is not Result.FAILED and outcome.pid:
+                self.looks.started(action.spec.port, outcome.pid)
             if outcome.result is not Result.FAILED:
                 outcome = self.checker.after_action(action.spec, outcome)
             self.recorder.action(
@@ -375,70 +398,42 @@ class Reconciler:
             }
 
     def _save(self) -> None:
-        """Mark the state changed for `save_state`: saved per action, 500 starts wrote the
-        whole file 500 times (14 % of lane time). A crash before the write loses nothing:
-        the next start adopts and reloads every running tgtd from its file."""
-        self._unsaved = True
+        self.writer.mark()  # lanes only mark it: written once per batch (StateWriter)
 
     def save_state(self) -> None:
-        """Write the state file if an action changed it since the last write (once for all
-        the actions that ended meanwhile). The daemon calls it after each cycle and each
-        batch of lanes that ended, and at shutdown; `apply` before it returns."""
+        """Write the state file if an action changed it since the last write. The daemon
+        calls it after each cycle and batch of ended lanes, and at shutdown; `apply` too."""
         with self._lock:
-            if not self._unsaved:
+            if not self.writer.take():
                 return
-            self._unsaved = False
             applied, failed = self.applied, self.failures()
         # Outside the lock: lanes settling meanwhile mark it again, for the next call.
-        try:
-            self.state.save(applied, failed)
-        except StateError as exc:
-            self.state_warning = self.save_error = str(exc)
-            with self._lock:
-                self._unsaved = True  # tried again at the next call
-        else:
-            self.state_warning = self.save_error = None
+        self.state_warning = self.save_error = self.writer.write(applied, failed)
 
     def _forget_gone(self, desired: Desired, observed: Observed, busy: frozenset[int]) -> None:
         """Drop applied records of ports nothing wants and nothing runs on (`observed` was
         scanned after `busy` was read: a lane ending since may have started a tgtd)."""
         with self._lock:
-            gone = [
-                port
-                for port, entry in self.applied.entries.items()
-                if port not in desired.instances
-                and port not in observed.instances
-                and port not in busy
-                and not desired.is_troubled(entry.config)
-            ]
+            entries = self.applied.entries
+            # Set differences first (in C): a cycle looks at the few ports nothing wants.
+            unwanted = entries.keys() - desired.instances.keys() - observed.instances.keys()
+            gone = {p for p in unwanted - busy if not desired.is_troubled(entries[p].config)}
             if gone:
-                self.applied = Applied(
-                    {p: e for p, e in self.applied.entries.items() if p not in gone}
-                )
+                self.applied = Applied({p: e for p, e in entries.items() if p not in gone})
                 self._save()
 
     def _forget_troubles(self, desired: Desired, observed: Observed) -> None:
         """Drop troubles of ports no file wants any more, and of tgtds that stay up now."""
         now = self.clock()
         with self._lock:
-            stale = [
-                port
-                for port, trouble in self.troubles.items()
-                if port not in desired.instances
-                or (
-                    trouble.message == KEEPS_DYING
-                    and port in observed.instances
-                    and now - self._started_at.get(port, now) > CRASH_WINDOW_S
-                )
-            ]
+            wanted, running = desired.instances, observed.instances
+            stale = stale_troubles(self.troubles, wanted, running, self._started_at, now)
             for port in stale:
                 del self.troubles[port]
                 self._retry_at.pop(port, None)
             if stale:
                 self._save()
         self.checker.keep_only(desired.instances)
-
-    # ---- audit -----------------------------------------------------------------------------
 
     def _audit_drop(
         self, kind: AuditAction, action: DrainStop, outcome: Outcome, duration_ms: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,3 +117,36 @@ class StateFile:
                 os.close(dir_fd)
         except OSError as exc:
             raise StateError(f"{self.path}: cannot write the state: {exc.strerror}") from None
+
+
+class StateWriter:
+    """Writes the state file once for every change marked since the last write.
+
+    Saved after every action, 500 starts wrote the whole file 500 times (14 % of the
+    lanes' time). A crash before the write loses nothing: the next start adopts and
+    reloads every running tgtd from its file.
+    """
+
+    def __init__(self, file: StateFile) -> None:
+        self.file = file
+        self._lock = threading.Lock()
+        self._unsaved = False
+
+    def mark(self) -> None:
+        with self._lock:
+            self._unsaved = True
+
+    def take(self) -> bool:
+        """Whether a change waits to be written (the caller writes it now)."""
+        with self._lock:
+            unsaved, self._unsaved = self._unsaved, False
+        return unsaved
+
+    def write(self, applied: Applied, failed: Mapping[int, str]) -> str | None:
+        """None, or why it could not be written (marked again: tried at the next call)."""
+        try:
+            self.file.save(applied, failed)
+        except StateError as exc:
+            self.mark()
+            return str(exc)
+        return None

@@ -33,7 +33,7 @@ def hold_drains(
     nothing is coming back there, and only the drain's own port is held, never a start.
     A port no longer draining forgets its time, so a later delete gets a grace of its own.
     """
-    if grace_s <= 0:
+    if grace_s <= 0 or not any(isinstance(a, DrainStop) for a in actions):
         return Graced(tuple(actions))
     wanted = {spec.config for spec in desired.instances.values()}
     kept: list[Action] = []

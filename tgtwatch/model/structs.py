@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -151,6 +151,11 @@ class ObservedInstance:
 @dataclass(frozen=True)
 class Observed:
     instances: Mapping[int, ObservedInstance] = field(default_factory=dict)
+
+    def ports_of(self, pids: Iterable[int]) -> dict[int, int]:
+        """pid -> portal port, for those of `pids` seen running."""
+        ports = {r.pid: port for port, r in self.instances.items() if r.pid is not None}
+        return {pid: ports[pid] for pid in pids if pid in ports}
 
 
 @dataclass(frozen=True)
