@@ -126,10 +126,11 @@ def _measure(
 
 
 class TgtwatchChurn:
-    def __init__(self, world: Any, ports: list[int]) -> None:
+    def __init__(self, world: Any, ports: list[int], round_s: float = 0.0) -> None:
         self.world = world
         self.ports = ports
         self.daemon = world.daemons[0]
+        self.round_s = round_s  # a round (add, edit, delete all) takes at least this long
         self.starts = 0
         self.reloads = 0
 
@@ -138,6 +139,7 @@ class TgtwatchChurn:
         w = self.world
         names = [f"c{i:02d}" for i in range(len(self.ports))]
         while not stop.is_set():
+            began = time.monotonic()
             # two sparse files each: tgtwatch refuses a store another instance exports
             stores = {n: [w.backing(f"{n}-1.img"), w.backing(f"{n}-2.img")] for n in names}
             for name, port in zip(names, self.ports, strict=False):
@@ -164,6 +166,7 @@ class TgtwatchChurn:
                 interval=0.05,
             )
             ops += 3 * len(names)
+            stop.wait(max(0.0, began + self.round_s - time.monotonic()))
         return ops
 
 

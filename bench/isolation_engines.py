@@ -6,7 +6,8 @@ daemon with `engine: tgt-admin` — interleaved, one run (issue 13's isolation t
 
 Writes bench/isolation_engines.json. Each churn round: 50 files renamed in (wait for 50
 start records), 50 edited to a second LUN (50 reload records), 50 deleted (their tgtds
-gone). The native daemon serves A; the tgt-admin daemon serves only its own 50.
+gone). The native daemon serves A; the tgt-admin daemon serves only its own 50. The
+native churn runs twice: as fast as it goes, and paced to tgt-admin's rate.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ from common import (
 from isolation import CHURN, TgtwatchChurn, _measure
 
 REPO = Path(__file__).resolve().parent.parent
-PHASES = ("alone", "native_churn", "tgt_admin_churn")
+PHASES = ("alone", "native_churn", "native_paced", "tgt_admin_churn")
+# tgt-admin's round of 150 changes took ~15-17 s: the paced native churn does the same
+# number of changes a second, so the two compare like with like.
+PACED_ROUND_S = 15.0
 
 
 def run(seconds: int, reps: int) -> dict[str, Any]:
@@ -59,6 +63,7 @@ def run(seconds: int, reps: int) -> dict[str, Any]:
         churners = {
             "alone": None,
             "native_churn": TgtwatchChurn(native, native_ports),
+            "native_paced": TgtwatchChurn(native, native_ports, round_s=PACED_ROUND_S),
             "tgt_admin_churn": TgtwatchChurn(legacy, legacy_ports),
         }
         for rep in range(reps):
@@ -81,11 +86,12 @@ def run(seconds: int, reps: int) -> dict[str, Any]:
             "a_pid_unchanged": all(r["a_pid_unchanged"] for r in got),
             "churn_ops_per_s": summary([r["churn_ops"] / r["elapsed_s"] for r in got]),
         }
-    # Per rep: the two churn phases of one rep ran next to each other.
-    out["native_over_tgt_admin_per_rep"] = [
-        n["iops_avg"] / t["iops_avg"] if t["iops_avg"] else None
-        for n, t in zip(runs["native_churn"], runs["tgt_admin_churn"], strict=True)
-    ]
+    # Per rep: the churn phases of one rep ran next to each other.
+    for native_phase in ("native_churn", "native_paced"):
+        out[f"{native_phase}_over_tgt_admin_per_rep"] = [
+            n["iops_avg"] / t["iops_avg"] if t["iops_avg"] else None
+            for n, t in zip(runs[native_phase], runs["tgt_admin_churn"], strict=True)
+        ]
     return out
 
 
@@ -107,7 +113,9 @@ def main() -> None:
             f"{p['iops']['max']:.0f}], churn {p['churn_ops_per_s']['median']:.1f} ops/s, "
             f"errors {p['errors']}, reconnects {p['reconnects']}"
         )
-    print("native/tgt-admin per rep:", out["native_over_tgt_admin_per_rep"])
+    for native_phase in ("native_churn", "native_paced"):
+        ratios = out[f"{native_phase}_over_tgt_admin_per_rep"]
+        print(f"{native_phase}/tgt-admin per rep:", [f"{r:.2f}" for r in ratios])
 
 
 if __name__ == "__main__":
