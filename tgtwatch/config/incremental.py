@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from tgtwatch.config.passes import Passes
 from tgtwatch.config.stores import StoreFacts, StoreProbe
 from tgtwatch.model.structs import Desired, InstanceSpec, Problem
 
@@ -74,6 +75,7 @@ class InstanceCache:
         self._index: _Index | None = None  # who depends on each path (built when needed)
         self._paths: dict[str, Path] = {}  # instance file name -> its path in _paths_of
         self._paths_of: Path | None = None
+        self.passes = Passes()  # the claims and conflicts of each spec left alone
 
     def __len__(self) -> int:
         return len(self._results)
@@ -114,10 +116,11 @@ class InstanceCache:
             self._facts.clear()
             self._verdicts.clear()
             self._last = None
+            self.passes.forget()
 
     def probe(self, inner: StoreProbe) -> StoreProbe:
         """`inner`, but a store of an unchanged file keeps the facts of its last check."""
-        return _CachedProbe(inner, self._facts, self._fresh, self._verdicts)
+        return _CachedProbe(inner, self._facts, self._fresh, self._verdicts, self.passes.refreshed)
 
     def judge(self, judge: StoreJudge) -> StoreJudge:
         """`judge`, remembered per store until its facts are looked up again (the roots and
@@ -210,14 +213,17 @@ class _CachedProbe:
         facts: dict[str, StoreFacts],
         fresh: set[str],
         verdicts: dict[str, str | None],
+        refreshed: set[str],
     ) -> None:
         self._inner, self._facts, self._fresh, self._verdicts = inner, facts, fresh, verdicts
+        self._refreshed = refreshed
 
     def facts(self, path: str) -> StoreFacts:
         known = self._facts.get(path)
         if known is None or path in self._fresh:
             known = self._facts[path] = self._inner.facts(path)
             self._verdicts.pop(path, None)
+            self._refreshed.add(path)
             self._fresh.discard(path)  # once per scan, even if two files name it
         return known
 

@@ -369,16 +369,22 @@ def scan(
             reserved.setdefault(
                 port, f"held by {entry.config}, refused and running on its last good config"
             )
-    owners, conflicts = settle_conflicts(specs, reserved, applied)
-    wanted = [*([default] if default is not None else []), *owners.values()]
-    usable, unusable = check_stores(
-        wanted,
-        applied,
-        cache.probe(probe) if cache is not None else probe,
-        settings.backing_store_roots,
-        policy.owner_uid,
-        judge=None if cache is None else cache.judge(_judge(settings, policy)),
-    )
+    if cache is None:
+        owners, conflicts = settle_conflicts(specs, reserved, applied)
+        wanted = [*([default] if default is not None else []), *owners.values()]
+        usable, unusable = check_stores(
+            wanted, applied, probe, settings.backing_store_roots, policy.owner_uid
+        )
+    else:
+        usable, conflicts, unusable = cache.passes.settle_and_check(
+            specs,
+            default,
+            reserved,
+            applied,
+            cache.probe(probe),
+            cache.judge(_judge(settings, policy)),
+            settle_conflicts,
+        )
     desired = Desired(
         instances={spec.port: spec for spec in sorted(usable, key=lambda s: s.port)},
         problems=tuple(problems + conflicts + unusable),
