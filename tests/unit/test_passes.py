@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tgtwatch.config.incremental import InstanceCache
-from tgtwatch.config.inventory import scan
+from tgtwatch.config.inventory import is_below, scan
 from tgtwatch.config.settings import DefaultInstanceSettings, Settings
 from tgtwatch.config.stores import StoreFacts
 from tgtwatch.config.trust import TrustPolicy
@@ -166,3 +166,12 @@ def test_a_store_looked_up_again_for_another_file_is_judged_again_for_a_lone_one
     b.unlink()
     got = _scan_both(s, cache, probe, {b})  # a is alone again: with the new facts
     assert not got.instances and "under /etc" in got.problems[0].message
+
+
+parts = st.lists(st.sampled_from(["etc", "conf.d", "conf.dx", "a.conf", "x"]), max_size=4)
+
+
+@given(parts, parts)
+def test_is_below_is_the_lexical_parents_test(path: list[str], directory: list[str]) -> None:
+    p, d = Path("/", *path), Path("/", *directory)
+    assert is_below(p, d) == (d in p.parents)

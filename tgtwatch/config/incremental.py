@@ -72,7 +72,8 @@ class InstanceCache:
         self._last: tuple[tuple[object, ...], Desired] | None = None
         self._names: frozenset[str] = frozenset()
         self._default_deps: tuple[frozenset[Path], frozenset[Path]] = (frozenset(), frozenset())
-        self._index: _Index | None = None  # who depends on each path (built when needed)
+        self._index = _Index()  # who depends on each path, kept with _results
+        self._touched: set[Path] = set()  # the files this scan's reported paths touch
         self._paths: dict[str, Path] = {}  # instance file name -> its path in _paths_of
         self._paths_of: Path | None = None
         self.passes = Passes()  # the claims and conflicts of each spec left alone
@@ -85,7 +86,8 @@ class InstanceCache:
         if changed is None:
             return None
         result = self._results.get(path)
-        if result is None or result.touched_by(self._named, self._named_parents):
+        # As result.touched_by(...), from the index begin() looked in: a set lookup a file.
+        if result is None or path in self._touched:
             return None
         return result
 
@@ -101,8 +103,11 @@ class InstanceCache:
         return path not in named and not any(parent in named for parent in path.parents)
 
     def keep(self, path: Path, result: FileResult) -> None:
+        old = self._results.get(path)
+        if old is not None:
+            self._index.remove(path, old)
         self._results[path] = result
-        self._index = None
+        self._index.add(path, result)
         if result.spec is not None and result.spec.tree is not None:
             self._fresh.update(lun.path for t in result.spec.tree.targets for lun in t.luns)
 
@@ -111,12 +116,16 @@ class InstanceCache:
         self._named = frozenset(changed or ())
         self._named_parents = frozenset(p.parent for p in self._named)
         self._fresh.clear()
+        self._touched = set()
         if changed is None:
             self._results.clear()
+            self._index = _Index()
             self._facts.clear()
             self._verdicts.clear()
             self._last = None
             self.passes.forget()
+        else:
+            self._touched = self._index.touched(self._named, self._named_parents)
 
     def probe(self, inner: StoreProbe) -> StoreProbe:
         """`inner`, but a store of an unchanged file keeps the facts of its last check."""
@@ -145,9 +154,8 @@ class InstanceCache:
     def retain(self, paths: Collection[Path]) -> None:
         """Forget every file no longer listed in the directory."""
         for gone in self._results.keys() - set(paths):
-            del self._results[gone]
+            self._index.remove(gone, self._results.pop(gone))
         self._names = frozenset(p.name for p in paths)
-        self._index = None
 
     def settle(
         self,
@@ -190,8 +198,7 @@ class InstanceCache:
             came_or_went = (path.name in self._names) != os.path.lexists(path)
             if path.parent == directory and path.name.endswith(".conf") and came_or_went:
                 return None
-        index = self._index = self._index or _Index.of(self._results)
-        touched = index.touched(named, self._named_parents)
+        touched = set(self._touched)
         # A reported instance file never read (it was still being written): read it now.
         touched |= {p for p in named if p.parent == directory and p.name.endswith(".conf")}
         for path in touched:
@@ -228,27 +235,38 @@ class _CachedProbe:
         return known
 
 
-@dataclass(frozen=True)
 class _Index:
     """Per path, the instance files whose result depends on it (FileResult.touched_by,
-    turned round: a cycle looks up the paths it was told of, not every file)."""
+    turned round: a cycle looks up the paths it was told of, not every file). Kept as
+    results are kept and forgotten: a new file costs its own paths, not every file's."""
 
-    by_file: dict[Path, set[Path]]
-    by_dir: dict[Path, set[Path]]
-    by_above: dict[Path, set[Path]]
+    def __init__(self) -> None:
+        self.by_file: dict[Path, set[Path]] = {}
+        self.by_dir: dict[Path, set[Path]] = {}
+        self.by_above: dict[Path, set[Path]] = {}
 
-    @classmethod
-    def of(cls, results: dict[Path, FileResult]) -> _Index:
-        index = cls({}, {}, {})
-        for path, result in results.items():
-            for table, keys in (
-                (index.by_file, result.files),
-                (index.by_dir, result.include_dirs),
-                (index.by_above, result.above),
-            ):
-                for key in keys:
-                    table.setdefault(key, set()).add(path)
-        return index
+    def _tables(
+        self, result: FileResult
+    ) -> tuple[tuple[dict[Path, set[Path]], frozenset[Path]], ...]:
+        return (
+            (self.by_file, result.files),
+            (self.by_dir, result.include_dirs),
+            (self.by_above, result.above),
+        )
+
+    def add(self, path: Path, result: FileResult) -> None:
+        for table, keys in self._tables(result):
+            for key in keys:
+                table.setdefault(key, set()).add(path)
+
+    def remove(self, path: Path, result: FileResult) -> None:
+        for table, keys in self._tables(result):
+            for key in keys:
+                dependents = table.get(key)
+                if dependents is not None:
+                    dependents.discard(path)
+                    if not dependents:
+                        del table[key]
 
     def touched(self, named: frozenset[Path], parents: frozenset[Path]) -> set[Path]:
         found: set[Path] = set()
