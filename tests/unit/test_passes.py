@@ -40,13 +40,13 @@ class AliasProbe:
 class Write:
     name: str
     port: int
-    luns: tuple[tuple[str, bool], ...]  # store, allow-in-use
+    luns: tuple[tuple[str, bool, bool], ...]  # store, allow-in-use, direct-store
 
     def text(self) -> str:
         body = f'SOCKET_OPTS="{self.port}"\n'
-        for i, (store, share) in enumerate(self.luns):
+        for i, (store, share, direct) in enumerate(self.luns):
             body += f"<target iqn.2026-01.com.example:{self.name}{i}>\n"
-            body += f"    backing-store {store}\n"
+            body += f"    {'direct-store' if direct else 'backing-store'} {store}\n"
             body += "    allow-in-use yes\n" if share else ""
             body += "</target>\n"
         return body
@@ -59,7 +59,8 @@ class Step:
     name: str = ""
 
 
-luns = st.lists(st.tuples(st.sampled_from(STORES), st.booleans()), min_size=0, max_size=3)
+direct = st.sampled_from([False, False, False, True])  # the native engine refuses it
+luns = st.lists(st.tuples(st.sampled_from(STORES), st.booleans(), direct), min_size=0, max_size=3)
 writes = st.builds(Write, st.sampled_from(NAMES), st.sampled_from(PORTS), luns.map(tuple))
 steps = st.one_of(
     st.builds(Step, st.just("write"), writes),
@@ -138,9 +139,9 @@ def test_problems_keep_the_full_passs_order_across_shared_and_lone_specs(tmp_pat
     s, cache, probe = world(tmp_path), InstanceCache(), AliasProbe()
     _scan_both(s, cache, probe, set())
     files = (
-        Write("a", 3261, (("/srv/s1", False),)),
-        Write("b", 3262, (("/opt/x", False),)),  # refused alone: outside the roots
-        Write("c", 3263, (("/srv/l1", False),)),  # refused: a exports /srv/s1 already
+        Write("a", 3261, (("/srv/s1", False, False),)),
+        Write("b", 3262, (("/opt/x", False, False),)),  # refused alone: outside the roots
+        Write("c", 3263, (("/srv/l1", False, False),)),  # refused: a exports /srv/s1 already
     )
     for w in files:
         path = s.instances_dir / f"{w.name}.conf"
@@ -155,12 +156,12 @@ def test_a_store_looked_up_again_for_another_file_is_judged_again_for_a_lone_one
 ) -> None:
     s, cache, probe = world(tmp_path), InstanceCache(), AliasProbe()
     a, b = s.instances_dir / "a.conf", s.instances_dir / "b.conf"
-    a.write_text(Write("a", 3261, (("/srv/l1", False),)).text())
+    a.write_text(Write("a", 3261, (("/srv/l1", False, False),)).text())
     a.chmod(0o644)
     assert 3261 in _scan_both(s, cache, probe, {a}).instances
     # The link now leads under /etc; b names it too, so its facts are looked up again.
     probe.aliases["/srv/l1"] = "/etc/shadow"
-    b.write_text(Write("b", 3262, (("/srv/l1", True),)).text())
+    b.write_text(Write("b", 3262, (("/srv/l1", True, False),)).text())
     b.chmod(0o644)
     _scan_both(s, cache, probe, {b})
     b.unlink()

@@ -151,11 +151,11 @@ class InstanceCache:
             self._paths_of = directory
         return [made.get(n) or made.setdefault(n, directory / n) for n in names]
 
-    def retain(self, paths: Collection[Path]) -> None:
-        """Forget every file no longer listed in the directory."""
+    def retain(self, paths: Collection[Path], names: Collection[str]) -> None:
+        """Forget every file no longer listed in the directory (`names`: the paths' names)."""
         for gone in self._results.keys() - set(paths):
             self._index.remove(gone, self._results.pop(gone))
-        self._names = frozenset(p.name for p in paths)
+        self._names = frozenset(names)
 
     def settle(
         self,

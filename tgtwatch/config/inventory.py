@@ -235,7 +235,7 @@ def scan_instances(
         if result.spec is not None:
             specs.append(result.spec)
     if cache is not None:
-        cache.retain(paths)
+        cache.retain(paths, candidates)
     return specs, problems, []
 
 
@@ -301,8 +301,10 @@ def _unseen_problems(directory: Path, applied: Applied) -> list[Problem]:
                 "run (only deleting a file stops its instance; an empty directory retires them)",
             )
         )
+    inside = str(directory).rstrip("/") + "/"  # is_below, inlined: 500 entries a cycle
     for entry in entries:
-        if is_below(entry.config, directory):
+        text = str(entry.config)
+        if len(text) > len(inside) and text.startswith(inside):
             continue
         folder = entry.config.parent
         gone = not os.path.lexists(entry.config) and os.access(folder, os.R_OK | os.X_OK)
@@ -359,7 +361,10 @@ def scan(
         settings.instances_dir, policy, settings.limits, cache, changed
     )
     problems += found
-    specs, unsupported = engine_supports(specs, settings.engine)
+    if cache is None:
+        specs, unsupported = engine_supports(specs, settings.engine)
+    else:
+        specs, unsupported = cache.passes.supported(specs, settings.engine, engine_supports)
     problems += unsupported
     problems += _unseen_problems(settings.instances_dir, applied)
     notes += more_notes
@@ -371,7 +376,7 @@ def scan(
         )
     # A refused file's instance keeps running on its last good config: its port stays its.
     refused = Desired(problems=tuple(problems))
-    for port, entry in sorted(applied.entries.items()):
+    for port, entry in sorted(applied.entries.items()) if problems else ():
         if entry.kind is InstanceKind.DROPIN and refused.is_troubled(entry.config):
             reserved.setdefault(
                 port, f"held by {entry.config}, refused and running on its last good config"

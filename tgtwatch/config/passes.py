@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tgtwatch.config.claims import check_stores, rank
+from tgtwatch.config.settings import EngineKind
 from tgtwatch.config.stores import StoreFacts, StoreProbe
 from tgtwatch.model.structs import Applied, InstanceKind, InstanceSpec, Problem
 
 Judge = Callable[[str, StoreFacts], "str | None"]
+Supports = Callable[[list[InstanceSpec], EngineKind], tuple[list[InstanceSpec], list[Problem]]]
 Settle = Callable[
     [Sequence[InstanceSpec], dict[int, str], Applied],
     tuple[dict[int, InstanceSpec], list[Problem]],
@@ -46,14 +48,38 @@ class Passes:
     def __init__(self) -> None:
         self._alone: dict[int, _Alone] = {}  # by id(spec); the entry holds the spec
         self._by_store: dict[str, set[int]] = {}  # lun path -> ids of specs naming it
+        # By id(spec): the spec, the engine and why that engine cannot load it.
+        self._engine: dict[int, tuple[InstanceSpec, EngineKind, tuple[Problem, ...]]] = {}
         # Stores whose facts were looked up again since (the InstanceCache's probe adds
         # them): a spec kept from before that names one is made again from the new facts.
         self.refreshed: set[str] = set()
 
     def forget(self) -> None:
         self._alone.clear()
+        self._engine.clear()
         self._by_store.clear()
         self.refreshed.clear()
+
+    def supported(
+        self, specs: list[InstanceSpec], engine: EngineKind, supports: Supports
+    ) -> tuple[list[InstanceSpec], list[Problem]]:
+        """supports(specs, engine) (inventory.engine_supports: per spec, pure), each
+        spec's answer kept while it is the same spec and engine."""
+        memo = self._engine
+        kept: list[InstanceSpec] = []
+        problems: list[Problem] = []
+        answers: dict[int, tuple[InstanceSpec, EngineKind, tuple[Problem, ...]]] = {}
+        for spec in specs:
+            known = memo.get(id(spec))
+            if known is None or known[0] is not spec or known[1] is not engine:
+                known = (spec, engine, tuple(supports([spec], engine)[1]))
+            answers[id(spec)] = known
+            if known[2]:
+                problems.extend(known[2])
+            else:
+                kept.append(spec)
+        self._engine = answers
+        return kept, problems
 
     def _make(self, spec: InstanceSpec, probe: StoreProbe, judge: Judge) -> _Alone:
         luns = [lun for t in spec.tree.targets for lun in t.luns] if spec.tree else []
