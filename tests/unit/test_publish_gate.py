@@ -1,4 +1,4 @@
-"""Publication (STATUS=, metrics, status.json) held back while starts run, at most a bound."""
+"""The loop's work while starts it submitted run: publication held back (bounded), no re-arm."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from test_daemon_loop import T1, Rig
 
 from tgtwatch.config.settings import Settings
 from tgtwatch.daemon import publish
+from tgtwatch.daemon.debounce import Trigger, TriggerKind
 from tgtwatch.daemon.gate import PUBLISH_DEFER_S, PublishGate
 
 
@@ -83,5 +84,25 @@ def test_a_drain_that_waits_for_its_sessions_shows_at_once(settings: Settings) -
         assert rig.run() == 0
         assert statuses[0] == ["STATUS=1 draining"]  # the cycle's own, not held back
         assert rig.backend.ops()[-1] == "drain_stop"
+    finally:
+        rig.close()
+
+
+def test_a_new_file_whose_directories_are_watched_already_rearms_nothing(
+    settings: Settings,
+) -> None:
+    rig = Rig(settings, stop_at=10.0)
+    try:
+        rig.host.write("alpha", 3261)
+
+        def add_beta() -> None:
+            path = rig.host.write("beta", 3262)
+            rig.watcher.push(Trigger(TriggerKind.FILE, path))
+
+        rig.then(1.0, add_beta)
+        assert rig.run() == 0
+        assert rig.changed[-1] is not None and len(rig.rec.applied.entries) == 2
+        # start() and the first cycle (a whole scan re-arms); the new file's cycle: nothing.
+        assert len(rig.watcher.path_history) == 2
     finally:
         rig.close()

@@ -261,7 +261,9 @@ class Daemon:
         if not self.state.ready or self.state.reloading:
             self.state.waiting_for |= starts
         paths = self._watch_paths(report.desired)
-        if paths is not self._watched_paths or changed is None:  # a resync re-arms, too
+        # Equal, not the same list: a new file changes desired, rarely the watched paths
+        # (re-arming hands off to the watcher thread while the new start runs).
+        if paths != self._watched_paths or changed is None:  # a resync re-arms, too
             self.watcher.set_paths(paths)
             self._watched_paths = paths
         self.refresh(report.observed)
