@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tgtwatch.config.incremental import InstanceCache
@@ -98,6 +98,13 @@ def world(root: Path) -> Settings:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(steps, min_size=1, max_size=25))
+@example(  # found by it: a store looked up again while the specs naming it were remade
+    [
+        Step("write", Write("b", 3260, (("/srv/s0", False, False), ("/srv/s1", False, False)))),
+        Step("default", Write("a", 3260, (("/srv/s0", False, False),))),
+        Step("write", Write("a", 3260, (("/srv/s0", False, False), ("/srv/s1", False, True)))),
+    ]
+)
 def test_the_incremental_answer_is_the_full_passs(script: list[Step]) -> None:
     policy, probe = TrustPolicy(owner_uid=os.getuid()), AliasProbe()
     with tempfile.TemporaryDirectory() as tmp:

@@ -77,6 +77,7 @@ class InstanceCache:
         self._paths: dict[str, Path] = {}  # instance file name -> its path in _paths_of
         self._paths_of: Path | None = None
         self.passes = Passes()  # the claims and conflicts of each spec left alone
+        self._why_names: dict[str, str | None] = {}  # rules.name_problem per file name
 
     def __len__(self) -> int:
         return len(self._results)
@@ -101,6 +102,26 @@ class InstanceCache:
         # new files made the pairwise test quadratic (10,000 files: minutes of CPU).
         named = self._named
         return path not in named and not any(parent in named for parent in path.parents)
+
+    def lookup(
+        self, path: Path, changed: Collection[Path] | None
+    ) -> tuple[bool, FileResult | None]:
+        """(unannounced(path), reusable(path)) in one call: 500 files a scan."""
+        if changed is None:
+            return False, None
+        result = self._results.get(path)
+        if result is None:
+            return self.unannounced(path, changed), None
+        return False, None if path in self._touched else result
+
+    def name_problem(self, filename: str, judge: Callable[[str], str | None]) -> str | None:
+        """judge(filename) (pure), remembered per name."""
+        known = self._why_names
+        if filename not in known:
+            if len(known) > 2 * len(self._results) + 64:
+                known.clear()  # names long gone
+            known[filename] = judge(filename)
+        return known[filename]
 
     def keep(self, path: Path, result: FileResult) -> None:
         old = self._results.get(path)

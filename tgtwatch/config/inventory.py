@@ -180,6 +180,10 @@ def _read_instance(path: Path, source: TrustedFiles, limits: Limits) -> FileResu
     return FileResult.of(spec, tuple(found), files, frozenset(f.parent for f in parsed.files[1:]))
 
 
+def _name_problem(filename: str) -> str | None:
+    return rules.name_problem(filename[: -len(".conf")])
+
+
 def scan_instances(
     directory: Path,
     policy: TrustPolicy,
@@ -220,13 +224,19 @@ def scan_instances(
                 )
             )
             continue
-        why = rules.name_problem(filename[: -len(".conf")])
+        why = (
+            _name_problem(filename)
+            if cache is None
+            else cache.name_problem(filename, _name_problem)
+        )
         if why is not None:
             problems.append(Problem(path, Rule.NAME, why))
             continue
-        if cache is not None and cache.unannounced(path, changed):
-            continue
-        result = cache.reusable(path, changed) if cache is not None else None
+        result = None
+        if cache is not None:
+            unannounced, result = cache.lookup(path, changed)
+            if unannounced:
+                continue
         if result is None:
             result = _read_instance(path, source, limits)
             if cache is not None:

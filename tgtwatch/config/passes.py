@@ -113,7 +113,9 @@ class Passes:
                 else self._make(spec, probe, judge)
             )
         while self.refreshed:
-            paths, self.refreshed = self.refreshed, set()
+            # The probe adds to this very set: copied, then emptied in place.
+            paths = set(self.refreshed)
+            self.refreshed.clear()
             for path in paths:
                 for key in self._by_store.get(path, set()) & alone.keys():
                     known = alone[key]
