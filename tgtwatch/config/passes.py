@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 
 from tgtwatch.config.claims import check_stores, rank
@@ -149,16 +151,18 @@ class Passes:
         over the default and the port owners give them."""
         everyone = [*([default] if default is not None else []), *candidates]
         alone = self._current(everyone, probe, judge)
-        ports = Counter(s.port for s in candidates)
-        tokens = Counter(t for a in alone.values() for t in a.tokens)
-
+        # Counted in C (map, chain): these run over every spec, every cycle.
+        ports = Counter(map(attrgetter("port"), candidates))
+        tokens = Counter(chain.from_iterable(map(attrgetter("tokens"), alone.values())))
         # Specs naming a store (a path, or where it leads) that another, or itself, names.
-        sharing = {i for i, a in alone.items() if any(tokens[t] > 1 for t in a.tokens)}
-        contested = [s for s in candidates if ports[s.port] > 1 or s.port in reserved]
-        owners, conflicts = settle(contested, reserved, applied)
-        owners.update(
-            (s.port, s) for s in candidates if ports[s.port] == 1 and s.port not in reserved
+        twice = {t for t, n in tokens.items() if n > 1}
+        sharing = (
+            {i for i, a in alone.items() if not twice.isdisjoint(a.tokens)} if twice else set()
         )
+        busy_ports = {p for p, n in ports.items() if n > 1} | (ports.keys() & reserved.keys())
+        contested = [s for s in candidates if s.port in busy_ports]
+        owners, conflicts = settle(contested, reserved, applied)
+        owners.update((s.port, s) for s in candidates if s.port not in busy_ports)
         wanted = [*([default] if default is not None else []), *owners.values()]
         shared = [s for s in wanted if id(s) in sharing]
         usable, problems = check_stores(shared, applied, probe, (), judge=judge)
@@ -168,13 +172,8 @@ class Passes:
         refused: list[tuple[tuple[int, str], list[Problem]]] = [
             (rank(s, applied), by_config[s.config]) for s in shared if s.config in by_config
         ]
-        for spec in wanted:
-            if id(spec) in sharing:
-                continue
-            mine = alone[id(spec)].problems
-            if mine:
-                refused.append((rank(spec, applied), list(mine)))
-            else:
-                usable.append(spec)
+        lone = [(s, alone[id(s)].problems) for s in wanted if id(s) not in sharing]
+        usable += [s for s, mine in lone if not mine]
+        refused += [(rank(s, applied), list(mine)) for s, mine in lone if mine]
         refused.sort(key=lambda r: r[0])
         return usable, conflicts, [p for _, found in refused for p in found]
