@@ -54,7 +54,7 @@ class Write:
 
 @dataclass(frozen=True)
 class Step:
-    kind: str  # write, break, delete, default, apply
+    kind: str  # write, break, delete, default, apply, directory
     write: Write | None = None
     name: str = ""
 
@@ -69,6 +69,7 @@ steps = st.one_of(
     st.builds(Step, st.just("delete"), name=st.sampled_from(NAMES)),
     st.builds(Step, st.just("default"), writes),
     st.builds(Step, st.just("apply")),
+    st.builds(Step, st.just("directory")),  # an event on instances_dir itself (moved, re-armed)
 )
 
 
@@ -116,6 +117,8 @@ def test_the_incremental_answer_is_the_full_passs(script: list[Step]) -> None:
             if step.kind == "apply":
                 applied = applied_from(got)
                 changed: set[Path] = set()
+            elif step.kind == "directory":
+                changed = {s.instances_dir}
             elif step.kind == "default":
                 assert step.write is not None
                 path = s.default_config

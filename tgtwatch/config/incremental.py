@@ -12,6 +12,8 @@ from tgtwatch.config.stores import StoreFacts, StoreProbe
 from tgtwatch.model.structs import Desired, InstanceSpec, Problem
 
 StoreJudge = Callable[[str, StoreFacts], "str | None"]
+# One instance file's part of a scan: its problems and its spec; None: not read yet.
+Part = tuple[tuple[Problem, ...], InstanceSpec | None] | None
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class InstanceCache:
         self._paths_of: Path | None = None
         self.passes = Passes()  # the claims and conflicts of each spec left alone
         self._why_names: dict[str, str | None] = {}  # rules.name_problem per file name
+        # The last scan's part of each instance file, by name, and the directory read.
+        self._parts: dict[str, Part] | None = None
+        self._parts_of: Path | None = None
 
     def __len__(self) -> int:
         return len(self._results)
@@ -114,6 +119,31 @@ class InstanceCache:
             return self.unannounced(path, changed), None
         return False, None if path in self._touched else result
 
+    def parts(
+        self, directory: Path, candidates: list[str], limit: int
+    ) -> tuple[dict[str, Part], set[str]] | None:
+        """The last scan's part of each instance file still listed, and the names whose
+        part is made again: new ones, the reported ones, and those whose files or include
+        directories the reports touch (the index). The others are as the last scan made
+        them: a scan costs the changed files, not a step per file. None: make every part
+        (the first or a whole scan, the directory or one above it reported, over the
+        limit: a file's part then depends on its place)."""
+        parts, named = self._parts, self._named
+        if parts is None or self._parts_of != directory or len(candidates) > limit:
+            return None
+        if directory in named or any(d in named for d in directory.parents):
+            return None
+        listed = set(candidates)
+        for gone in parts.keys() - listed:
+            del parts[gone]
+        redo = listed - parts.keys()
+        redo |= {p.name for p in named | self._touched if p.parent == directory} & listed
+        return parts, redo
+
+    def keep_parts(self, directory: Path, parts: dict[str, Part] | None) -> None:
+        """This scan's parts, for the next (None: the next makes every part again)."""
+        self._parts, self._parts_of = parts, directory
+
     def name_problem(self, filename: str, judge: Callable[[str], str | None]) -> str | None:
         """judge(filename) (pure), remembered per name."""
         known = self._why_names
@@ -144,6 +174,7 @@ class InstanceCache:
             self._facts.clear()
             self._verdicts.clear()
             self._last = None
+            self._parts = None
             self.passes.forget()
         else:
             self._touched = self._index.touched(self._named, self._named_parents)

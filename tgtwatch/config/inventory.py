@@ -10,7 +10,7 @@ from pathlib import Path
 from tgtwatch.config import rules
 from tgtwatch.config.claims import check_stores
 from tgtwatch.config.grammar import DEFAULT_LIMITS, Dialect, Limits
-from tgtwatch.config.incremental import FileResult, InstanceCache, StoreJudge
+from tgtwatch.config.incremental import FileResult, InstanceCache, Part, StoreJudge
 from tgtwatch.config.settings import EngineKind, Settings
 from tgtwatch.config.stores import FilesystemProbe, StoreProbe, store_problem
 from tgtwatch.config.tgtconf import ParsedConfig, parse
@@ -200,52 +200,68 @@ def scan_instances(
     try:
         problem = _directory_problem(directory, policy)
         names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return [], [], [f"{directory}: does not exist; no instances from it"]
     except OSError as exc:
+        if cache is not None:
+            cache.keep_parts(directory, None)  # the next listing makes every part
+        if isinstance(exc, FileNotFoundError):
+            return [], [], [f"{directory}: does not exist; no instances from it"]
         return [], [Problem(directory, Rule.DIRECTORY, f"cannot read: {exc.strerror}")], []
     if problem is not None:
+        if cache is not None:
+            cache.keep_parts(directory, None)
         return [], [problem], []
     source = TrustedFiles(directory, policy)
-    specs: list[InstanceSpec] = []
-    problems: list[Problem] = []
     candidates = [name for name in names if rules.is_candidate(name)]
     paths = (
         [directory / n for n in candidates] if cache is None else cache.paths(directory, candidates)
     )
-    for count, (filename, path) in enumerate(zip(candidates, paths, strict=True), start=1):
-        if count > limits.files_per_directory:
-            problems.append(
-                Problem(
-                    path,
-                    Rule.LIMIT,
-                    f"{directory} holds {len(candidates)} instance files, more than the "
-                    f"{limits.files_per_directory} allowed: this one is not read",
-                )
+    limit = limits.files_per_directory
+
+    def part(count: int, filename: str, path: Path) -> Part:
+        if count > limit:
+            return (
+                (
+                    Problem(
+                        path,
+                        Rule.LIMIT,
+                        f"{directory} holds {len(candidates)} instance files, more than the "
+                        f"{limit} allowed: this one is not read",
+                    ),
+                ),
+                None,
             )
-            continue
         why = (
             _name_problem(filename)
             if cache is None
             else cache.name_problem(filename, _name_problem)
         )
         if why is not None:
-            problems.append(Problem(path, Rule.NAME, why))
-            continue
+            return (Problem(path, Rule.NAME, why),), None
         result = None
         if cache is not None:
             unannounced, result = cache.lookup(path, changed)
             if unannounced:
-                continue
+                return None
         if result is None:
             result = _read_instance(path, source, limits)
             if cache is not None:
                 cache.keep(path, result)
-        problems.extend(result.problems)
-        if result.spec is not None:
-            specs.append(result.spec)
+        return result.problems, result.spec
+
+    known = None if cache is None else cache.parts(directory, candidates, limit)
+    if known is None:
+        pairs = enumerate(zip(candidates, paths, strict=True), start=1)
+        parts = {filename: part(count, filename, path) for count, (filename, path) in pairs}
+    else:
+        parts, redo = known
+        for filename in redo:  # within the limit (parts() said so): any place will do
+            parts[filename] = part(1, filename, directory / filename)
+    ordered = [parts[filename] for filename in candidates]
+    problems = [p for one in ordered if one is not None for p in one[0]]
+    specs = [one[1] for one in ordered if one is not None and one[1] is not None]
     if cache is not None:
         cache.retain(paths, candidates)
+        cache.keep_parts(directory, parts if len(candidates) <= limit else None)
     return specs, problems, []
 
 
