@@ -28,6 +28,7 @@ from tgtwatch.config.settings import Settings
 from tgtwatch.config.trust import TrustPolicy
 from tgtwatch.daemon import publish
 from tgtwatch.daemon.debounce import Trigger, TriggerKind
+from tgtwatch.daemon.gate import PUBLISH_DEFER_S
 from tgtwatch.daemon.lock import StateLock
 from tgtwatch.daemon.outcomes import CycleReport
 from tgtwatch.model.published import Published, PublishedInstance
@@ -116,7 +117,11 @@ def test_a_new_content_waits_until_the_daemon_has_read_and_applied_it(
     verdicts = run_judging(
         rig,
         # The start has ended (its lane, on a real thread); the new content is not read yet.
-        (0.1, lambda: (rig.settle(), rig.host.write("alpha", 3261, {T1: "/srv/b.img"}))),
+        # (Past PUBLISH_DEFER_S: the first cycle's publication waits while its start runs.)
+        (
+            PUBLISH_DEFER_S + 0.1,
+            lambda: (rig.settle(), rig.host.write("alpha", 3261, {T1: "/srv/b.img"})),
+        ),
         (0.0, lambda: rig.waiter.triggers.put(FILE)),  # read, reloading
         (1.0, gate.wait_entered),
         (0.0, lambda: (gate.open(), rig.settle())),  # the lane ended; the loop not told yet

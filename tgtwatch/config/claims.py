@@ -16,7 +16,7 @@ from tgtwatch.config.stores import StoreFacts, StoreProbe, store_problem
 from tgtwatch.model.structs import Applied, InstanceKind, InstanceSpec, Problem, Rule
 
 
-def _rank(spec: InstanceSpec, applied: Applied) -> tuple[int, str]:
+def rank(spec: InstanceSpec, applied: Applied) -> tuple[int, str]:
     if spec.kind is InstanceKind.DEFAULT:
         return (0, "")
     entry = applied.entries.get(spec.port)
@@ -40,7 +40,7 @@ def check_stores(
     claims: dict[str, str] = {}
     accepted: list[InstanceSpec] = []
     problems: list[Problem] = []
-    for spec in sorted(specs, key=lambda s: _rank(s, applied)):
+    for spec in sorted(specs, key=lambda s: rank(s, applied)):
         tree = spec.tree
         if tree is None:
             accepted.append(spec)

@@ -7,10 +7,13 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from tgtwatch.config.passes import Passes
 from tgtwatch.config.stores import StoreFacts, StoreProbe
 from tgtwatch.model.structs import Desired, InstanceSpec, Problem
 
 StoreJudge = Callable[[str, StoreFacts], "str | None"]
+# One instance file's part of a scan: its problems and its spec; None: not read yet.
+Part = tuple[tuple[Problem, ...], InstanceSpec | None] | None
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,15 @@ class InstanceCache:
         self._last: tuple[tuple[object, ...], Desired] | None = None
         self._names: frozenset[str] = frozenset()
         self._default_deps: tuple[frozenset[Path], frozenset[Path]] = (frozenset(), frozenset())
-        self._index: _Index | None = None  # who depends on each path (built when needed)
+        self._index = _Index()  # who depends on each path, kept with _results
+        self._touched: set[Path] = set()  # the files this scan's reported paths touch
         self._paths: dict[str, Path] = {}  # instance file name -> its path in _paths_of
         self._paths_of: Path | None = None
+        self.passes = Passes()  # the claims and conflicts of each spec left alone
+        self._why_names: dict[str, str | None] = {}  # rules.name_problem per file name
+        # The last scan's part of each instance file, by name, and the directory read.
+        self._parts: dict[str, Part] | None = None
+        self._parts_of: Path | None = None
 
     def __len__(self) -> int:
         return len(self._results)
@@ -83,7 +92,8 @@ class InstanceCache:
         if changed is None:
             return None
         result = self._results.get(path)
-        if result is None or result.touched_by(self._named, self._named_parents):
+        # As result.touched_by(...), from the index begin() looked in: a set lookup a file.
+        if result is None or path in self._touched:
             return None
         return result
 
@@ -98,9 +108,57 @@ class InstanceCache:
         named = self._named
         return path not in named and not any(parent in named for parent in path.parents)
 
+    def lookup(
+        self, path: Path, changed: Collection[Path] | None
+    ) -> tuple[bool, FileResult | None]:
+        """(unannounced(path), reusable(path)) in one call: 500 files a scan."""
+        if changed is None:
+            return False, None
+        result = self._results.get(path)
+        if result is None:
+            return self.unannounced(path, changed), None
+        return False, None if path in self._touched else result
+
+    def parts(
+        self, directory: Path, candidates: list[str], limit: int
+    ) -> tuple[dict[str, Part], set[str]] | None:
+        """The last scan's part of each instance file still listed, and the names whose
+        part is made again: new ones, the reported ones, and those whose files or include
+        directories the reports touch (the index). The others are as the last scan made
+        them: a scan costs the changed files, not a step per file. None: make every part
+        (the first or a whole scan, the directory or one above it reported, over the
+        limit: a file's part then depends on its place)."""
+        parts, named = self._parts, self._named
+        if parts is None or self._parts_of != directory or len(candidates) > limit:
+            return None
+        if directory in named or any(d in named for d in directory.parents):
+            return None
+        listed = set(candidates)
+        for gone in parts.keys() - listed:
+            del parts[gone]
+        redo = listed - parts.keys()
+        redo |= {p.name for p in named | self._touched if p.parent == directory} & listed
+        return parts, redo
+
+    def keep_parts(self, directory: Path, parts: dict[str, Part] | None) -> None:
+        """This scan's parts, for the next (None: the next makes every part again)."""
+        self._parts, self._parts_of = parts, directory
+
+    def name_problem(self, filename: str, judge: Callable[[str], str | None]) -> str | None:
+        """judge(filename) (pure), remembered per name."""
+        known = self._why_names
+        if filename not in known:
+            if len(known) > 2 * len(self._results) + 64:
+                known.clear()  # names long gone
+            known[filename] = judge(filename)
+        return known[filename]
+
     def keep(self, path: Path, result: FileResult) -> None:
+        old = self._results.get(path)
+        if old is not None:
+            self._index.remove(path, old)
         self._results[path] = result
-        self._index = None
+        self._index.add(path, result)
         if result.spec is not None and result.spec.tree is not None:
             self._fresh.update(lun.path for t in result.spec.tree.targets for lun in t.luns)
 
@@ -109,15 +167,21 @@ class InstanceCache:
         self._named = frozenset(changed or ())
         self._named_parents = frozenset(p.parent for p in self._named)
         self._fresh.clear()
+        self._touched = set()
         if changed is None:
             self._results.clear()
+            self._index = _Index()
             self._facts.clear()
             self._verdicts.clear()
             self._last = None
+            self._parts = None
+            self.passes.forget()
+        else:
+            self._touched = self._index.touched(self._named, self._named_parents)
 
     def probe(self, inner: StoreProbe) -> StoreProbe:
         """`inner`, but a store of an unchanged file keeps the facts of its last check."""
-        return _CachedProbe(inner, self._facts, self._fresh, self._verdicts)
+        return _CachedProbe(inner, self._facts, self._fresh, self._verdicts, self.passes.refreshed)
 
     def judge(self, judge: StoreJudge) -> StoreJudge:
         """`judge`, remembered per store until its facts are looked up again (the roots and
@@ -139,12 +203,11 @@ class InstanceCache:
             self._paths_of = directory
         return [made.get(n) or made.setdefault(n, directory / n) for n in names]
 
-    def retain(self, paths: Collection[Path]) -> None:
-        """Forget every file no longer listed in the directory."""
+    def retain(self, paths: Collection[Path], names: Collection[str]) -> None:
+        """Forget every file no longer listed in the directory (`names`: the paths' names)."""
         for gone in self._results.keys() - set(paths):
-            del self._results[gone]
-        self._names = frozenset(p.name for p in paths)
-        self._index = None
+            self._index.remove(gone, self._results.pop(gone))
+        self._names = frozenset(names)
 
     def settle(
         self,
@@ -187,8 +250,7 @@ class InstanceCache:
             came_or_went = (path.name in self._names) != os.path.lexists(path)
             if path.parent == directory and path.name.endswith(".conf") and came_or_went:
                 return None
-        index = self._index = self._index or _Index.of(self._results)
-        touched = index.touched(named, self._named_parents)
+        touched = set(self._touched)
         # A reported instance file never read (it was still being written): read it now.
         touched |= {p for p in named if p.parent == directory and p.name.endswith(".conf")}
         for path in touched:
@@ -210,39 +272,53 @@ class _CachedProbe:
         facts: dict[str, StoreFacts],
         fresh: set[str],
         verdicts: dict[str, str | None],
+        refreshed: set[str],
     ) -> None:
         self._inner, self._facts, self._fresh, self._verdicts = inner, facts, fresh, verdicts
+        self._refreshed = refreshed
 
     def facts(self, path: str) -> StoreFacts:
         known = self._facts.get(path)
         if known is None or path in self._fresh:
             known = self._facts[path] = self._inner.facts(path)
             self._verdicts.pop(path, None)
+            self._refreshed.add(path)
             self._fresh.discard(path)  # once per scan, even if two files name it
         return known
 
 
-@dataclass(frozen=True)
 class _Index:
     """Per path, the instance files whose result depends on it (FileResult.touched_by,
-    turned round: a cycle looks up the paths it was told of, not every file)."""
+    turned round: a cycle looks up the paths it was told of, not every file). Kept as
+    results are kept and forgotten: a new file costs its own paths, not every file's."""
 
-    by_file: dict[Path, set[Path]]
-    by_dir: dict[Path, set[Path]]
-    by_above: dict[Path, set[Path]]
+    def __init__(self) -> None:
+        self.by_file: dict[Path, set[Path]] = {}
+        self.by_dir: dict[Path, set[Path]] = {}
+        self.by_above: dict[Path, set[Path]] = {}
 
-    @classmethod
-    def of(cls, results: dict[Path, FileResult]) -> _Index:
-        index = cls({}, {}, {})
-        for path, result in results.items():
-            for table, keys in (
-                (index.by_file, result.files),
-                (index.by_dir, result.include_dirs),
-                (index.by_above, result.above),
-            ):
-                for key in keys:
-                    table.setdefault(key, set()).add(path)
-        return index
+    def _tables(
+        self, result: FileResult
+    ) -> tuple[tuple[dict[Path, set[Path]], frozenset[Path]], ...]:
+        return (
+            (self.by_file, result.files),
+            (self.by_dir, result.include_dirs),
+            (self.by_above, result.above),
+        )
+
+    def add(self, path: Path, result: FileResult) -> None:
+        for table, keys in self._tables(result):
+            for key in keys:
+                table.setdefault(key, set()).add(path)
+
+    def remove(self, path: Path, result: FileResult) -> None:
+        for table, keys in self._tables(result):
+            for key in keys:
+                dependents = table.get(key)
+                if dependents is not None:
+                    dependents.discard(path)
+                    if not dependents:
+                        del table[key]
 
     def touched(self, named: frozenset[Path], parents: frozenset[Path]) -> set[Path]:
         found: set[Path] = set()

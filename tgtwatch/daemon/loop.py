@@ -5,15 +5,15 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from tgtwatch.config.settings import Settings, SettingsError
 from tgtwatch.daemon import publish
 from tgtwatch.daemon.debounce import Debouncer, TriggerKind
+from tgtwatch.daemon.gate import PublishGate
+from tgtwatch.daemon.loop_state import DaemonState, LoopClock
 from tgtwatch.daemon.memo import Memo
 from tgtwatch.daemon.outcomes import CycleReport
 from tgtwatch.daemon.reconcile import START_FAILED, Reconciler
@@ -38,34 +38,6 @@ CYCLE_RETRY_S = 5.0
 # Built into the running daemon's parts (backend, watcher, state file, lock, every tool
 # call): a SIGHUP keeps these and says so.
 RESTART_ONLY = ("backend", "state_dir", "watcher", "tool_timeout_s")
-
-
-@dataclass
-class LoopClock:
-    """The deadlines the loop sleeps towards; all in the monotonic clock's seconds."""
-
-    resync_at: float = 0.0
-    watchdog_at: float | None = None
-    extend_at: float | None = None
-    pending_at: float | None = None
-
-
-@dataclass
-class DaemonState:
-    """What the loop knows between iterations (owned by one Daemon, never shared)."""
-
-    ready: bool = False
-    waiting_for: set[int] = field(default_factory=set)  # ports whose first Start/Reload runs
-    reloading: bool = False
-    stopping: bool = False
-    deferred: set[int] = field(default_factory=set)
-    last: CycleReport | None = None
-    last_status: str = ""
-    save_error: str | None = None  # the state file's write failure last logged
-    cycle_seconds: float = 0.0
-    cycle_timestamp: float = 0.0
-    watched: dict[int, int] = field(default_factory=dict)  # tgtd pid -> port, for messages
-    actions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class Daemon:
@@ -109,6 +81,7 @@ class Daemon:
         self._statuses, self._line = Memo(instance_states), Memo(status_line)
         self._watch_paths = Memo(self.watch_paths)
         self.publisher = publish.Publisher(settings.state_dir, log)
+        self.gate = PublishGate()
         self.state = DaemonState()
         self.deadlines = LoopClock()
 
@@ -206,6 +179,8 @@ class Daemon:
             self.refresh(observed)
             if self._died_unwatched(wake.lanes_done, observed):
                 self.cycle()
+        elif self.gate.due is not None and now >= self.gate.due:
+            self.refresh(self.observe_light())  # what was held back while starts ran
         self._check_ready(now)
 
     def _died_unwatched(self, ports: list[int], observed: Observed) -> bool:
@@ -248,6 +223,8 @@ class Daemon:
         retry_notes = self.notifier.retry_at()
         if retry_notes is not None:
             candidates.append(retry_notes)
+        if self.gate.due is not None:
+            candidates.append(self.gate.due)
         return min(candidates)
 
     # ---- the cycle -------------------------------------------------------------------------
@@ -270,27 +247,35 @@ class Daemon:
         self.state.deferred = set(report.wake_on)
         self.deadlines.resync_at = self.clock() + self.settings.resync_interval_s
         self.deadlines.pending_at = None  # refresh() sets it again while targets are pending
+        # Only lanes this cycle started, and none that drains first: a drain waits for
+        # the last session to leave, without limit, and READY=1 must not wait for that.
+        draining = {a.port for a in report.plan.actions if isinstance(a, DrainStop)}
+        starts = {
+            a.port
+            for a in report.plan.actions
+            if isinstance(a, Start | Reload)
+            and a.port not in report.deferred
+            and a.port not in draining
+        }
+        self.gate.started(starts)
         if not self.state.ready or self.state.reloading:
-            # Only lanes this cycle started, and none that drains first: a drain waits for
-            # the last session to leave, without limit, and READY=1 must not wait for that.
-            draining = {a.port for a in report.plan.actions if isinstance(a, DrainStop)}
-            self.state.waiting_for |= {
-                a.port
-                for a in report.plan.actions
-                if isinstance(a, Start | Reload)
-                and a.port not in report.deferred
-                and a.port not in draining
-            }
+            self.state.waiting_for |= starts
         paths = self._watch_paths(report.desired)
-        if paths is not self._watched_paths or changed is None:  # a resync re-arms, too
+        # Equal, not the same list: a new file changes desired, rarely the watched paths
+        # (re-arming hands off to the watcher thread while the new start runs).
+        if paths != self._watched_paths or changed is None:  # a resync re-arms, too
             self.watcher.set_paths(paths)
             self._watched_paths = paths
         self.refresh(report.observed)
 
     def refresh(self, observed: Observed) -> None:
         """The state file, STATUS=, metrics and the pidfds of the tgtds we manage, after a
-        cycle or a batch of lanes."""
-        self.reconciler.save_state()
+        cycle or a batch of lanes. While starts the loop just submitted run, the state
+        file and the publication wait (PublishGate, at most PUBLISH_DEFER_S): a crash
+        before the write loses nothing (the next start adopts what runs)."""
+        publish_now = self.gate.open(self.reconciler.executor.busy(), self.clock())
+        if publish_now:
+            self.reconciler.save_state()
         if not self._pending(self.reconciler.applied):
             self.deadlines.pending_at = None
         elif self.deadlines.pending_at is None:
@@ -303,12 +288,18 @@ class Daemon:
             self.state.watched = watched
             self.waiter.watch_pids(watched)
         self._say_save_error()
+        self._count_actions()
+        if publish_now:
+            self.publish(last, observed)
+
+    def publish(self, last: CycleReport, observed: Observed) -> None:
+        """STATUS=, metrics and status.json: O(instances), so held back while starts the
+        loop just submitted run (PublishGate), at most PUBLISH_DEFER_S."""
         statuses = self.statuses(last.desired, observed)
         line = self._line(statuses, last.desired.problems, self.reconciler.save_error)
         if line != self.state.last_status:
             self.state.last_status = line
             self._notify(lambda: self.notifier.status(line))
-        self._count_actions()
         if self.settings.metrics_file is not None:
             self._write_metrics(statuses, last.desired)
         self.publisher.write(last, statuses, self.reconciler)
