@@ -42,7 +42,8 @@ from tgtwatch.config.incremental import InstanceCache
 from tgtwatch.config.inventory import scan
 from tgtwatch.config.settings import DefaultInstanceSettings, Settings, load
 from tgtwatch.config.trust import TrustPolicy
-from tgtwatch.daemon.loop import Daemon, managed_pids
+from tgtwatch.daemon.looks import managed_pids
+from tgtwatch.daemon.loop import Daemon
 from tgtwatch.daemon.wakeup import SelectWaiter
 from tgtwatch.daemon.watch import make_watcher
 from tgtwatch.model.structs import Applied, Desired, Observed
