@@ -506,12 +506,17 @@ def test_a_refused_files_port_is_held_on_its_last_good_config(host: Host) -> Non
     assert 3261 in host.backend.running
 
 
+def blocked_state_host(settings: Settings, tmp_path: Path) -> tuple[Host, Path]:
+    """A Host whose state_dir cannot be made: a file stands where its parent should be."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a directory should be")
+    return Host(settings, state_dir=blocker / "state"), blocker
+
+
 def test_an_unwritable_state_file_is_a_warning_not_a_crash(
     settings: Settings, tmp_path: Path
 ) -> None:
-    blocker = tmp_path / "blocker"
-    blocker.write_text("a file where a directory should be")
-    host = Host(settings, state_dir=blocker / "state")
+    host, blocker = blocked_state_host(settings, tmp_path)
     try:
         host.write("alpha", 3261, STORES)
         host.cycle()
@@ -780,9 +785,7 @@ def test_the_state_is_written_once_for_every_action_ended_since_the_last_write(
 def test_a_failed_write_of_the_state_is_tried_again_without_a_new_action(
     settings: Settings, tmp_path: Path
 ) -> None:
-    blocker = tmp_path / "blocker"
-    blocker.write_text("a file where a directory should be")
-    host = Host(settings, state_dir=blocker / "state")
+    host, blocker = blocked_state_host(settings, tmp_path)
     try:
         host.write("alpha", 3261, STORES)
         host.cycle()
