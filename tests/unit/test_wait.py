@@ -336,24 +336,27 @@ def test_snapshot_records_what_each_port_was_last_given() -> None:
     assert by_port[3263].failure == "start failed: boom"
 
 
+class IdleReconciler:
+    """What a publication reads of the reconciler: nothing applied, no lane, no failure."""
+
+    applied = Applied()
+
+    class executor:
+        @staticmethod
+        def busy() -> frozenset[int]:
+            return frozenset()
+
+    @staticmethod
+    def failures() -> dict[int, str]:
+        return {}
+
+
 def test_a_publication_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     state_dir.write_text("not a directory")
     log = io.StringIO()
 
-    class Rec:
-        applied = Applied()
-
-        class executor:
-            @staticmethod
-            def busy() -> frozenset[int]:
-                return frozenset()
-
-        @staticmethod
-        def failures() -> dict[int, str]:
-            return {}
-
-    publish.write(state_dir, CycleReport(Desired(), Observed(), Plan()), [], Rec(), log)
+    publish.write(state_dir, CycleReport(Desired(), Observed(), Plan()), [], IdleReconciler(), log)
     line = f"tgtwatch: {state_dir}/status.json: cannot publish the status: "
     assert log.getvalue().startswith(line) and log.getvalue().count("\n") == 1
     assert publish.read(state_dir) is None
@@ -467,30 +470,19 @@ def test_a_publication_is_written_again_only_when_something_in_it_changed(
     state_dir = tmp_path / "state"
     log = io.StringIO()
 
-    class Rec:
-        applied = Applied()
-
-        class executor:
-            @staticmethod
-            def busy() -> frozenset[int]:
-                return frozenset()
-
-        @staticmethod
-        def failures() -> dict[int, str]:
-            return {}
-
     publisher = publish.Publisher(state_dir, log)
     desired = Desired()
     statuses: list[InstanceStatus] = []
-    publisher.write(CycleReport(desired, Observed(), Plan()), statuses, Rec())
+    publisher.write(CycleReport(desired, Observed(), Plan()), statuses, IdleReconciler())
     path = publish.status_path(state_dir)
     first = path.stat().st_ino
     # Another cycle that changed nothing (the same inputs, a new report): not rewritten.
-    publisher.write(CycleReport(desired, Observed(), Plan()), statuses, Rec())
+    publisher.write(CycleReport(desired, Observed(), Plan()), statuses, IdleReconciler())
     assert path.stat().st_ino == first
     # A problem appeared: the publication says so.
     problem = Problem(tmp_path / "x.conf", Rule.GRAMMAR, "bad")
-    publisher.write(CycleReport(Desired(problems=(problem,)), Observed(), Plan()), [], Rec())
+    broken = CycleReport(Desired(problems=(problem,)), Observed(), Plan())
+    publisher.write(broken, [], IdleReconciler())
     assert path.stat().st_ino != first
     published = publish.read(state_dir)
     assert published is not None and published.problems == (problem,)
