@@ -6,7 +6,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from builders import instance_text, write
+from hypothesis import given
+from hypothesis import strategies as st
 
+from tgtwatch.config import rules
 from tgtwatch.config.incremental import InstanceCache
 from tgtwatch.config.inventory import scan
 from tgtwatch.config.settings import Settings
@@ -179,3 +182,41 @@ def test_an_event_in_the_default_instance_tree_is_never_quiet(
     got = scan(settings, applied, policy, cache=cache, changed={conf})
     assert got is not first and got.instances, got
     assert got == scan(settings, applied, policy)
+
+
+@given(
+    st.lists(
+        st.sets(st.sampled_from(["a.conf", "b.conf", ".c.conf", "d.conf~", "e.txt", "f.conf"])),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_candidates_from_the_last_listing_equal_the_whole_filter(listings: list[set[str]]) -> None:
+    cache = InstanceCache()
+    directory = Path("/d")
+    for names in listings:
+        found = cache.candidates(directory, list(names), rules.is_candidate)
+        assert found == [n for n in sorted(names) if rules.is_candidate(n)]
+
+
+def test_a_file_gone_from_the_listing_is_forgotten_and_one_back_read_again(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    # The listing is made from the last one and the names that came or went: the cache
+    # forgets exactly the files the directory lost, and a file back is read as new.
+    cache = InstanceCache()
+    files = {
+        n: write(settings.instances_dir / f"{n}.conf", instance_text(3260 + i, f"{T}{n}"))
+        for i, n in enumerate("abc", start=1)
+    }
+    scan(settings, Applied(), policy, cache=cache)
+    files["b"].unlink()
+    assert ports(scan(settings, Applied(), policy, cache=cache, changed={files["b"]})) == {
+        3261: "a",
+        3263: "c",
+    }
+    assert len(cache) == 2
+    write(files["b"], instance_text(3264, f"{T}b"))
+    got = scan(settings, Applied(), policy, cache=cache, changed={files["b"]})
+    assert ports(got) == {3261: "a", 3264: "b", 3263: "c"}
+    assert len(cache) == 3

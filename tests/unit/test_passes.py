@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tgtwatch.config.incremental import InstanceCache
-from tgtwatch.config.inventory import is_below, scan
+from tgtwatch.config.inventory import scan
 from tgtwatch.config.settings import DefaultInstanceSettings, Settings
 from tgtwatch.config.stores import StoreFacts
 from tgtwatch.config.trust import TrustPolicy
+from tgtwatch.config.unseen import is_below
 from tgtwatch.model.structs import Applied, AppliedEntry, Desired
 
 NAMES = ("a", "b", "c", "d", "e")

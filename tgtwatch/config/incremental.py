@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tgtwatch.config.passes import Passes
 from tgtwatch.config.stores import StoreFacts, StoreProbe
-from tgtwatch.model.structs import Desired, InstanceSpec, Problem
+from tgtwatch.model.structs import AppliedEntry, Desired, InstanceSpec, Problem
 
 StoreJudge = Callable[[str, StoreFacts], "str | None"]
 # One instance file's part of a scan: its problems and its spec; None: not read yet.
@@ -83,6 +83,15 @@ class InstanceCache:
         # The last scan's part of each instance file, by name, and the directory read.
         self._parts: dict[str, Part] | None = None
         self._parts_of: Path | None = None
+        # The directory's last listing (every name) and its instance file names in order:
+        # a listing that differs by a few names costs those names, not a test per name.
+        self._listing: tuple[Path, frozenset[str], list[str]] | None = None
+        self._went: frozenset[str] | None = None  # names the listing lost (None: unknown)
+        self._listing_unretained = False
+        self._paths_list: tuple[list[str], list[Path]] | None = None  # paths() last answer
+        # Applied entries unseen_problems has nothing to say of, by id (the entry
+        # held, so its id is not reused): see unseen.unseen_problems.
+        self._quiet_entries: tuple[Path, dict[int, AppliedEntry]] | None = None
 
     def __len__(self) -> int:
         return len(self._results)
@@ -140,6 +149,35 @@ class InstanceCache:
         redo |= {p.name for p in named | self._touched if p.parent == directory} & listed
         return parts, redo
 
+    def candidates(
+        self, directory: Path, names: list[str], is_candidate: Callable[[str], bool]
+    ) -> list[str]:
+        """[n for n in sorted(names) if is_candidate(n)] (pure), made from the last listing's
+        answer and the names that came or went since. The caller must not change the list."""
+        listed = frozenset(names)
+        last = self._listing
+        # A listing whose scan never reached retain(): what it lost is not known any more.
+        stale, self._listing_unretained = self._listing_unretained, True
+        if last is None or last[0] != directory:
+            found = [n for n in sorted(names) if is_candidate(n)]
+            self._went = None
+            self._listing = (directory, listed, found)
+            return found
+        self._went = None if stale else last[1] - listed
+        if last[1] == listed:
+            return last[2]
+        came = {n for n in listed - last[1] if is_candidate(n)}
+        found = sorted(came.union(last[2]).intersection(listed))
+        self._listing = (directory, listed, found)
+        return found
+
+    def quiet_entries(self, directory: Path, entries: int) -> dict[int, AppliedEntry]:
+        """The entries unseen_problems found nothing to say of in `directory`, by id."""
+        known = self._quiet_entries
+        if known is None or known[0] != directory or len(known[1]) > 2 * entries + 64:
+            known = self._quiet_entries = (directory, {})  # another directory, or entries long gone
+        return known[1]
+
     def keep_parts(self, directory: Path, parts: dict[str, Part] | None) -> None:
         """This scan's parts, for the next (None: the next makes every part again)."""
         self._parts, self._parts_of = parts, directory
@@ -175,6 +213,8 @@ class InstanceCache:
             self._verdicts.clear()
             self._last = None
             self._parts = None
+            self._listing = None
+            self._went, self._listing_unretained = None, False
             self.passes.forget()
         else:
             self._touched = self._index.touched(self._named, self._named_parents)
@@ -201,12 +241,28 @@ class InstanceCache:
         if self._paths_of != directory:
             made.clear()
             self._paths_of = directory
-        return [made.get(n) or made.setdefault(n, directory / n) for n in names]
+            self._paths_list = None
+        last = self._paths_list
+        if last is not None and last[0] is names:  # the listing's own list: nothing came
+            return last[1]
+        paths = [made.get(n) or made.setdefault(n, directory / n) for n in names]
+        self._paths_list = (names, paths)
+        return paths
 
     def retain(self, paths: Collection[Path], names: Collection[str]) -> None:
-        """Forget every file no longer listed in the directory (`names`: the paths' names)."""
-        for gone in self._results.keys() - set(paths):
-            self._index.remove(gone, self._results.pop(gone))
+        """Forget every file no longer listed in the directory (`names`: the paths' names).
+        After a listing made from the last one (candidates()), only the names it lost are
+        looked at: every file kept was listed last time."""
+        went, directory = self._went, self._paths_of
+        if went is not None and directory is not None and self._listing_unretained:
+            gone: Collection[Path] = [directory / n for n in went]
+        else:
+            gone = self._results.keys() - set(paths)
+        for path in gone:
+            result = self._results.pop(path, None)
+            if result is not None:
+                self._index.remove(path, result)
+        self._went, self._listing_unretained = None, False
         self._names = frozenset(names)
 
     def settle(

@@ -15,6 +15,7 @@ from tgtwatch.config.settings import EngineKind, Settings
 from tgtwatch.config.stores import FilesystemProbe, StoreProbe, store_problem
 from tgtwatch.config.tgtconf import ParsedConfig, parse
 from tgtwatch.config.trust import TrustedFiles, TrustPolicy
+from tgtwatch.config.unseen import unseen_problems
 from tgtwatch.model.structs import (
     DEFAULT_NAME,
     Applied,
@@ -199,7 +200,7 @@ def scan_instances(
         cache.begin(changed)
     try:
         problem = _directory_problem(directory, policy)
-        names = sorted(os.listdir(directory))
+        names = os.listdir(directory)
     except OSError as exc:
         if cache is not None:
             cache.keep_parts(directory, None)  # the next listing makes every part
@@ -211,7 +212,11 @@ def scan_instances(
             cache.keep_parts(directory, None)
         return [], [problem], []
     source = TrustedFiles(directory, policy)
-    candidates = [name for name in names if rules.is_candidate(name)]
+    candidates = (
+        [name for name in sorted(names) if rules.is_candidate(name)]
+        if cache is None
+        else cache.candidates(directory, names, rules.is_candidate)
+    )
     paths = (
         [directory / n for n in candidates] if cache is None else cache.paths(directory, candidates)
     )
@@ -299,53 +304,6 @@ def engine_supports(
     return kept, problems
 
 
-def is_below(path: Path, directory: Path) -> bool:
-    """`directory in path.parents`, lexical as it is, on the paths' strings (pathlib caches
-    them): building every parent of 500 applied paths cost ~1 ms of CPU a cycle."""
-    text, prefix = str(path), str(directory).rstrip("/") + "/"
-    return len(text) > len(prefix) and text.startswith(prefix)
-
-
-def _unseen_problems(directory: Path, applied: Applied) -> list[Problem]:
-    """Applied instances whose file tgtwatch cannot see deleted: they are held as they run.
-
-    Only deleting a file stops its instance. A missing instances_dir (moved away, its
-    filesystem not mounted, a typo in the setting) deletes nothing: every instance applied
-    from it keeps running, and this says so. A file outside instances_dir (the setting
-    changed) keeps its instance until it is deleted or moved in.
-    """
-    entries = [e for e in applied.entries.values() if e.kind is InstanceKind.DROPIN]
-    if not entries:
-        return []
-    problems: list[Problem] = []
-    if not os.path.lexists(directory):
-        problems.append(
-            Problem(
-                directory,
-                Rule.DIRECTORY,
-                f"does not exist: the {len(entries)} instances applied from it are held as they "
-                "run (only deleting a file stops its instance; an empty directory retires them)",
-            )
-        )
-    inside = str(directory).rstrip("/") + "/"  # is_below, inlined: 500 entries a cycle
-    for entry in entries:
-        text = str(entry.config)
-        if len(text) > len(inside) and text.startswith(inside):
-            continue
-        folder = entry.config.parent
-        gone = not os.path.lexists(entry.config) and os.access(folder, os.R_OK | os.X_OK)
-        if not gone:
-            problems.append(
-                Problem(
-                    entry.config,
-                    Rule.DIRECTORY,
-                    f"outside instances_dir {directory}: its instance is held as it runs "
-                    f"(move the file into {directory}, or delete it to stop the instance)",
-                )
-            )
-    return problems
-
-
 def _judge(settings: Settings, policy: TrustPolicy) -> StoreJudge:
     roots, owner = settings.backing_store_roots, policy.owner_uid
     return lambda path, facts: store_problem(path, facts, roots, owner)
@@ -392,7 +350,13 @@ def scan(
     else:
         specs, unsupported = cache.passes.supported(specs, settings.engine, engine_supports)
     problems += unsupported
-    problems += _unseen_problems(settings.instances_dir, applied)
+    problems += unseen_problems(
+        settings.instances_dir,
+        applied,
+        None
+        if cache is None
+        else cache.quiet_entries(settings.instances_dir, len(applied.entries)),
+    )
     notes += more_notes
     di = settings.default_instance
     reserved = {di.portal.port: f"the default instance's portal ({settings.default_config})"}

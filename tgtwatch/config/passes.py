@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from operator import attrgetter
 from pathlib import Path
 
@@ -49,38 +48,63 @@ class Passes:
 
     def __init__(self) -> None:
         self._alone: dict[int, _Alone] = {}  # by id(spec); the entry holds the spec
-        self._by_store: dict[str, set[int]] = {}  # lun path -> ids of specs naming it
+        # Kept with _alone, entry by entry: how often each token (a store's path, or where
+        # it leads) is named, by which specs, the tokens named more than once, and the
+        # specs refused even alone. A cycle then costs the specs that changed.
+        self._counts: Counter[str] = Counter()
+        self._by_token: dict[str, set[int]] = {}
+        self._twice: set[str] = set()
+        self._refusing: set[int] = set()
         # By id(spec): the spec, the engine and why that engine cannot load it.
         self._engine: dict[int, tuple[InstanceSpec, EngineKind, tuple[Problem, ...]]] = {}
+        self._unsupported: set[int] = set()  # ids in _engine with problems
+        self._engine_of: EngineKind | None = None  # the engine _engine was made for
         # Stores whose facts were looked up again since (the InstanceCache's probe adds
         # them): a spec kept from before that names one is made again from the new facts.
         self.refreshed: set[str] = set()
 
     def forget(self) -> None:
         self._alone.clear()
+        self._counts.clear()
+        self._by_token.clear()
+        self._twice.clear()
+        self._refusing.clear()
         self._engine.clear()
-        self._by_store.clear()
+        self._unsupported.clear()
+        self._engine_of = None
         self.refreshed.clear()
 
     def supported(
         self, specs: list[InstanceSpec], engine: EngineKind, supports: Supports
     ) -> tuple[list[InstanceSpec], list[Problem]]:
         """supports(specs, engine) (inventory.engine_supports: per spec, pure), each
-        spec's answer kept while it is the same spec and engine."""
+        spec's answer kept while it is the same spec and engine. Costs the specs that
+        changed: the rest is set arithmetic on ids (in C)."""
         memo = self._engine
-        kept: list[InstanceSpec] = []
+        if engine is not self._engine_of:
+            memo.clear()
+            self._unsupported.clear()
+            self._engine_of = engine
+        ids = list(map(id, specs))
+        by_id = dict(zip(ids, specs, strict=True))
+        for key in memo.keys() - by_id.keys():
+            del memo[key]
+            self._unsupported.discard(key)
+        # A kept id is the same spec: the memo holds it, so its id cannot be reused.
+        for key in by_id.keys() - memo.keys():
+            spec = by_id[key]
+            memo[key] = (spec, engine, tuple(supports([spec], engine)[1]))
+            if memo[key][2]:
+                self._unsupported.add(key)
+        if not self._unsupported:
+            return list(specs), []
         problems: list[Problem] = []
-        answers: dict[int, tuple[InstanceSpec, EngineKind, tuple[Problem, ...]]] = {}
-        for spec in specs:
-            known = memo.get(id(spec))
-            if known is None or known[0] is not spec or known[1] is not engine:
-                known = (spec, engine, tuple(supports([spec], engine)[1]))
-            answers[id(spec)] = known
-            if known[2]:
-                problems.extend(known[2])
+        kept: list[InstanceSpec] = []
+        for spec, key in zip(specs, ids, strict=True):
+            if key in self._unsupported:
+                problems.extend(memo[key][2])
             else:
                 kept.append(spec)
-        self._engine = answers
         return kept, problems
 
     def _make(self, spec: InstanceSpec, probe: StoreProbe, judge: Judge) -> _Alone:
@@ -91,7 +115,6 @@ class Passes:
             tokens.append(lun.path)
             if fact.resolved and fact.resolved != lun.path:
                 tokens.append(fact.resolved)
-            self._by_store.setdefault(lun.path, set()).add(id(spec))
         problems: tuple[Problem, ...] = ()
         if spec.kind is InstanceKind.DROPIN and luns:
             # check_stores with this spec alone: only the roots and the owner can refuse it
@@ -100,26 +123,53 @@ class Passes:
             problems = tuple(found)
         return _Alone(spec, facts, tuple(tokens), problems)
 
+    def _put(self, key: int, entry: _Alone) -> None:
+        """Keep `entry` for the spec `key`, in place of the one it had."""
+        self._drop(key)
+        self._alone[key] = entry
+        for token in entry.tokens:
+            self._counts[token] += 1
+            self._by_token.setdefault(token, set()).add(key)
+            if self._counts[token] == 2:
+                self._twice.add(token)
+        if entry.problems:
+            self._refusing.add(key)
+
+    def _drop(self, key: int) -> None:
+        entry = self._alone.pop(key, None)
+        if entry is None:
+            return
+        for token in entry.tokens:
+            self._counts[token] -= 1
+            left = self._counts[token]
+            if left == 1:
+                self._twice.discard(token)
+            elif left == 0:
+                del self._counts[token]
+                del self._by_token[token]
+                continue
+            self._by_token[token].discard(key)  # twice if the spec named it twice: harmless
+        self._refusing.discard(key)
+
     def _current(
         self, everyone: list[InstanceSpec], probe: StoreProbe, judge: Judge
     ) -> dict[int, _Alone]:
         """Each spec's entry: kept while it is the same spec and its stores' facts were
-        not looked up again; else made again (costs the specs that changed)."""
-        memo = self._alone
-        alone: dict[int, _Alone] = {}
-        for spec in everyone:
-            known = memo.get(id(spec))
-            alone[id(spec)] = (
-                known
-                if known is not None and known.spec is spec
-                else self._make(spec, probe, judge)
-            )
+        not looked up again; else made again. Costs the specs that changed: which ones is
+        set arithmetic on ids (a kept id is the same spec: the entry holds it, so its id
+        cannot be reused)."""
+        alone = self._alone
+        by_id = dict(zip(map(id, everyone), everyone, strict=True))
+        for key in alone.keys() - by_id.keys():
+            self._drop(key)  # the specs gone are forgotten
+        for key in by_id.keys() - alone.keys():
+            self._put(key, self._make(by_id[key], probe, judge))
         while self.refreshed:
             # The probe adds to this very set: copied, then emptied in place.
             paths = set(self.refreshed)
             self.refreshed.clear()
             for path in paths:
-                for key in self._by_store.get(path, set()) & alone.keys():
+                for key in list(self._by_token.get(path, ())):
                     known = alone[key]
                     luns = (
                         [lun for t in known.spec.tree.targets for lun in t.luns]
@@ -127,14 +177,7 @@ class Passes:
                         else []
                     )
                     if tuple(probe.facts(lun.path) for lun in luns) != known.facts:
-                        alone[key] = self._make(known.spec, probe, judge)
-        if sum(len(v) for v in self._by_store.values()) > 4 * len(alone) + 64:
-            self._by_store = {}
-            for key, known in alone.items():
-                for t in known.spec.tree.targets if known.spec.tree else ():
-                    for lun in t.luns:
-                        self._by_store.setdefault(lun.path, set()).add(key)
-        self._alone = alone  # the specs gone are forgotten
+                        self._put(key, self._make(known.spec, probe, judge))
         return alone
 
     def settle_and_check(
@@ -151,29 +194,41 @@ class Passes:
         over the default and the port owners give them."""
         everyone = [*([default] if default is not None else []), *candidates]
         alone = self._current(everyone, probe, judge)
-        # Counted in C (map, chain): these run over every spec, every cycle.
-        ports = Counter(map(attrgetter("port"), candidates))
-        tokens = Counter(chain.from_iterable(map(attrgetter("tokens"), alone.values())))
-        # Specs naming a store (a path, or where it leads) that another, or itself, names.
-        twice = {t for t, n in tokens.items() if n > 1}
-        sharing = (
-            {i for i, a in alone.items() if not twice.isdisjoint(a.tokens)} if twice else set()
-        )
-        busy_ports = {p for p, n in ports.items() if n > 1} | (ports.keys() & reserved.keys())
-        contested = [s for s in candidates if s.port in busy_ports]
-        owners, conflicts = settle(contested, reserved, applied)
-        owners.update((s.port, s) for s in candidates if s.port not in busy_ports)
+        # Nearly always every port is distinct and no store is named twice: then the whole
+        # answer is made in C (sets, zip), and the specs that share go the whole way.
+        ports = list(map(attrgetter("port"), candidates))
+        distinct = set(ports)
+        busy_ports = distinct & reserved.keys()
+        if len(distinct) != len(ports):
+            busy_ports |= {p for p, n in Counter(ports).items() if n > 1}
+        sharing: set[int] = set().union(*(self._by_token[t] for t in self._twice))
+        if busy_ports:
+            contested = [s for s in candidates if s.port in busy_ports]
+            owners, conflicts = settle(contested, reserved, applied)
+            owners.update((s.port, s) for s in candidates if s.port not in busy_ports)
+        else:
+            owners, conflicts = dict(zip(ports, candidates, strict=True)), []
         wanted = [*([default] if default is not None else []), *owners.values()]
-        shared = [s for s in wanted if id(s) in sharing]
-        usable, problems = check_stores(shared, applied, probe, (), judge=judge)
-        by_config: dict[Path, list[Problem]] = {}
-        for problem in problems:
-            by_config.setdefault(problem.path, []).append(problem)
-        refused: list[tuple[tuple[int, str], list[Problem]]] = [
-            (rank(s, applied), by_config[s.config]) for s in shared if s.config in by_config
-        ]
-        lone = [(s, alone[id(s)].problems) for s in wanted if id(s) not in sharing]
-        usable += [s for s, mine in lone if not mine]
-        refused += [(rank(s, applied), list(mine)) for s, mine in lone if mine]
+        refused: list[tuple[tuple[int, str], list[Problem]]] = []
+        usable: list[InstanceSpec] = []
+        lone = wanted
+        if sharing:
+            shared = [s for s in wanted if id(s) in sharing]
+            usable, problems = check_stores(shared, applied, probe, (), judge=judge)
+            by_config: dict[Path, list[Problem]] = {}
+            for problem in problems:
+                by_config.setdefault(problem.path, []).append(problem)
+            refused = [
+                (rank(s, applied), by_config[s.config]) for s in shared if s.config in by_config
+            ]
+            lone = [s for s in wanted if id(s) not in sharing]
+        bad = self._refusing.intersection(map(id, lone))
+        if bad:
+            usable += [s for s in lone if id(s) not in bad]
+            refused += [
+                (rank(s, applied), list(alone[id(s)].problems)) for s in lone if id(s) in bad
+            ]
+        else:
+            usable += lone
         refused.sort(key=lambda r: r[0])
         return usable, conflicts, [p for _, found in refused for p in found]

@@ -47,7 +47,9 @@ def _for_desired(
         if entry.pending and verify and not running.inspected:
             return [Check(spec)]
         return []
-    if entry is not None and entry.config != spec.config:
+    # `is` first: the same path object nearly always (Path.__eq__ is Python code, and this
+    # runs for every port, every cycle).
+    if entry is not None and entry.config is not spec.config and entry.config != spec.config:
         # Another file now owns the port (a rename, or a port handed over): the old
         # instance drains before the new one starts, on the same serial lane.
         if running is None:
@@ -68,7 +70,7 @@ def _for_desired(
         return []
     if entry is None:
         return [Reload(spec, adopt=True)]
-    if entry.sha256 != spec.sha256 or pending_released(entry, running):
+    if entry.sha256 != spec.sha256 or (entry.pending and pending_released(entry, running)):
         return [Reload(spec)]
     # Converged by digest; what runs must also be what was applied.
     if running.inspected:
@@ -89,8 +91,10 @@ def plan(
     # "DrainStop of the old port, then Start of the new one" (DESIGN.md).
     actions: list[Action] = []
     held: list[AppliedEntry] = []
-    for port, entry in sorted(applied.entries.items()):
-        if port in desired.instances or entry.kind is InstanceKind.DEFAULT:
+    # Set differences (C) first: the loops below cost the ports they act on, not every port.
+    for port in sorted(applied.entries.keys() - desired.instances.keys()):
+        entry = applied.entries[port]
+        if entry.kind is InstanceKind.DEFAULT:
             continue
         if desired.is_troubled(entry.config):
             held.append(entry)
@@ -98,14 +102,17 @@ def plan(
         running = observed.instances.get(port)
         if running is not None:
             actions.append(DrainStop(port, running.control_port, entry.name, entry.config))
+    entries, running_at = applied.entries, observed.instances
     for port, spec in desired.instances.items():
-        running = observed.instances.get(port)
-        actions += _for_desired(spec, applied.entries.get(port), running, port in verify)
-    actions, waiting = _hold_starts_of_busy_names(actions, observed)
+        found = _for_desired(spec, entries.get(port), running_at.get(port), port in verify)
+        if found:
+            actions += found
+    waiting: tuple[tuple[int, int], ...] = ()
+    if any(isinstance(a, Start) for a in actions):
+        actions, waiting = _hold_starts_of_busy_names(actions, observed)
     foreign = tuple(
-        running
-        for port, running in sorted(observed.instances.items())
-        if port not in desired.instances and port not in applied.entries
+        running_at[port]
+        for port in sorted(running_at.keys() - desired.instances.keys() - entries.keys())
     )
     return Plan(actions=tuple(actions), foreign=foreign, held=tuple(held), waiting=waiting)
 
