@@ -7,7 +7,7 @@ from collections.abc import Collection
 
 from tgtwatch.backends.base import Backend
 from tgtwatch.backends.tgtd_procs import alive
-from tgtwatch.model.plan import plan
+from tgtwatch.model.plan import PortPlans
 from tgtwatch.model.structs import Applied, Desired, InstanceKind, Observed, Plan
 
 
@@ -25,6 +25,7 @@ class Looks:
         self._lock = threading.Lock()  # started() is called by lanes
         self._started: dict[int, int] = {}  # port -> the pid a lane's start reported
         self._planned: tuple[Desired, Applied, Observed, frozenset[int], Plan] | None = None
+        self._plans = PortPlans()  # plan(), made again for the ports that changed
 
     def observe(
         self, desired: Desired, applied: Applied, watched: Collection[int] | None
@@ -93,7 +94,8 @@ class Looks:
     def plan(
         self, desired: Desired, applied: Applied, observed: Observed, due: frozenset[int]
     ) -> Plan:
-        """plan(), or its last answer when made from the very same inputs (it is pure)."""
+        """plan(), or its last answer when made from the very same inputs (it is pure);
+        else made again for the ports whose inputs changed (PortPlans)."""
         last = self._planned
         if (
             last is not None
@@ -103,7 +105,7 @@ class Looks:
             and last[3] == due
         ):
             return last[4]
-        result = plan(desired, applied, observed, due)
+        result = self._plans.plan(desired, applied, observed, due)
         self._planned = (desired, applied, observed, due, result)
         return result
 

@@ -1,0 +1,59 @@
+"""PortPlans: plan() made again only for the ports that changed answers as plan() does."""
+
+from __future__ import annotations
+
+from builders import SHA_A, SHA_B, entry_for, running, spec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tgtwatch.model.plan import PortPlans, plan
+from tgtwatch.model.structs import Applied, Desired, Observed
+
+PORTS = (3261, 3262, 3263, 3264)
+# Per port, a few objects each input may hold (the same object while it does not change).
+SPECS = {
+    p: (spec(f"i{p}", p, SHA_A), spec(f"i{p}", p, SHA_B), spec(f"j{p}", p, SHA_A)) for p in PORTS
+}
+ENTRIES = {p: (*(entry_for(s) for s in SPECS[p]), entry_for(SPECS[p][0], ("t",))) for p in PORTS}
+RUNNING = {
+    p: (
+        running(p),
+        running(p, sessions={"t": 1}),
+        running(p, starting=True),
+        running(p, control_port=p + 100),
+    )
+    for p in PORTS
+}
+
+# One step: a port's spec, entry or tgtd set to one of its objects (or none), or the
+# checks due changed, or nothing (the same inputs again).
+step = st.one_of(
+    st.tuples(st.just("spec"), st.sampled_from(PORTS), st.integers(-1, 2)),
+    st.tuples(st.just("entry"), st.sampled_from(PORTS), st.integers(-1, 3)),
+    st.tuples(st.just("running"), st.sampled_from(PORTS), st.integers(-1, 3)),
+    st.tuples(st.just("verify"), st.sampled_from(PORTS), st.booleans()),
+    st.tuples(st.just("same"), st.just(0), st.just(0)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(step, min_size=1, max_size=30))
+def test_port_plans_equal_plan_over_any_sequence_of_changes(
+    steps: list[tuple[str, int, int]],
+) -> None:
+    chosen: dict[tuple[str, int], int] = {}  # (input, port) -> its object in the pool
+    verify: set[int] = set()
+    plans = PortPlans()
+    for kind, port, choice in steps:
+        if kind == "verify":
+            (verify.add if choice else verify.discard)(port)
+        elif kind != "same":
+            chosen[(kind, port)] = choice
+        specs = {p: SPECS[p][c] for (k, p), c in sorted(chosen.items()) if k == "spec" and c >= 0}
+        entries = {p: ENTRIES[p][c] for (k, p), c in chosen.items() if k == "entry" and c >= 0}
+        instances = {p: RUNNING[p][c] for (k, p), c in chosen.items() if k == "running" and c >= 0}
+        # New mappings each step, as the daemon's cycles make them; values kept as objects.
+        desired, applied, observed = Desired(specs), Applied(entries), Observed(instances)
+        assert plans.plan(desired, applied, observed, frozenset(verify)) == plan(
+            desired, applied, observed, frozenset(verify)
+        )
