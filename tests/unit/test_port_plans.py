@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from builders import SHA_A, SHA_B, entry_for, running, spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,11 @@ RUNNING = {
         running(p, sessions={"t": 1}),
         running(p, starting=True),
         running(p, control_port=p + 100),
+        # Where one name runs one tgtd at a time (systemd's units): its own name, the
+        # next port's (a start of that name waits), and one name on two ports.
+        replace(running(p), instance=f"i{p}"),
+        replace(running(p), instance=f"i{PORTS[(PORTS.index(p) + 1) % len(PORTS)]}"),
+        replace(running(p), instance="i3261"),
     )
     for p in PORTS
 }
@@ -30,7 +37,7 @@ RUNNING = {
 step = st.one_of(
     st.tuples(st.just("spec"), st.sampled_from(PORTS), st.integers(-1, 2)),
     st.tuples(st.just("entry"), st.sampled_from(PORTS), st.integers(-1, 3)),
-    st.tuples(st.just("running"), st.sampled_from(PORTS), st.integers(-1, 3)),
+    st.tuples(st.just("running"), st.sampled_from(PORTS), st.integers(-1, 6)),
     st.tuples(st.just("verify"), st.sampled_from(PORTS), st.booleans()),
     st.tuples(st.just("same"), st.just(0), st.just(0)),
 )

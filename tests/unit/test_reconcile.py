@@ -550,6 +550,26 @@ def test_a_port_with_a_lane_under_way_is_deferred_not_submitted_twice(host: Host
     assert host.cycle().plan.actions == ()
 
 
+def test_a_lane_running_what_is_planned_again_does_not_bring_a_cycle_at_its_end(
+    host: Host,
+) -> None:
+    # 200 files at once: each start's end had run a whole cycle over the growing set. A
+    # lane that runs the very actions planned needs none (a failure sets its own retry);
+    # a lane whose port now wants something else does.
+    host.write("alpha", 3261, STORES)
+    gate = host.backend.gate("start", 3261)
+    host.cycle(wait=False)
+    gate.wait_entered()
+    report = host.cycle(wait=False)
+    assert report.deferred == {3261: "an action is under way on this port"}
+    assert 3261 not in report.wake_on
+    host.write("alpha", 3261, {T1: "/srv/other.img"})  # the file changed under the start
+    assert 3261 in host.cycle(wait=False).wake_on
+    gate.open()
+    assert host.executor.wait(THREAD_TIMEOUT_S)
+    assert [a.kind.value for a in host.cycle().plan.actions] == ["reload"]
+
+
 def test_a_long_lane_on_one_port_does_not_delay_another(host: Host) -> None:
     host.write("alpha", 3261, STORES)
     host.write("beta", 3262, STORES)

@@ -93,6 +93,7 @@ class Reconciler:
         self.recorder = Recorder(audit, wall_clock)
         self.checker = Checker(backend, self.recorder, clock)
         self._drains: dict[int, tuple[DrainStop, threading.Event]] = {}  # lanes draining now
+        self._submitted: dict[int, list[Action]] = {}  # what the loop gave each busy lane
         self._files = InstanceCache()  # what each instance file gave when last read
         self._desired = Desired()  # the last cycle's
         self.looks = Looks(backend)  # /proc and plan(), looked at again only when needed
@@ -157,9 +158,12 @@ class Reconciler:
         submit: list[tuple[int, list[Action]]] = []
         for port, actions in by_port.items():
             if port in busy:
-                # Its lane's end brings the daemon back (lane_done): no timed retry needed.
                 deferred[port] = "an action is under way on this port"
-                wake_on.add(port)
+                # Its lane's end brings the daemon back (lane_done), unless the lane runs
+                # these very actions: a failure then sets its own retry. (200 files at once:
+                # each start's end had run a whole cycle over the growing set.)
+                if actions != self._submitted.get(port):
+                    wake_on.add(port)
                 continue
             with self._lock:
                 trouble = self.troubles.get(port)
@@ -178,7 +182,9 @@ class Reconciler:
             # deferred above, or no longer wanted.
             retry_at.update({p: t for p, t in self._retry_at.items() if p in busy})
             self._retry_at = retry_at
+        self._submitted = {p: a for p, a in self._submitted.items() if p in busy}
         for port, actions in submit:
+            self._submitted[port] = actions
             self.checker.submitted(port)
             self.executor.submit(port, actions, self._run, self.on_lane_done)
         return CycleReport(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from itertools import count
 
 from tgtwatch.model.drift import drift_of
@@ -87,13 +87,15 @@ def plan(
     verify: Collection[int] = (),
     *,
     acting: Mapping[int, list[Action]] | None = None,
+    holder: Callable[[str], int | None] | None = None,
 ) -> Plan:
     """Start, reload, drain or check per port so the host matches the files; idempotent.
 
     A converged port is compared with what was applied when tgtd was inspected (`observed`
     holds its targets), or checked (a Check action inspects it) when its port is in `verify`.
     `acting`: each desired port's own actions where there are any, made already
-    (PortPlans); the ports are taken in the order of `desired`.
+    (PortPlans); the ports are taken in the order of `desired`. `holder`: the port whose
+    tgtd runs as a name (systemd's unit), from an index kept by the caller (PortPlans).
     """
     # Ports no file wants any more drain first: a file that moved to another port is
     # "DrainStop of the old port, then Start of the new one" (DESIGN.md).
@@ -122,7 +124,7 @@ def plan(
             actions += acting[port]
     waiting: tuple[tuple[int, int], ...] = ()
     if any(isinstance(a, Start) for a in actions):
-        actions, waiting = _hold_starts_of_busy_names(actions, observed)
+        actions, waiting = _hold_starts_of_busy_names(actions, observed, holder)
     foreign = tuple(
         running_at[port]
         for port in sorted(running_at.keys() - desired.instances.keys() - entries.keys())
@@ -131,18 +133,20 @@ def plan(
 
 
 def _hold_starts_of_busy_names(
-    actions: list[Action], observed: Observed
+    actions: list[Action], observed: Observed, holder: Callable[[str], int | None] | None
 ) -> tuple[list[Action], tuple[tuple[int, int], ...]]:
     """A port change is a drain of the old port and a start of the new one. Where one name
     runs one tgtd at a time (a systemd unit), the start waits, without holding a lane, until
     the old port's tgtd has gone: its drain may last as long as its sessions."""
-    running_as = {
-        r.instance: port for port, r in observed.instances.items() if r.instance is not None
-    }
+    if holder is None:
+        running_as = {
+            r.instance: port for port, r in observed.instances.items() if r.instance is not None
+        }
+        holder = running_as.get
     kept: list[Action] = []
     waiting: list[tuple[int, int]] = []
     for action in actions:
-        blocker = running_as.get(action.name) if isinstance(action, Start) else None
+        blocker = holder(action.name) if isinstance(action, Start) else None
         if blocker is not None and blocker != action.port:
             waiting.append((action.port, blocker))
             continue
@@ -166,6 +170,9 @@ class PortPlans:
         self._last: tuple[Desired, Applied, Observed, frozenset[int]] | None = None
         self._ids: tuple[dict[int, int], dict[int, int], dict[int, int]] = ({}, {}, {})
         self._acting: dict[int, list[Action]] = {}  # ports whose _for_desired is not []
+        # The ports whose tgtd runs as each name (systemd's units), kept from the changes.
+        self._by_name: dict[str, set[int]] = {}
+        self._name_of: dict[int, str] = {}
 
     def plan(
         self, desired: Desired, applied: Applied, observed: Observed, verify: Collection[int]
@@ -175,10 +182,14 @@ class PortPlans:
         ids = (_ids(desired.instances), _ids(applied.entries), _ids(observed.instances))
         last = self._last
         if last is None:
-            dirty: Collection[int] = ids[0].keys()
-            self._acting = {}
+            dirty: set[int] = ids[0].keys() | ids[2].keys()
+            self._acting, self._by_name, self._name_of = {}, {}, {}
         else:
-            changed = (new.items() ^ old.items() for new, old in zip(ids, self._ids, strict=True))
+            changed = (
+                new.items() ^ old.items()
+                for new, old in zip(ids, self._ids, strict=True)
+                if new != old  # equal dicts of ints compare in C, without a set of pairs
+            )
             dirty = {port for pairs in changed for port, _ in pairs} | (checks ^ last[3])
         acting = self._acting
         for port in acting.keys() - ids[0].keys():
@@ -192,5 +203,27 @@ class PortPlans:
                 acting[port] = found
             else:
                 acting.pop(port, None)
+        for port in dirty:  # every port whose tgtd came, went or changed is in it
+            self._rename(port, running_at.get(port))
         self._last, self._ids = (desired, applied, observed, checks), ids
-        return plan(desired, applied, observed, checks, acting=acting)
+
+        def holder(name: str) -> int | None:
+            ports = self._by_name.get(name)
+            if not ports:
+                return None
+            if len(ports) == 1:
+                return next(iter(ports))
+            # Two tgtds as one name: plan() takes the last in observed's order.
+            return [p for p in running_at if p in ports][-1]
+
+        return plan(desired, applied, observed, checks, acting=acting, holder=holder)
+
+    def _rename(self, port: int, running: ObservedInstance | None) -> None:
+        old = self._name_of.pop(port, None)
+        if old is not None:
+            self._by_name[old].discard(port)
+            if not self._by_name[old]:
+                del self._by_name[old]
+        if running is not None and running.instance is not None:
+            self._name_of[port] = running.instance
+            self._by_name.setdefault(running.instance, set()).add(port)
