@@ -32,7 +32,7 @@ IMMEDIATE_KINDS: frozenset[TriggerKind] = frozenset(
 
 @dataclass(frozen=True)
 class Trigger:
-    """One reason to run a cycle; never a delta (each cycle rescans everything)."""
+    """One reason to run a cycle: the path it names is read again (None: every file)."""
 
     kind: TriggerKind
     path: Path | None = None
