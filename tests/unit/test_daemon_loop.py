@@ -27,7 +27,12 @@ from tgtwatch.daemon.wakeup import Wake
 from tgtwatch.model.structs import Desired, Observed
 
 T1 = "iqn.2026-01.com.example:t1"
-FILE = Trigger(TriggerKind.FILE)
+FILE = Trigger(TriggerKind.FILE)  # names no path: waits for the quiet, cycle reads everything
+
+
+def saved(path: Path) -> Trigger:
+    """A complete write of `path`, as the watcher reports it (leads when `path` is new)."""
+    return Trigger(TriggerKind.FILE, path, "closed_write")
 
 
 class Rig:
@@ -244,27 +249,54 @@ def test_a_problem_shows_in_status(make: Callable[..., Rig]) -> None:
 
 def test_a_burst_is_one_cycle_at_once_and_one_after_the_quiet(make: Callable[..., Rig]) -> None:
     rig = make(debounce_ms=250)
+    path = rig.host.settings.instances_dir / "a.conf"
     for _ in range(5):
-        rig.then(0.1, lambda: rig.watcher.push(FILE))
+        rig.then(0.1, lambda: rig.watcher.push(saved(path)))
     rig.stop(10.0)
     rig.run()
-    # The first cycle at start; the first trigger (0.1 s) finds the loop idle and cycles at
-    # once; the other four coalesce into one cycle 250 ms after the last (at 0.5 s).
+    # The first cycle at start; the file's first event (0.1 s) leads: a cycle at once; its
+    # other four coalesce into one cycle 250 ms after the last (at 0.5 s).
     assert rig.cycles_since_start() == [0.0, 0.1, 0.75]
+    assert rig.changed[1:] == [frozenset({path})] * 2
+
+
+def test_new_files_each_lead_while_a_rewrite_waits_its_quiet(make: Callable[..., Rig]) -> None:
+    """Many new files at once run as cycles back to back, none waiting for another
+    file's quiet; a file written again within the window waits for its own."""
+    rig = make(debounce_ms=250)
+    conf = rig.host.settings.instances_dir
+    a, b, c, d = (conf / f"{n}.conf" for n in "abcd")
+    rig.then(1.0, lambda: rig.watcher.push(saved(a)))
+    rig.then(0.1, lambda: (rig.watcher.push(saved(a)), rig.watcher.push(saved(b))))
+    rig.then(0.1, lambda: (rig.watcher.push(saved(c)), rig.watcher.push(saved(d))))
+    rig.stop(5.0)
+    rig.run()
+    assert rig.cycles_since_start() == pytest.approx([0.0, 1.0, 1.1, 1.2, 1.35])
+    assert rig.changed[1:] == [{a}, {b}, {c, d}, {a}]
 
 
 def test_a_lone_trigger_cycles_at_once(make: Callable[..., Rig]) -> None:
     rig = make(debounce_ms=250)
-    rig.then(3.0, lambda: rig.watcher.push(FILE))
+    rig.then(3.0, lambda: rig.watcher.push(saved(rig.host.settings.instances_dir / "a.conf")))
     rig.stop(1.0)
     rig.run()
     assert rig.cycles_since_start() == [0.0, 3.0]
 
 
+def test_a_trigger_naming_no_path_waits_for_the_quiet(make: Callable[..., Rig]) -> None:
+    rig = make(debounce_ms=250)
+    rig.then(3.0, lambda: rig.watcher.push(FILE))
+    rig.stop(1.0)
+    rig.run()
+    assert rig.cycles_since_start() == [0.0, 3.25]
+    assert rig.changed == [None, None]  # nobody named what changed: everything is read
+
+
 def test_a_never_quiet_stream_still_cycles_within_the_bound(make: Callable[..., Rig]) -> None:
     rig = make(debounce_ms=250)  # bound: max(10 x 0.25 s, 2 s) = 2.5 s
-    for _ in range(60):  # a trigger every 0.1 s for 6 s
-        rig.then(0.1, lambda: rig.watcher.push(FILE))
+    path = rig.host.settings.instances_dir / "a.conf"
+    for _ in range(60):  # a write every 0.1 s for 6 s
+        rig.then(0.1, lambda: rig.watcher.push(saved(path)))
     rig.stop(10.0)
     rig.run()
     cycles = rig.cycles_since_start()
@@ -373,8 +405,7 @@ def test_a_lane_ending_for_a_deferred_port_is_a_cycle(make: Callable[..., Rig]) 
 
     def edit() -> None:
         gate.wait_entered()
-        rig.host.write("alpha", 3261, {T1: "/srv/t1.img"})
-        rig.watcher.push(FILE)
+        rig.watcher.push(saved(rig.host.write("alpha", 3261, {T1: "/srv/t1.img"})))
 
     def release() -> None:
         gate.open()
@@ -527,10 +558,11 @@ def test_next_deadline_is_the_earliest_of_every_timer(make: Callable[..., Rig]) 
     d.deadlines.resync_at = now + 300.0
     d.deadlines.watchdog_at = now + 20.0
     assert d.next_deadline(now) == now + 20.0
-    d.debouncer.add(FILE, now)
-    assert d.next_deadline(now) == now  # idle: the leading edge is due at once
+    a = saved(rig.host.settings.instances_dir / "a.conf")
+    d.debouncer.add(a, now)
+    assert d.next_deadline(now) == now  # a new path leads: due at once
     d.debouncer.take_batch(now)
-    d.debouncer.add(FILE, now)  # within the quiet period after a batch: coalesces
+    d.debouncer.add(a, now)  # within the quiet period after its batch: coalesces
     assert d.next_deadline(now) == pytest.approx(now + 0.25)
     d.debouncer.take_batch(now + 1.0)
     assert d.next_deadline(now) == now + 20.0
@@ -723,8 +755,7 @@ def test_a_deaf_notify_socket_never_stalls_the_loop_and_is_caught_up(
     rig.host.write("alpha", 3261)
 
     def edit() -> None:
-        rig.host.write("beta", 3262)
-        rig.watcher.push(FILE)
+        rig.watcher.push(saved(rig.host.write("beta", 3262)))
 
     def hear() -> None:
         assert rig.notifier.messages == []

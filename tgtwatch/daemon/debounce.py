@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MIN_BOUND_S = 2.0
@@ -31,7 +32,7 @@ IMMEDIATE_KINDS: frozenset[TriggerKind] = frozenset(
 
 @dataclass(frozen=True)
 class Trigger:
-    """One reason to run a cycle; never a delta (each cycle rescans everything)."""
+    """One reason to run a cycle: the path it names is read again (None: every file)."""
 
     kind: TriggerKind
     path: Path | None = None
@@ -58,15 +59,91 @@ def default_bound_s(debounce_s: float) -> float:
     return max(BOUND_FACTOR * debounce_s, DEFAULT_MIN_BOUND_S)
 
 
+class _Group:
+    """Triggers gathered for one batch: what a Batch reports of them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = 0.0
+        self.last = 0.0
+        self.resync = False
+        self.paths: set[Path] = set()
+        self.kinds: set[TriggerKind] = set()
+        self.details: list[str] = []
+
+    def add(self, trigger: Trigger, now: float) -> None:
+        if self.count == 0:
+            self.first = now
+            self.last = now
+        # A clock that went backwards must not make the batch older than it is.
+        self.last = max(self.last, now)
+        self.count += 1
+        self.kinds.add(trigger.kind)
+        if trigger.path is not None:
+            self.paths.add(trigger.path)
+        else:
+            self.resync = True  # a change nobody named: the paths are not the whole story
+        if trigger.kind in IMMEDIATE_KINDS:
+            self.resync = True
+            if trigger.detail:
+                self.details.append(trigger.detail)
+
+
+def _batch(groups: list[_Group]) -> Batch:
+    groups = [g for g in groups if g.count]
+    return Batch(
+        paths=frozenset(p for g in groups for p in g.paths),
+        resync=any(g.resync for g in groups),
+        kinds=frozenset(k for g in groups for k in g.kinds),
+        count=sum(g.count for g in groups),
+        first_at=min(g.first for g in groups),
+        last_at=max(g.last for g in groups),
+        details=tuple(d for g in groups for d in g.details),
+    )
+
+
+@dataclass
+class _Recent:
+    """When each path was last taken in a batch, for `window` seconds (then forgotten)."""
+
+    window: float
+    taken: OrderedDict[Path, float] = field(default_factory=OrderedDict)
+
+    def forget_expired(self, now: float) -> None:
+        # In order of taking: with a monotonic clock the oldest come first.
+        while self.taken:
+            path, at = next(iter(self.taken.items()))
+            if now < at + self.window:
+                return
+            del self.taken[path]
+
+    def holds(self, path: Path, now: float) -> bool:
+        # A clock that went backwards reads as "just taken": coalesce rather than fire.
+        at = self.taken.get(path)
+        return at is not None and now < at + self.window
+
+    def remember(self, paths: frozenset[Path], now: float) -> None:
+        for path in paths:
+            self.taken.pop(path, None)
+            self.taken[path] = now
+        self.forget_expired(now)
+
+
 class Debouncer:
     """Coalesce triggers until `debounce_s` of quiet, bounded by `bound_s` after the first.
 
-    With `leading`, a trigger that finds the debouncer idle is due at once: the watcher
-    reports complete events only (a close after write, a move into place, a delete), so
-    the first one needs no quiet period. Idle means nothing waits and the last batch was
-    taken at least `debounce_s` ago; whatever arrives within that window (a burst, or
-    events during the cycle the last batch started) coalesces by the quiet period and
-    the bound, as without `leading`. A GONE trigger never leads (see TriggerKind).
+    With `leading`, a complete event leads, per path: a FILE trigger naming a path that
+    neither waits in a batch nor was taken in one within the last `debounce_s` is due at
+    once (the watcher reports complete events only: a close after write, a move into
+    place, a delete; the first one for a file needs no quiet period). A trigger for a path
+    already leading joins it (the take reads the file after both). Every other trigger
+    waits: a path seen again within the window (a second save, a storm of rewrites), a
+    GONE (see TriggerKind), a trigger naming no path; the waiting group is due after
+    `debounce_s` of quiet, bounded by `bound_s` after its first, or at once if an
+    OVERFLOW/ERROR/RESYNC is among it. A take while only leading paths are due takes
+    those and leaves the waiting group with its own deadline (a leading path never waits
+    for another file's quiet, a waiting one is never cut short by another file's event);
+    a take when the waiting group is due takes everything pending.
 
     Pure: every method takes the current time (any monotonic clock, in seconds);
     it never sleeps, reads a clock or starts a thread.
@@ -83,9 +160,10 @@ class Debouncer:
         self._quiet = debounce_s
         self._bound = bound
         self._leading = leading
-        # When the last batch was taken: the window after it coalesces (None: never).
-        self._taken_at: float | None = None
-        self._reset()
+        self._leads = _Group()  # due at once
+        self._waits = _Group()  # due after the quiet period or the bound
+        self._immediate_at: float | None = None  # an OVERFLOW/ERROR/RESYNC waits
+        self._recent = _Recent(debounce_s)
 
     @classmethod
     def from_ms(
@@ -94,16 +172,6 @@ class Debouncer:
         """Build from the `debounce_ms` setting; times fed to it stay in seconds."""
         bound = None if bound_ms is None else bound_ms / 1000
         return cls(debounce_ms / 1000, bound, leading=leading)
-
-    def _reset(self) -> None:
-        self._count = 0
-        self._first = 0.0
-        self._last = 0.0
-        self._immediate_at: float | None = None
-        self._resync = False
-        self._paths: set[Path] = set()
-        self._kinds: set[TriggerKind] = set()
-        self._details: list[str] = []
 
     @property
     def debounce_s(self) -> float:
@@ -115,68 +183,74 @@ class Debouncer:
 
     @property
     def pending(self) -> int:
-        """How many triggers wait in the current batch."""
-        return self._count
+        """How many triggers wait to be taken."""
+        return self._leads.count + self._waits.count
 
     @property
     def leading(self) -> bool:
         return self._leading
 
-    def _idle(self, now: float) -> bool:
-        """Nothing waits and no batch was taken within the last quiet period."""
-        if self._count or self._taken_at is None:
-            return self._count == 0
-        # A clock that went backwards reads as "just taken": coalesce rather than fire.
-        return now >= self._taken_at + self._quiet
+    @property
+    def remembered(self) -> int:
+        """How many recently taken paths are remembered (each for `debounce_s` at most)."""
+        return len(self._recent.taken)
+
+    def _leads_now(self, trigger: Trigger, now: float) -> bool:
+        path = trigger.path
+        if path is None or trigger.kind in IMMEDIATE_KINDS:
+            return False
+        if path in self._leads.paths:
+            return True  # joins the leading batch: its take reads the file after this event
+        return (
+            self._leading
+            and trigger.kind is TriggerKind.FILE
+            and path not in self._waits.paths
+            and not self._recent.holds(path, now)
+        )
 
     def add(self, trigger: Trigger, now: float) -> None:
         """Add a trigger that arrived at `now`."""
-        if self._count == 0:
-            if self._leading and trigger.kind is not TriggerKind.GONE and self._idle(now):
-                self._immediate_at = now
-            self._first = now
-            self._last = now
-        # A clock that went backwards must not make the batch older than it is.
-        self._last = max(self._last, now)
-        self._count += 1
-        self._kinds.add(trigger.kind)
-        if trigger.path is not None:
-            self._paths.add(trigger.path)
-        else:
-            self._resync = True  # a change nobody named: the paths are not the whole story
-        if trigger.kind in IMMEDIATE_KINDS:
-            self._resync = True
-            if self._immediate_at is None:
-                self._immediate_at = now
-            if trigger.detail:
-                self._details.append(trigger.detail)
+        self._recent.forget_expired(now)
+        if self._leads_now(trigger, now):
+            self._leads.add(trigger, now)
+            return
+        self._waits.add(trigger, now)
+        if trigger.kind in IMMEDIATE_KINDS and self._immediate_at is None:
+            self._immediate_at = now
 
-    def next_deadline(self) -> float | None:
-        """When the pending batch is due (the loop's queue timeout), or None if nothing waits."""
-        if self._count == 0:
+    def _waits_due_at(self) -> float | None:
+        if self._waits.count == 0:
             return None
-        due = min(self._last + self._quiet, self._first + self._bound)
+        due = min(self._waits.last + self._quiet, self._waits.first + self._bound)
         if self._immediate_at is not None:
             due = min(due, self._immediate_at)
         return due
+
+    def next_deadline(self) -> float | None:
+        """When a batch is due (the loop's queue timeout), or None if nothing waits."""
+        dues = [self._leads.first] if self._leads.count else []
+        waits = self._waits_due_at()
+        if waits is not None:
+            dues.append(waits)
+        return min(dues, default=None)
 
     def is_due(self, now: float) -> bool:
         deadline = self.next_deadline()
         return deadline is not None and now >= deadline
 
     def take_batch(self, now: float) -> Batch | None:
-        """The coalesced batch if it is due at `now` (and start a new one), else None."""
-        if not self.is_due(now):
+        """The batch due at `now` (and start gathering the next), else None: everything
+        pending if the waiting group is due, else the leading paths only."""
+        self._recent.forget_expired(now)
+        waits = self._waits_due_at()
+        if waits is not None and now >= waits:
+            batch = _batch([self._leads, self._waits])
+            self._leads, self._waits = _Group(), _Group()
+            self._immediate_at = None
+        elif self._leads.count and now >= self._leads.first:
+            batch = _batch([self._leads])
+            self._leads = _Group()
+        else:
             return None
-        batch = Batch(
-            paths=frozenset(self._paths),
-            resync=self._resync,
-            kinds=frozenset(self._kinds),
-            count=self._count,
-            first_at=self._first,
-            last_at=self._last,
-            details=tuple(self._details),
-        )
-        self._reset()
-        self._taken_at = now
+        self._recent.remember(batch.paths, now)
         return batch
