@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Collection, Sequence
+from operator import attrgetter
 from pathlib import Path
 
 from tgtwatch.config import rules
@@ -387,8 +388,10 @@ def scan(
             cache.judge(_judge(settings, policy)),
             settle_conflicts,
         )
+    port_of = attrgetter("port")
+    by_port = sorted(usable, key=port_of)  # in C: every spec, every cycle
     desired = Desired(
-        instances={spec.port: spec for spec in sorted(usable, key=lambda s: s.port)},
+        instances=dict(zip(map(port_of, by_port), by_port, strict=True)),
         problems=tuple(problems + conflicts + unusable),
         notes=tuple(notes),
     )
