@@ -17,9 +17,10 @@ from tgtwatch.daemon.loop_state import DaemonState, LoopClock
 from tgtwatch.daemon.memo import Memo
 from tgtwatch.daemon.outcomes import CycleReport
 from tgtwatch.daemon.reconcile import START_FAILED, Reconciler
+from tgtwatch.daemon.statuses import Statuses
 from tgtwatch.daemon.wakeup import Waiter, Wake
 from tgtwatch.daemon.watch_events import Watcher
-from tgtwatch.model.status import InstanceStatus, instance_states, status_line
+from tgtwatch.model.status import InstanceStatus, status_line
 from tgtwatch.model.structs import Desired, DrainStop, InstanceKind, Observed, Reload, Start
 from tgtwatch.telemetry import metrics
 from tgtwatch.telemetry.notify import NotifyError
@@ -78,7 +79,7 @@ class Daemon:
         self._pids = Memo(lambda seen, desired, _applied: seen.ports_of(pids_of(seen, desired)))
         self._watched_paths: list[Path] | None = None
         self._pending = Memo(lambda applied: any(e.pending for e in applied.entries.values()))
-        self._statuses, self._line = Memo(instance_states), Memo(status_line)
+        self._statuses, self._line = Statuses(), Memo(status_line)  # per port, per change
         self._watch_paths = Memo(self.watch_paths)
         self.publisher = publish.Publisher(settings.state_dir, log)
         self.gate = PublishGate()
