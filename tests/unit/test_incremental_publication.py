@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from tgtwatch.daemon.outcomes import CycleReport
 from tgtwatch.daemon.publish import PublicationEncoder, snapshot
 from tgtwatch.daemon.statuses import Statuses
-from tgtwatch.model.status import instance_states
+from tgtwatch.model.status import instance_states, state_counts
 from tgtwatch.model.structs import (
     Action,
     Applied,
@@ -135,6 +135,7 @@ def test_incremental_statuses_and_publication_equal_the_whole_pass(
         statuses = book(desired, applied, observed, failures, wrong)
         whole = instance_states(desired, applied, observed, failures, wrong)
         assert statuses == whole
+        assert book.counts() == state_counts(whole)
 
         report = CycleReport(desired, observed, Plan(world.actions), dict(world.deferred))
         args = (report, statuses, applied, world.busy, failures)

@@ -20,7 +20,7 @@ from tgtwatch.daemon.reconcile import START_FAILED, Reconciler
 from tgtwatch.daemon.statuses import Statuses
 from tgtwatch.daemon.wakeup import Waiter, Wake
 from tgtwatch.daemon.watch_events import Watcher
-from tgtwatch.model.status import InstanceStatus, status_line
+from tgtwatch.model.status import InstanceStatus, counted_line
 from tgtwatch.model.structs import Desired, DrainStop, InstanceKind, Observed, Reload, Start
 from tgtwatch.telemetry import metrics
 from tgtwatch.telemetry.notify import NotifyError
@@ -79,7 +79,7 @@ class Daemon:
         self._pids = Memo(lambda seen, desired, _applied: seen.ports_of(pids_of(seen, desired)))
         self._watched_paths: list[Path] | None = None
         self._pending = Memo(lambda applied: any(e.pending for e in applied.entries.values()))
-        self._statuses, self._line = Statuses(), Memo(status_line)  # per port, per change
+        self._statuses, self._line = Statuses(), Memo(counted_line)  # per port, per change
         self._watch_paths = Memo(self.watch_paths)
         self.publisher = publish.Publisher(settings.state_dir, log)
         self.gate = PublishGate()
@@ -297,7 +297,9 @@ class Daemon:
         """STATUS=, metrics and status.json: O(instances), so held back while starts the
         loop just submitted run (PublishGate), at most PUBLISH_DEFER_S."""
         statuses = self.statuses(last.desired, observed)
-        line = self._line(statuses, last.desired.problems, self.reconciler.save_error)
+        line = self._line(
+            self._statuses.counts(), last.desired.problems, self.reconciler.save_error
+        )
         if line != self.state.last_status:
             self.state.last_status = line
             self._notify(lambda: self.notifier.status(line))

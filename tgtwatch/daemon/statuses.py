@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 
 from tgtwatch.daemon.keyed import Changes
 from tgtwatch.model.status import InstanceStatus, port_status
-from tgtwatch.model.structs import Applied, Desired, Observed, Problem
+from tgtwatch.model.structs import Applied, Desired, InstanceState, Observed, Problem
 
 
 class Statuses:
@@ -28,6 +29,7 @@ class Statuses:
         self._problems: tuple[Problem, ...] | None = None
         self._by_port: dict[int, InstanceStatus] = {}
         self._list: list[InstanceStatus] = []
+        self._counts: Counter[InstanceState] = Counter()  # state_counts(self._list)
 
     def __call__(
         self,
@@ -63,9 +65,16 @@ class Statuses:
                 wrong.get(port),
                 desired.is_troubled,
             )
-            if status is None:
-                by_port.pop(port, None)
-            else:
+            old = by_port.pop(port, None) if status is None else by_port.get(port)
+            if old is not None and old.managed:
+                self._counts[old.state] -= 1
+            if status is not None:
                 by_port[port] = status
+                if status.managed:
+                    self._counts[status.state] += 1
         self._list = list(map(by_port.__getitem__, sorted(by_port)))
         return self._list
+
+    def counts(self) -> dict[InstanceState, int]:
+        """state_counts() of the last answer, kept per change (not counted over all)."""
+        return {state: count for state, count in self._counts.items() if count}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,8 +161,21 @@ def status_line(
     `state_error`: why the applied state could not be saved (a restart would then not know
     what it applied), said last.
     """
-    counts = Counter(s.state for s in statuses if s.managed)
-    parts = [f"{counts[state]} {state.value}" for state in InstanceState if counts[state]]
+    return counted_line(state_counts(statuses), problems, state_error)
+
+
+def state_counts(statuses: Iterable[InstanceStatus]) -> Counter[InstanceState]:
+    """How many managed instances are in each state (what STATUS= counts)."""
+    return Counter(s.state for s in statuses if s.managed)
+
+
+def counted_line(
+    counts: Mapping[InstanceState, int],
+    problems: tuple[Problem, ...],
+    state_error: str | None = None,
+) -> str:
+    """status_line() from state_counts() (daemon.statuses keeps them per change)."""
+    parts = [f"{counts[state]} {state.value}" for state in InstanceState if counts.get(state)]
     if not parts:
         parts = ["no instances"]
     if problems:
