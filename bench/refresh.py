@@ -10,7 +10,7 @@ real `Daemon.refresh` (state file through the real StateWriter with its fsync, s
 STATUS= line, the pids watched, status.json) over synthetic state: N specs, N applied
 entries and N inspected tgtds, one target each. Its Reconciler is a stand-in holding the
 real StateWriter; the pids are N real child processes (`sleep`), held as the direct
-backend holds its tgtds, and `pids_of` reaps them as `tgtwatch run` wires it. Each rep
+backend holds its tgtds, reaped as `tgtwatch run` wires each tree. Each rep
 is one drop: untimed, the new file's cycle (its spec in `desired`, a Start planned); then
 timed, its lane's end: one more applied entry, one more tgtd seen, `refresh()` once.
 CPU is time.process_time() of the process around that call. Median [min-max], in ms.
@@ -19,6 +19,7 @@ CPU is time.process_time() of the process around that call. Median [min-max], in
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import json
 import os
@@ -30,6 +31,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tgtwatch.backends.direct import DirectBackend
+from tgtwatch.config.settings import Settings
+from tgtwatch.daemon.looks import managed_pids
+from tgtwatch.daemon.loop import Daemon
+from tgtwatch.daemon.outcomes import CycleReport
+from tgtwatch.daemon.state import StateFile, StateWriter
+from tgtwatch.model.structs import (
+    Applied,
+    AppliedEntry,
+    Desired,
+    InstanceKind,
+    InstanceSpec,
+    Observed,
+    ObservedInstance,
+    ObservedTarget,
+    Plan,
+    Start,
+    TargetSpec,
+)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 BASE_PORT = 20000
@@ -39,143 +60,136 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def child(sizes: list[int], reps: int) -> dict[str, Any]:
-    """The harness, run with one tree's tgtwatch on sys.path."""
-    from tgtwatch.backends.direct import DirectBackend
-    from tgtwatch.config.settings import Settings
-    from tgtwatch.daemon.looks import managed_pids
-    from tgtwatch.daemon.loop import Daemon
-    from tgtwatch.daemon.outcomes import CycleReport
-    from tgtwatch.daemon.state import StateFile, StateWriter
-    from tgtwatch.model.structs import (
-        Applied,
-        AppliedEntry,
-        Desired,
-        InstanceKind,
-        InstanceSpec,
-        Observed,
-        ObservedInstance,
-        ObservedTarget,
-        Plan,
-        Start,
-        TargetSpec,
+def spec(port: int) -> InstanceSpec:
+    target = TargetSpec(f"iqn.2026-01.com.example:t{port}", 1, digest=f"{port:064x}")
+    return InstanceSpec(
+        name=f"i{port}",
+        kind=InstanceKind.DROPIN,
+        port=port,
+        portal=f"0.0.0.0:{port}",
+        control_port=port,
+        config=Path(f"/etc/mytgt/conf.d/i{port}.conf"),
+        sha256=f"{port:064x}",
+        targets=(target,),
     )
 
-    def spec(port: int) -> InstanceSpec:
-        target = TargetSpec(f"iqn.2026-01.com.example:t{port}", 1, digest=f"{port:064x}")
-        return InstanceSpec(
-            name=f"i{port}",
-            kind=InstanceKind.DROPIN,
-            port=port,
-            portal=f"0.0.0.0:{port}",
-            control_port=port,
-            config=Path(f"/etc/mytgt/conf.d/i{port}.conf"),
-            sha256=f"{port:064x}",
-            targets=(target,),
-        )
 
-    def entry(s: InstanceSpec) -> AppliedEntry:
-        targets = tuple((t.name, t.digest) for t in s.targets)
-        return AppliedEntry(s.name, s.port, s.config, s.sha256, time.time(), targets=targets)
+def entry(s: InstanceSpec) -> AppliedEntry:
+    targets = tuple((t.name, t.digest) for t in s.targets)
+    return AppliedEntry(s.name, s.port, s.config, s.sha256, time.time(), targets=targets)
 
-    def running(s: InstanceSpec, pid: int) -> ObservedInstance:
-        targets = tuple(ObservedTarget(1, t.name, t.luns, 0) for t in s.targets)
-        return ObservedInstance(s.port, s.port, pid, "ready", targets, inspected=True)
 
-    class Idle:
-        def busy(self) -> frozenset[int]:
-            return frozenset()
+def running(s: InstanceSpec, pid: int) -> ObservedInstance:
+    targets = tuple(ObservedTarget(1, t.name, t.luns, 0) for t in s.targets)
+    return ObservedInstance(s.port, s.port, pid, "ready", targets, inspected=True)
 
-    class NoChecks:
-        def wrong(self) -> dict[int, str]:
-            return {}
 
-    class Rec:
-        """What Daemon.refresh reads of the Reconciler, around the real StateWriter."""
+class Idle:
+    def busy(self) -> frozenset[int]:
+        return frozenset()
 
-        def __init__(self, state_dir: Path) -> None:
-            self.applied = Applied()
-            self.writer = StateWriter(StateFile(state_dir))
-            self.state = self.writer.file
-            self.executor, self.checker = Idle(), NoChecks()
-            self.save_error: str | None = None
 
-        def failures(self) -> dict[int, str]:
-            return self.checker.wrong() | {}
+class NoChecks:
+    def wrong(self) -> dict[int, str]:
+        return {}
 
-        def save_state(self) -> None:
-            if self.writer.take():
-                self.save_error = self.writer.write(self.applied, self.failures())
 
-        def take_reports(self) -> list[Any]:
-            return []
+class Rec:
+    """What Daemon.refresh reads of the Reconciler, around the real StateWriter."""
 
-    class Waiter:
-        def watch_pids(self, pids: Any) -> None:
-            pass
+    def __init__(self, state_dir: Path) -> None:
+        self.applied = Applied()
+        self.writer = StateWriter(StateFile(state_dir))
+        self.state = self.writer.file
+        self.executor, self.checker = Idle(), NoChecks()
+        self.save_error: str | None = None
 
-    class Quiet:
-        def send(self, message: str) -> None:
-            pass
+    def failures(self) -> dict[int, str]:
+        return self.checker.wrong() | {}
 
-    results: dict[str, Any] = {}
-    for n in sizes:
-        # state_dir on a tmpfs, as /run/tgtwatch is.
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        with tempfile.TemporaryDirectory(prefix="tgtwatch-refresh-", dir=shm) as tmp:
-            backend = DirectBackend(Path(tmp) / "log")
-            procs = [subprocess.Popen(["sleep", "600"]) for _ in range(n + reps)]
-            try:
-                settings = Settings(state_dir=Path(tmp) / "state")
-                rec = Rec(settings.state_dir)
+    def save_state(self) -> None:
+        if self.writer.take():
+            self.save_error = self.writer.write(self.applied, self.failures())
 
-                def pids_of(observed: Observed, desired: Desired) -> list[int]:
-                    backend.reap()
-                    return managed_pids(observed, desired, set(rec.applied.entries))
+    def take_reports(self) -> list[Any]:
+        return []
 
-                daemon = Daemon(
-                    settings,
-                    rec,  # type: ignore[arg-type]
-                    None,  # type: ignore[arg-type]
-                    Waiter(),  # type: ignore[arg-type]
-                    Quiet(),
-                    reload_settings=lambda: settings,
-                    pids_of=pids_of,
-                    observe_light=Observed,
-                    watchdog_interval_s=None,
-                    log=io.StringIO(),
-                )
-                specs = {BASE_PORT + i: spec(BASE_PORT + i) for i in range(n)}
-                children = dict(zip(specs, procs, strict=False))
-                for port, proc in children.items():
-                    backend._children[proc.pid] = proc  # as its start holds a tgtd
-                rec.applied = Applied({p: entry(s) for p, s in specs.items()})
+
+class Waiter:
+    def watch_pids(self, pids: Any) -> None:
+        pass
+
+
+class Quiet:
+    def send(self, message: str) -> None:
+        pass
+
+
+def child(sizes: list[int], reps: int) -> dict[str, Any]:
+    """The harness, run with one tree's tgtwatch first on sys.path (PYTHONPATH)."""
+    return {str(n): measure(n, reps) for n in sizes}
+
+
+def measure(n: int, reps: int) -> dict[str, float]:
+    # state_dir on a tmpfs, as /run/tgtwatch is.
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(prefix="tgtwatch-refresh-", dir=shm) as tmp:
+        backend = DirectBackend(Path(tmp) / "log")
+        procs = [subprocess.Popen(["sleep", "600"]) for _ in range(n + reps)]
+        try:
+            settings = Settings(state_dir=Path(tmp) / "state")
+            rec = Rec(settings.state_dir)
+
+            def pids_of(observed: Observed, desired: Desired) -> list[int]:
+                backend.reap()
+                return managed_pids(observed, desired, set(rec.applied.entries))
+
+            # As `tgtwatch run` wires each tree: the pids found by its pids_of (which
+            # reaps), or by the daemon itself, which calls its reap.
+            params = inspect.signature(Daemon).parameters
+            wiring = {"pids_of": pids_of} if "pids_of" in params else {"reap": backend.reap}
+            daemon = Daemon(
+                settings,
+                rec,  # type: ignore[arg-type]
+                None,  # type: ignore[arg-type]
+                Waiter(),  # type: ignore[arg-type]
+                Quiet(),
+                reload_settings=lambda: settings,
+                **wiring,  # type: ignore[arg-type]
+                observe_light=Observed,
+                watchdog_interval_s=None,
+                log=io.StringIO(),
+            )
+            specs = {BASE_PORT + i: spec(BASE_PORT + i) for i in range(n)}
+            children = dict(zip(specs, procs, strict=False))
+            for proc in children.values():
+                backend._children[proc.pid] = proc  # as its start holds a tgtd
+            rec.applied = Applied({p: entry(s) for p, s in specs.items()})
+            rec.writer.mark()
+            seen = {p: running(s, children[p].pid) for p, s in specs.items()}
+            observed = Observed(dict(seen))
+            daemon.state.last = CycleReport(Desired(dict(specs)), observed, Plan())
+            daemon.refresh(observed)  # the state as it is before the drops
+            cpu: list[float] = []
+            for rep in range(reps):
+                port = BASE_PORT + n + rep
+                new, proc = spec(port), procs[n + rep]
+                backend._children[proc.pid] = proc
+                specs[port] = new
+                report = CycleReport(Desired(dict(specs)), observed, Plan((Start(new),)))
+                daemon.state.last = report  # the new file's cycle (its refresh held)
+                rec.applied = Applied({**rec.applied.entries, port: entry(new)})
                 rec.writer.mark()
-                seen = {p: running(s, children[p].pid) for p, s in specs.items()}
+                seen[port] = running(new, proc.pid)
                 observed = Observed(dict(seen))
-                daemon.state.last = CycleReport(Desired(dict(specs)), observed, Plan())
-                daemon.refresh(observed)  # the state as it is before the drops
-                cpu: list[float] = []
-                for rep in range(reps):
-                    port = BASE_PORT + n + rep
-                    new, proc = spec(port), procs[n + rep]
-                    backend._children[proc.pid] = proc
-                    specs[port] = new
-                    report = CycleReport(Desired(dict(specs)), observed, Plan((Start(new),)))
-                    daemon.state.last = report  # the new file's cycle (its refresh held)
-                    rec.applied = Applied({**rec.applied.entries, port: entry(new)})
-                    rec.writer.mark()
-                    seen[port] = running(new, proc.pid)
-                    observed = Observed(dict(seen))
-                    started = time.process_time()
-                    daemon.refresh(observed)  # the lane's end
-                    cpu.append((time.process_time() - started) * 1000)
-                results[str(n)] = summary(cpu)
-            finally:
-                for proc in procs:
-                    proc.kill()
-                    proc.wait()
-    return results
+                started = time.process_time()
+                daemon.refresh(observed)  # the lane's end
+                cpu.append((time.process_time() - started) * 1000)
+            return summary(cpu)
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
 
 
 def run_tree(tree: Path, sizes: list[int], reps: int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Statuses and status.json made per changed port: always what the whole pass makes.
+"""Statuses, status.json and the pids watched, made per changed port: always what the
+whole pass makes.
 
 Random sequences of adds, changes (to another value, or to an equal copy), and removals
 of specs, applied entries, running tgtds, failures, wrong tgtds, refused files, busy
@@ -16,9 +17,11 @@ from builders import entry, running, spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tgtwatch.daemon.looks import managed_pids
 from tgtwatch.daemon.outcomes import CycleReport
 from tgtwatch.daemon.publish import PublicationEncoder, snapshot
 from tgtwatch.daemon.statuses import Statuses
+from tgtwatch.daemon.watched import WatchedPids
 from tgtwatch.model.status import instance_states, state_counts
 from tgtwatch.model.structs import (
     Action,
@@ -86,8 +89,9 @@ class World:
             self.specs[port] = spec(name, port, sha, kind=kind)
         elif verb == "entry":
             self.entries[port] = entry(name, port, sha, pending=("t1",) if flag else ())
-        elif verb == "run":
-            self.running[port] = running(port, sessions={"t1": 1} if flag else {}, starting=flag)
+        elif verb == "run":  # a pid per port (a tgtd serves one), or none (not up yet)
+            up = running(port, sessions={"t1": 1} if flag else {}, starting=flag, pid=port)
+            self.running[port] = dataclasses.replace(up, pid=None) if name == "b" else up
         elif verb == "copy":  # equal values, other objects (a rescan's answer)
             for table in (self.specs, self.entries, self.running):
                 if port in table:
@@ -123,7 +127,7 @@ def test_incremental_statuses_and_publication_equal_the_whole_pass(
     steps: list[tuple[str, int, str, str, bool]],
 ) -> None:
     world = World()
-    book, encoder = Statuses(), PublicationEncoder()
+    book, encoder, watched = Statuses(), PublicationEncoder(), WatchedPids()
     attempts: dict[int, str] = {3263: "c" * 64}  # read back from this pid's last file
     whole_attempts = dict(attempts)
     for n, step in enumerate(steps):
@@ -136,6 +140,8 @@ def test_incremental_statuses_and_publication_equal_the_whole_pass(
         whole = instance_states(desired, applied, observed, failures, wrong)
         assert statuses == whole
         assert book.counts() == state_counts(whole)
+        pids = watched(observed, desired, applied)
+        assert pids == observed.ports_of(managed_pids(observed, desired, set(applied.entries)))
 
         report = CycleReport(desired, observed, Plan(world.actions), dict(world.deferred))
         args = (report, statuses, applied, world.busy, failures)
@@ -156,3 +162,17 @@ def test_statuses_return_the_same_list_while_nothing_changed() -> None:
     assert again is first
     changed = book(desired, applied, observed, {3261: "start failed: boom"})
     assert changed is not first and changed[0].message == "start failed: boom"
+
+
+def test_the_pids_watched_are_the_same_dict_while_nothing_changed() -> None:
+    watched = WatchedPids()
+    desired = Desired({3261: spec("a", 3261)})
+    applied, observed = Applied({3261: entry("a", 3261)}), Observed({3261: running(3261)})
+    first = watched(observed, desired, applied)
+    assert first == {1000: 3261}
+    # Another tgtd object on the port with the same pid: the same answer, the same dict
+    # (the loop hands the waiter a new set of pidfds only when the dict is another).
+    again = watched(Observed({3261: running(3261, starting=True)}), desired, applied)
+    assert again is first
+    moved = watched(Observed({3261: running(3261, pid=2000)}), desired, applied)
+    assert moved == {2000: 3261} and first == {1000: 3261}  # the old answer is not changed

@@ -8,7 +8,15 @@ from collections.abc import Collection
 from tgtwatch.backends.base import Backend
 from tgtwatch.backends.tgtd_procs import alive
 from tgtwatch.model.plan import plan
-from tgtwatch.model.structs import Applied, Desired, InstanceKind, Observed, Plan
+from tgtwatch.model.structs import (
+    Applied,
+    Desired,
+    InstanceKind,
+    InstanceSpec,
+    Observed,
+    ObservedInstance,
+    Plan,
+)
 
 
 class Looks:
@@ -106,6 +114,18 @@ class Looks:
         result = plan(desired, applied, observed, due)
         self._planned = (desired, applied, observed, due, result)
         return result
+
+
+def managed_pid(
+    running: ObservedInstance | None, spec: InstanceSpec | None, applied: bool
+) -> int | None:
+    """managed_pids() of one port: its tgtd's pid, if a file wants it or tgtwatch applied
+    it, and it is not the distribution's (None: not watched)."""
+    if running is None or (spec is None and not applied):
+        return None
+    if spec is not None and spec.kind is InstanceKind.DEFAULT:
+        return None
+    return running.pid
 
 
 def managed_pids(observed: Observed, desired: Desired, applied_ports: set[int]) -> list[int]:

@@ -20,6 +20,7 @@ from tgtwatch.daemon.reconcile import START_FAILED, Reconciler
 from tgtwatch.daemon.statuses import Statuses
 from tgtwatch.daemon.wakeup import Waiter, Wake
 from tgtwatch.daemon.watch_events import Watcher
+from tgtwatch.daemon.watched import WatchedPids
 from tgtwatch.model.status import InstanceStatus, counted_line
 from tgtwatch.model.structs import Desired, DrainStop, InstanceKind, Observed, Reload, Start
 from tgtwatch.telemetry import metrics
@@ -53,7 +54,7 @@ class Daemon:
         notifier: Sender,
         *,
         reload_settings: Callable[[], Settings],
-        pids_of: Callable[[Observed, Desired], list[int]],
+        reap: Callable[[], None] = lambda: None,
         observe_light: Callable[[], Observed],
         watchdog_interval_s: float | None,
         log: TextIO,
@@ -68,7 +69,7 @@ class Daemon:
         # Never blocks the loop: what systemd cannot take now is kept and retried.
         self.notifier = Outbox(notifier, clock=clock, sleep=sleep)
         self.reload_settings = reload_settings
-        self.pids_of = pids_of
+        self.reap = reap  # collects exited children of ours (the direct backend's tgtds)
         self.observe_light = observe_light
         self.watchdog_interval_s = watchdog_interval_s
         self.log = log
@@ -76,7 +77,7 @@ class Daemon:
         self.wall_clock = wall_clock
         self.debouncer = Debouncer.from_ms(settings.debounce_ms, leading=True)
         # A cycle that changed nothing (its inputs the same objects) repeats no O(n) pass.
-        self._pids = Memo(lambda seen, desired, _applied: seen.ports_of(pids_of(seen, desired)))
+        self._pids = WatchedPids()
         self._watched_paths: list[Path] | None = None
         self._pending = Memo(lambda applied: any(e.pending for e in applied.entries.values()))
         self._statuses, self._line = Statuses(), Memo(counted_line)  # per port, per change
@@ -284,6 +285,7 @@ class Daemon:
         last = self.state.last
         if last is None:
             return
+        self.reap()
         watched = self._pids(observed, last.desired, self.reconciler.applied)
         if watched is not self.state.watched:
             self.state.watched = watched
