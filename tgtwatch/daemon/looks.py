@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection
+from operator import attrgetter
+from typing import cast
 
 from tgtwatch.backends.base import Backend
 from tgtwatch.backends.tgtd_procs import alive
@@ -17,6 +19,8 @@ from tgtwatch.model.structs import (
     ObservedInstance,
     Plan,
 )
+
+_PID = attrgetter("pid")
 
 
 class Looks:
@@ -86,7 +90,8 @@ class Looks:
 
     def _keep(self, seen: Observed) -> Observed:
         self._seen = seen
-        self._pids = frozenset(r.pid for r in seen.instances.values() if r.pid is not None)
+        pids = frozenset(map(_PID, seen.instances.values()))  # in C: after every lane's end
+        self._pids = cast(frozenset[int], pids - {None})
         return seen
 
     def started(self, port: int, pid: int) -> None:

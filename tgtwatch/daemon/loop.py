@@ -6,6 +6,7 @@ import dataclasses
 import signal
 import time
 from collections.abc import Callable
+from operator import attrgetter
 from pathlib import Path
 from typing import TextIO
 
@@ -26,6 +27,8 @@ from tgtwatch.model.structs import Desired, DrainStop, InstanceKind, Observed, R
 from tgtwatch.telemetry import metrics
 from tgtwatch.telemetry.notify import NotifyError
 from tgtwatch.telemetry.outbox import Outbox, Sender
+
+_PENDING = attrgetter("pending")  # in C: a lane's end asks it of every applied entry
 
 # While the first reconcile runs, ask systemd for this much more start time, this often.
 EXTEND_BY_S = 30.0
@@ -79,7 +82,7 @@ class Daemon:
         # A cycle that changed nothing (its inputs the same objects) repeats no O(n) pass.
         self._pids = WatchedPids()
         self._watched_paths: list[Path] | None = None
-        self._pending = Memo(lambda applied: any(e.pending for e in applied.entries.values()))
+        self._pending = Memo(lambda applied: any(map(_PENDING, applied.entries.values())))
         self._statuses, self._line = Statuses(), Memo(counted_line)  # per port, per change
         self._watch_paths = Memo(self.watch_paths)
         self.publisher = publish.Publisher(settings.state_dir, log)
