@@ -26,18 +26,28 @@ class Changes:
         self._differ = is_not if by_identity else ne
         self._source: Mapping[int, object] | None = None
         self._last: dict[int, object] = {}  # a copy: holds the values compared with
+        self._keys: list[int] = []  # its keys and values, in order
+        self._values: list[object] = []
 
     def changed(self, mapping: Mapping[int, object]) -> set[int]:
         last = self._last
         if (self.by_identity and mapping is self._source) or (not mapping and not last):
             return set()
-        olds = map(last.get, mapping.keys(), repeat(_ABSENT))
-        found = set(compress(mapping.keys(), map(self._differ, mapping.values(), olds)))
-        if found or len(mapping) != len(last):  # else no key of `last` can be gone
+        keys, values = list(mapping.keys()), list(mapping.values())
+        known = len(self._keys)
+        if keys[:known] == self._keys:
+            # The same keys in the same order, maybe more after them (a mapping copied
+            # with one port added, as a lane's end makes): compared pairwise.
+            found = set(compress(keys, map(self._differ, values, self._values)))
+            found.update(keys[known:])
+        else:
+            olds = map(last.get, keys, repeat(_ABSENT))
+            found = set(compress(keys, map(self._differ, values, olds)))
             found |= last.keys() - mapping.keys()
         self._source, self._last = mapping, dict(mapping)
+        self._keys, self._values = keys, values
         return found
 
     def forget(self) -> None:
         """The next look reports every key of the mapping it is given."""
-        self._source, self._last = None, {}
+        self._source, self._last, self._keys, self._values = None, {}, [], []
