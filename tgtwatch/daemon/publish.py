@@ -149,9 +149,9 @@ class PublicationEncoder:
         self._busy = Changes(by_identity=False)
         self._deferred = Changes(by_identity=False)
         self._failures = Changes(by_identity=False)
-        self._parts: dict[int, str] = {}  # port -> its instance's JSON
+        self._parts: dict[int, bytes] = {}  # port -> its instance's JSON
         self._plan: tuple[object, object, dict[int, str]] | None = None  # actions, deferred
-        self._problems: tuple[tuple[Problem, ...], str] | None = None
+        self._problems: tuple[tuple[Problem, ...], bytes] | None = None
 
     def encode(
         self,
@@ -193,21 +193,23 @@ class PublicationEncoder:
                 deferred.get(port, ""),
                 failures.get(port, ""),
             )
-            parts[port] = json.dumps(instance.to_json(), separators=_COMPACT)
+            parts[port] = json.dumps(instance.to_json(), separators=_COMPACT).encode()
         head = {"version": PUBLISHED_FORMAT, "pid": pid, "written_at": now}
-        body = (
-            json.dumps(head, separators=_COMPACT)[:-1]
-            + ',"instances":['
-            + ",".join(map(parts.__getitem__, map(_PORT, statuses)))
-            + '],"problems":'
-            + self._problems_json(report.desired.problems)
-            + "}"
+        body = b"".join(
+            (
+                json.dumps(head, separators=_COMPACT)[:-1].encode(),
+                b',"instances":[',
+                b",".join(map(parts.__getitem__, map(_PORT, statuses))),
+                b'],"problems":',
+                self._problems_json(report.desired.problems),
+                b"}",
+            )
         )
         carried = dict.fromkeys(by_port, "")
         carried.update(begun)
         for port in carried.keys() - by_port.keys():
             del carried[port]
-        return body.encode(), carried
+        return body, carried
 
     def _begun_by(self, report: CycleReport) -> dict[int, str]:
         """begun_by(report), made once per plan (every lane's end publishes the same one)."""
@@ -216,12 +218,12 @@ class PublicationEncoder:
             last = self._plan = (report.plan.actions, report.deferred, begun_by(report))
         return last[2]
 
-    def _problems_json(self, problems: tuple[Problem, ...]) -> str:
+    def _problems_json(self, problems: tuple[Problem, ...]) -> bytes:
         last = self._problems
         if last is None or last[0] is not problems:
             last = self._problems = (
                 problems,
-                json.dumps(problems_json(problems), separators=_COMPACT),
+                json.dumps(problems_json(problems), separators=_COMPACT).encode(),
             )
         return last[1]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import tempfile
@@ -48,20 +49,14 @@ def encode(applied: Applied, failed: Mapping[int, str] | None = None) -> bytes:
     return json.dumps(to_json(applied, failed), indent=1, sort_keys=True).encode()
 
 
-def _object(parts: Mapping[str, str], depth: int) -> str:
+def _object(parts: Mapping[str, bytes], keys: list[str], depth: int) -> bytes:
     """A JSON object at `depth` as json.dumps(indent=1, sort_keys=True) lays it out, from
-    its members' encoded parts (by key)."""
+    its members' encoded parts (by key) and its keys, sorted."""
     if not parts:
-        return "{}"
-    pad = "\n" + " " * (depth + 1)
-    return (
-        "{"
-        + pad
-        + ("," + pad).join(map(parts.__getitem__, sorted(parts)))
-        + "\n"
-        + " " * depth
-        + "}"
-    )
+        return b"{}"
+    pad = b"\n" + b" " * (depth + 1)
+    members = (b"," + pad).join(map(parts.__getitem__, keys))
+    return b"".join((b"{", pad, members, b"\n", b" " * depth, b"}"))
 
 
 class StateEncoder:
@@ -74,27 +69,34 @@ class StateEncoder:
 
     def __init__(self) -> None:
         self._entries = Changes(by_identity=True)
-        self._parts: dict[str, str] = {}  # str(port) -> its `"PORT": {...}` at depth 2
+        self._parts: dict[str, bytes] = {}  # str(port) -> its `"PORT": {...}` at depth 2
+        self._keys: list[str] = []  # of _parts, sorted as sort_keys sorts them
 
     def encode(self, applied: Applied, failed: Mapping[int, str] | None = None) -> bytes:
-        entries, parts = applied.entries, self._parts
+        entries, parts, keys = applied.entries, self._parts, self._keys
         for port in self._entries.changed(entries):
-            entry = entries.get(port)
+            key, entry = str(port), entries.get(port)
+            if key not in parts:
+                bisect.insort(keys, key)
             if entry is None:
-                del parts[str(port)]
+                del parts[key]
+                keys.remove(key)
             else:
                 text = json.dumps(entry_json(entry), indent=1, sort_keys=True)
-                parts[str(port)] = f'"{port}": ' + text.replace("\n", "\n  ")
+                parts[key] = f'"{key}": {text}'.replace("\n", "\n  ").encode()
         # Few (ports whose start keeps failing): made whole.
-        failures = {str(p): f'"{p}": {_string(message)}' for p, message in (failed or {}).items()}
-        body = (
-            '{\n "failed": '
-            + _object(failures, 1)
-            + ',\n "ports": '
-            + _object(parts, 1)
-            + f',\n "version": {FORMAT_VERSION}\n}}'
+        failures = {
+            str(p): f'"{p}": {_string(message)}'.encode() for p, message in (failed or {}).items()
+        }
+        return b"".join(
+            (
+                b'{\n "failed": ',
+                _object(failures, sorted(failures), 1),
+                b',\n "ports": ',
+                _object(parts, keys, 1),
+                b',\n "version": %d\n}' % FORMAT_VERSION,
+            )
         )
-        return body.encode()
 
 
 def from_json(data: Any) -> Applied:
