@@ -42,11 +42,10 @@ from tgtwatch.config.incremental import InstanceCache
 from tgtwatch.config.inventory import scan
 from tgtwatch.config.settings import DefaultInstanceSettings, Settings, load
 from tgtwatch.config.trust import TrustPolicy
-from tgtwatch.daemon.looks import managed_pids
 from tgtwatch.daemon.loop import Daemon
 from tgtwatch.daemon.wakeup import SelectWaiter
 from tgtwatch.daemon.watch import make_watcher
-from tgtwatch.model.structs import Applied, Desired, Observed
+from tgtwatch.model.structs import Applied
 from tgtwatch.telemetry.notify import SystemdNotifier
 
 BASE_PORT = 20000  # inventory alone: never listened on, nothing runs there
@@ -141,9 +140,6 @@ def whole_cycle(n: int, reps: int, profile: bool) -> dict[str, Any]:
         reconciler = make_reconciler(settings, env={}, stderr=out)
         reconciler.on_lane_done = waiter.lane_done
 
-        def pids_of(observed: Observed, desired: Desired) -> list[int]:
-            return managed_pids(observed, desired, set(reconciler.applied.entries))
-
         daemon = Daemon(
             settings,
             reconciler,
@@ -151,7 +147,7 @@ def whole_cycle(n: int, reps: int, profile: bool) -> dict[str, Any]:
             waiter,
             SystemdNotifier.from_env({}),
             reload_settings=lambda: load(world.settings_path, required=True),
-            pids_of=pids_of,
+            reap=reconciler.backend.reap,  # type: ignore[attr-defined]
             observe_light=lambda: reconciler.observe_now(daemon.state.watched.keys()),
             watchdog_interval_s=None,
             log=out,

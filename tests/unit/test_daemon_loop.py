@@ -21,10 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tgtwatch.config.settings import BackendKind, Settings, SettingsError, WatcherKind
 from tgtwatch.daemon.debounce import Trigger, TriggerKind
 from tgtwatch.daemon.gate import PUBLISH_DEFER_S
-from tgtwatch.daemon.looks import managed_pids
 from tgtwatch.daemon.loop import EXTEND_BY_S, EXTEND_EVERY_S, Daemon
 from tgtwatch.daemon.wakeup import Wake
-from tgtwatch.model.structs import Desired, Observed
+from tgtwatch.model.structs import Observed
 
 T1 = "iqn.2026-01.com.example:t1"
 FILE = Trigger(TriggerKind.FILE)  # names no path: waits for the quiet, cycle reads everything
@@ -85,7 +84,6 @@ class Rig:
             self.waiter,
             self.notifier,
             reload_settings=self._reload,
-            pids_of=self._pids_of,
             observe_light=lambda: self.backend.observe(()),
             watchdog_interval_s=watchdog,
             log=self.log,
@@ -101,9 +99,6 @@ class Rig:
         if isinstance(self.next_settings, SettingsError):
             raise self.next_settings
         return self.next_settings
-
-    def _pids_of(self, observed: Observed, desired: Desired) -> list[int]:
-        return managed_pids(observed, desired, set(self.rec.applied.entries))
 
     def then(
         self, after: float = 0.0, action: Callable[[], object] | None = None, **wake: Any

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -778,9 +778,9 @@ class CountingStateFile(StateFile):
 
     writes = 0
 
-    def save(self, applied: Applied, failed: Mapping[int, str] | None = None) -> None:
+    def save_bytes(self, body: bytes) -> None:
         type(self).writes += 1
-        super().save(applied, failed)
+        super().save_bytes(body)
 
 
 def test_the_state_is_written_once_for_every_action_ended_since_the_last_write(

@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Collection
 from pathlib import Path
 
-from tgtwatch.backends import chap_files, tgtd_procs
+from tgtwatch.backends import chap_files, children, tgtd_procs
 from tgtwatch.backends.base import Outcome, Result, Unanswered
 from tgtwatch.backends.loading import Loaded, load_targets, record_file
 from tgtwatch.backends.probes import portal_listens, wait_exit
@@ -101,7 +100,7 @@ class DirectBackend:
         self.start_timeout_s = start_timeout_s
         self.tool_timeout_s = tool_timeout_s
         self._lock = threading.Lock()
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._children: dict[int, children.Child] = {}
         self._records: dict[int, RecordFile] = {}  # by control port
 
     def records(self, control_port: int) -> RecordFile:
@@ -115,11 +114,9 @@ class DirectBackend:
     # ---- observe ---------------------------------------------------------------------------
 
     def reap(self) -> None:
-        """Collect exited children so they do not linger as zombies."""
+        """Collect exited children so they do not linger as zombies (children.reap)."""
         with self._lock:
-            for pid, proc in list(self._children.items()):
-                if proc.poll() is not None:
-                    del self._children[pid]
+            children.reap(self._children)
 
     def observe(
         self, detail: Collection[int] | None = None, pids: Collection[int] | None = None

@@ -13,11 +13,9 @@ from tgtwatch.cli.exits import EXIT_BUSY
 from tgtwatch.cli.wiring import make_reconciler
 from tgtwatch.config.settings import Settings, WatcherKind, load
 from tgtwatch.daemon.lock import LockBusy, StateLock
-from tgtwatch.daemon.looks import managed_pids
 from tgtwatch.daemon.loop import Daemon
 from tgtwatch.daemon.wakeup import SelectWaiter
 from tgtwatch.daemon.watch import make_watcher
-from tgtwatch.model.structs import Desired, Observed
 from tgtwatch.telemetry.notify import SystemdNotifier, watchdog_interval
 
 
@@ -61,11 +59,6 @@ def _run(settings_path: Path, settings: Settings, err: TextIO) -> int:
         if failed is not None:
             print(f"tgtwatch: {failed.message}", file=err)
 
-    def pids_of(observed: Observed, desired: Desired) -> list[int]:
-        if isinstance(backend, DirectBackend):
-            backend.reap()
-        return managed_pids(observed, desired, set(reconciler.applied.entries))
-
     daemon = Daemon(
         settings,
         reconciler,
@@ -73,7 +66,7 @@ def _run(settings_path: Path, settings: Settings, err: TextIO) -> int:
         waiter,
         SystemdNotifier.from_env(env),
         reload_settings=lambda: load(settings_path, required=False),
-        pids_of=pids_of,
+        reap=backend.reap if isinstance(backend, DirectBackend) else lambda: None,
         observe_light=lambda: reconciler.observe_now(daemon.state.watched.keys()),
         watchdog_interval_s=watchdog_interval(env, os.getpid()),
         log=err,

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection
+from operator import attrgetter
+from typing import cast
 
 from tgtwatch.backends.base import Backend
 from tgtwatch.backends.tgtd_procs import alive
 from tgtwatch.model.plan import PortPlans
-from tgtwatch.model.structs import Applied, Desired, InstanceKind, Observed, Plan
+from tgtwatch.model.structs import (
+    Applied,
+    Desired,
+    InstanceKind,
+    InstanceSpec,
+    Observed,
+    ObservedInstance,
+    Plan,
+)
+
+_PID = attrgetter("pid")
 
 
 class Looks:
@@ -79,7 +91,8 @@ class Looks:
 
     def _keep(self, seen: Observed) -> Observed:
         self._seen = seen
-        self._pids = frozenset(r.pid for r in seen.instances.values() if r.pid is not None)
+        pids = frozenset(map(_PID, seen.instances.values()))  # in C: after every lane's end
+        self._pids = cast(frozenset[int], pids - {None})
         return seen
 
     def started(self, port: int, pid: int) -> None:
@@ -108,6 +121,18 @@ class Looks:
         result = self._plans.plan(desired, applied, observed, due)
         self._planned = (desired, applied, observed, due, result)
         return result
+
+
+def managed_pid(
+    running: ObservedInstance | None, spec: InstanceSpec | None, applied: bool
+) -> int | None:
+    """managed_pids() of one port: its tgtd's pid, if a file wants it or tgtwatch applied
+    it, and it is not the distribution's (None: not watched)."""
+    if running is None or (spec is None and not applied):
+        return None
+    if spec is not None and spec.kind is InstanceKind.DEFAULT:
+        return None
+    return running.pid
 
 
 def managed_pids(observed: Observed, desired: Desired, applied_ports: set[int]) -> list[int]:

@@ -6,6 +6,7 @@ import dataclasses
 import signal
 import time
 from collections.abc import Callable
+from operator import attrgetter
 from pathlib import Path
 from typing import TextIO
 
@@ -17,13 +18,17 @@ from tgtwatch.daemon.loop_state import DaemonState, LoopClock
 from tgtwatch.daemon.memo import Memo
 from tgtwatch.daemon.outcomes import CycleReport
 from tgtwatch.daemon.reconcile import START_FAILED, Reconciler
+from tgtwatch.daemon.statuses import Statuses
 from tgtwatch.daemon.wakeup import Waiter, Wake
 from tgtwatch.daemon.watch_events import Watcher
-from tgtwatch.model.status import InstanceStatus, instance_states, status_line
+from tgtwatch.daemon.watched import WatchedPids
+from tgtwatch.model.status import InstanceStatus, counted_line
 from tgtwatch.model.structs import Desired, DrainStop, InstanceKind, Observed, Reload, Start
 from tgtwatch.telemetry import metrics
 from tgtwatch.telemetry.notify import NotifyError
 from tgtwatch.telemetry.outbox import Outbox, Sender
+
+_PENDING = attrgetter("pending")  # in C: a lane's end asks it of every applied entry
 
 # While the first reconcile runs, ask systemd for this much more start time, this often.
 EXTEND_BY_S = 30.0
@@ -52,7 +57,7 @@ class Daemon:
         notifier: Sender,
         *,
         reload_settings: Callable[[], Settings],
-        pids_of: Callable[[Observed, Desired], list[int]],
+        reap: Callable[[], None] = lambda: None,
         observe_light: Callable[[], Observed],
         watchdog_interval_s: float | None,
         log: TextIO,
@@ -67,7 +72,7 @@ class Daemon:
         # Never blocks the loop: what systemd cannot take now is kept and retried.
         self.notifier = Outbox(notifier, clock=clock, sleep=sleep)
         self.reload_settings = reload_settings
-        self.pids_of = pids_of
+        self.reap = reap  # collects exited children of ours (the direct backend's tgtds)
         self.observe_light = observe_light
         self.watchdog_interval_s = watchdog_interval_s
         self.log = log
@@ -75,10 +80,10 @@ class Daemon:
         self.wall_clock = wall_clock
         self.debouncer = Debouncer.from_ms(settings.debounce_ms, leading=True)
         # A cycle that changed nothing (its inputs the same objects) repeats no O(n) pass.
-        self._pids = Memo(lambda seen, desired, _applied: seen.ports_of(pids_of(seen, desired)))
+        self._pids = WatchedPids()
         self._watched_paths: list[Path] | None = None
-        self._pending = Memo(lambda applied: any(e.pending for e in applied.entries.values()))
-        self._statuses, self._line = Memo(instance_states), Memo(status_line)
+        self._pending = Memo(lambda applied: any(map(_PENDING, applied.entries.values())))
+        self._statuses, self._line = Statuses(), Memo(counted_line)  # per port, per change
         self._watch_paths = Memo(self.watch_paths)
         self.publisher = publish.Publisher(settings.state_dir, log)
         self.gate = PublishGate()
@@ -283,6 +288,7 @@ class Daemon:
         last = self.state.last
         if last is None:
             return
+        self.reap()
         watched = self._pids(observed, last.desired, self.reconciler.applied)
         if watched is not self.state.watched:
             self.state.watched = watched
@@ -296,7 +302,9 @@ class Daemon:
         """STATUS=, metrics and status.json: O(instances), so held back while starts the
         loop just submitted run (PublishGate), at most PUBLISH_DEFER_S."""
         statuses = self.statuses(last.desired, observed)
-        line = self._line(statuses, last.desired.problems, self.reconciler.save_error)
+        line = self._line(
+            self._statuses.counts(), last.desired.problems, self.reconciler.save_error
+        )
         if line != self.state.last_status:
             self.state.last_status = line
             self._notify(lambda: self.notifier.status(line))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _string
 from pathlib import Path
 from typing import Any
 
+from tgtwatch.daemon.keyed import Changes
 from tgtwatch.model.structs import Applied, AppliedEntry, InstanceKind
 
 STATE_FILE = "applied.json"
@@ -25,19 +28,75 @@ def to_json(applied: Applied, failed: Mapping[int, str] | None = None) -> dict[s
     return {
         "version": FORMAT_VERSION,
         "failed": {str(port): message for port, message in sorted((failed or {}).items())},
-        "ports": {
-            str(port): {
-                "name": e.name,
-                "config": str(e.config),
-                "sha256": e.sha256,
-                "applied_at": e.applied_at,
-                "pending": list(e.pending),
-                "kind": e.kind.value,
-                "targets": dict(e.targets),
-            }
-            for port, e in sorted(applied.entries.items())
-        },
+        "ports": {str(port): entry_json(e) for port, e in sorted(applied.entries.items())},
     }
+
+
+def entry_json(e: AppliedEntry) -> dict[str, Any]:
+    return {
+        "name": e.name,
+        "config": str(e.config),
+        "sha256": e.sha256,
+        "applied_at": e.applied_at,
+        "pending": list(e.pending),
+        "kind": e.kind.value,
+        "targets": dict(e.targets),
+    }
+
+
+def encode(applied: Applied, failed: Mapping[int, str] | None = None) -> bytes:
+    """The state file's bytes, made whole (StateEncoder makes the same per changed port)."""
+    return json.dumps(to_json(applied, failed), indent=1, sort_keys=True).encode()
+
+
+def _object(parts: Mapping[str, bytes], keys: list[str], depth: int) -> bytes:
+    """A JSON object at `depth` as json.dumps(indent=1, sort_keys=True) lays it out, from
+    its members' encoded parts (by key) and its keys, sorted."""
+    if not parts:
+        return b"{}"
+    pad = b"\n" + b" " * (depth + 1)
+    members = (b"," + pad).join(map(parts.__getitem__, keys))
+    return b"".join((b"{", pad, members, b"\n", b" " * depth, b"}"))
+
+
+class StateEncoder:
+    """encode()'s very bytes, with each port's part encoded again only when its entry
+    changed (another object), and the file joined from the parts in C.
+
+    indent= runs json's pure-Python encoder: at 500 ports the whole file cost 2-3 ms of
+    CPU per write, after every batch of lane ends. The layout is kept as it was, byte
+    for byte (an operator reads and diffs this file; nothing parses it but from_json)."""
+
+    def __init__(self) -> None:
+        self._entries = Changes(by_identity=True)
+        self._parts: dict[str, bytes] = {}  # str(port) -> its `"PORT": {...}` at depth 2
+        self._keys: list[str] = []  # of _parts, sorted as sort_keys sorts them
+
+    def encode(self, applied: Applied, failed: Mapping[int, str] | None = None) -> bytes:
+        entries, parts, keys = applied.entries, self._parts, self._keys
+        for port in self._entries.changed(entries):
+            key, entry = str(port), entries.get(port)
+            if key not in parts:
+                bisect.insort(keys, key)
+            if entry is None:
+                del parts[key]
+                keys.remove(key)
+            else:
+                text = json.dumps(entry_json(entry), indent=1, sort_keys=True)
+                parts[key] = f'"{key}": {text}'.replace("\n", "\n  ").encode()
+        # Few (ports whose start keeps failing): made whole.
+        failures = {
+            str(p): f'"{p}": {_string(message)}'.encode() for p, message in (failed or {}).items()
+        }
+        return b"".join(
+            (
+                b'{\n "failed": ',
+                _object(failures, sorted(failures), 1),
+                b',\n "ports": ',
+                _object(parts, keys, 1),
+                b',\n "version": %d\n}' % FORMAT_VERSION,
+            )
+        )
 
 
 def from_json(data: Any) -> Applied:
@@ -96,8 +155,10 @@ class StateFile:
             return {}
 
     def save(self, applied: Applied, failed: Mapping[int, str] | None = None) -> None:
+        self.save_bytes(encode(applied, failed))
+
+    def save_bytes(self, body: bytes) -> None:
         """Temp file, fsync, rename, fsync the directory: never a half-written state."""
-        body = json.dumps(to_json(applied, failed), indent=1, sort_keys=True).encode()
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o755)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".applied.", suffix=".tmp")
@@ -131,6 +192,7 @@ class StateWriter:
         self.file = file
         self._lock = threading.Lock()
         self._unsaved = False
+        self._encoder = StateEncoder()
 
     def mark(self) -> None:
         with self._lock:
@@ -145,7 +207,7 @@ class StateWriter:
     def write(self, applied: Applied, failed: Mapping[int, str]) -> str | None:
         """None, or why it could not be written (marked again: tried at the next call)."""
         try:
-            self.file.save(applied, failed)
+            self.file.save_bytes(self._encoder.encode(applied, failed))
         except StateError as exc:
             self.mark()
             return str(exc)

@@ -87,10 +87,7 @@ class Published:
             "pid": self.pid,
             "written_at": self.written_at,
             "instances": [i.to_json() for i in self.instances],
-            "problems": [
-                {"path": str(p.path), "line": p.line, "rule": p.rule.value, "message": p.message}
-                for p in self.problems
-            ],
+            "problems": problems_json(self.problems),
         }
 
     @classmethod
@@ -112,3 +109,10 @@ class Published:
                 for p in data["problems"]
             ),
         )
+
+
+def problems_json(problems: tuple[Problem, ...]) -> list[dict[str, Any]]:
+    return [
+        {"path": str(p.path), "line": p.line, "rule": p.rule.value, "message": p.message}
+        for p in problems
+    ]
