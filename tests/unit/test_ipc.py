@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from tgtwatch.tgt import ipc
 from tgtwatch.tgt import ipc_ops as ops
+from tgtwatch.tgt.ipc_client import next_poll_delay
 
 
 def fields(data: bytes) -> dict[str, object]:
@@ -155,3 +156,16 @@ def test_responses() -> None:
     assert ipc.status_message(99) == "unknown tgtadm error 99"
     assert ipc.decode_text(b"Account list:\n    a\n\0") == "Account list:\n    a\n"
     assert ipc.decode_text(b"") == ""
+
+
+def test_a_starting_tgtd_is_polled_every_millisecond_then_with_backoff() -> None:
+    # tgtd listens 5-10 ms after its exec: a backoff from the first poll (1, 2, 4, 8 ms)
+    # made one that listened at 7.1 ms answer at 15 ms.
+    elapsed, delay, waits = 0.0, 0.001, []
+    while elapsed < 0.2:
+        waits.append(delay)
+        elapsed += delay
+        delay = next_poll_delay(delay, elapsed, 0.03, 0.05)
+    assert set(waits[:29]) == {0.001}  # every poll in the first 30 ms
+    assert waits[-1] == 0.05 and waits == sorted(waits)
+    assert len(waits) < 40

@@ -36,6 +36,12 @@ def socket_path(control_port: int, env: Mapping[str, str] | None = None) -> str:
     return f"{base}.{control_port}"
 
 
+
+def next_poll_delay(delay: float, elapsed: float, steady_s: float, max_delay_s: float) -> float:
+    """The wait before the next poll of a starting tgtd: the same while `elapsed` is under
+    `steady_s`, then doubled up to `max_delay_s`."""
+    return delay if elapsed < steady_s else min(delay * 2, max_delay_s)
+
 class IpcError(Exception):
     """tgtd could not be asked (no socket, timeout, closed without answering) or refused."""
 
@@ -140,10 +146,16 @@ class TgtdSocket:
         *,
         alive: Callable[[], bool] | None = None,
         first_delay_s: float = 0.001,
+        steady_s: float = 0.03,
         max_delay_s: float = 0.05,
     ) -> float:
-        """Poll with backoff until tgtd answers; seconds it took. A stale socket file of an
-        earlier tgtd refuses connections until the new one listens."""
+        """Poll until tgtd answers; seconds it took. A stale socket file of an earlier tgtd
+        refuses connections until the new one listens.
+
+        Every `first_delay_s` for the first `steady_s` (a refused connect costs ~0.1 ms of
+        CPU), then with backoff: tgtd listens 5-10 ms after its exec, and a backoff from
+        the first poll (1, 2, 4, 8 ms) made a tgtd that listened at 7.1 ms answer at 15 ms.
+        """
         started = time.monotonic()
         deadline = started + timeout_s
         delay = first_delay_s
@@ -161,7 +173,7 @@ class TgtdSocket:
             if now >= deadline:
                 raise IpcError(request, f"no answer after {timeout_s:g} s ({last})")
             time.sleep(min(delay, deadline - now))
-            delay = min(delay * 2, max_delay_s)
+            delay = next_poll_delay(delay, now - started, steady_s, max_delay_s)
 
     # -- what tgtwatch reads -------------------------------------------------------------------
 
