@@ -97,6 +97,19 @@ def test_a_wanted_or_applied_port_not_seen_is_looked_for() -> None:
     assert proc.looks == 3
 
 
+def test_a_port_whose_lane_runs_is_not_looked_for_until_it_ends() -> None:
+    # A start under way has a control socket but no pid reported yet: with 200 files at
+    # once, each cycle looked at all of /proc for them.
+    looks, proc, desired, applied = rig(3261)
+    first = looks.observe(desired, applied, {ME})
+    wanted = Desired({**desired.instances, 3263: spec("new", 3263)})
+    proc.sockets.add(3263)
+    assert looks.observe(wanted, applied, {ME}, busy={3263}) is first
+    assert proc.looks == 1
+    looks.observe(wanted, applied, {ME})  # its lane ended without a pid reported: look
+    assert proc.looks == 2
+
+
 def test_an_unwatched_tgtd_is_checked_alive_and_a_dead_one_means_a_new_look() -> None:
     # A tgtd nobody wants (started by hand): no pidfd watches it, a signal 0 does.
     looks, proc, desired, applied = rig(3261)

@@ -40,7 +40,11 @@ class Looks:
         self._plans = PortPlans()  # plan(), made again for the ports that changed
 
     def observe(
-        self, desired: Desired, applied: Applied, watched: Collection[int] | None
+        self,
+        desired: Desired,
+        applied: Applied,
+        watched: Collection[int] | None,
+        busy: Collection[int] = frozenset(),
     ) -> Observed:
         """What runs, from the last look at /proc while it cannot be stale, else a new look.
 
@@ -53,10 +57,14 @@ class Looks:
         nothing wants is seen at the next full look (start, resync, SIGHUP, overflow, any
         watched tgtd's exit), as other hand-made changes are.
         `watched` None: always a new look (`apply`; cycles whose events may be lost).
+        `busy`: ports whose lane runs now: not looked for (a start under way has a control
+        socket but no pid reported yet; with 200 files at once, each cycle looked at all
+        of /proc for them). Their actions wait for the lane anyway; its end reports the pid.
         """
         seen = self._seen
         if watched is not None and seen is not None:
-            missing = (desired.instances.keys() | applied.entries.keys()) - seen.instances.keys()
+            wanted = desired.instances.keys() | applied.entries.keys()
+            missing = wanted - seen.instances.keys() - set(busy)
             if missing:
                 seen = self._look_at_started(seen, missing, desired, applied)
             if seen is not None and all(alive(pid) for pid in self._pids.difference(watched)):

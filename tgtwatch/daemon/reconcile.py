@@ -126,7 +126,7 @@ class Reconciler:
         )
         self.recorder.rejects(desired, applied)
         self._desired = desired
-        observed = self.looks.observe(desired, applied, None if changed is None else watched)
+        observed = self.looks.observe(desired, applied, None if changed is None else watched, busy)
         now = self.clock()
         result = self.looks.plan(
             desired, applied, observed, frozenset(self.checker.due(observed, now))
@@ -160,8 +160,7 @@ class Reconciler:
             if port in busy:
                 deferred[port] = "an action is under way on this port"
                 # Its lane's end brings the daemon back (lane_done), unless the lane runs
-                # these very actions: a failure then sets its own retry. (200 files at once:
-                # each start's end had run a whole cycle over the growing set.)
+                # these very actions (a failure sets its own retry): not a cycle per start.
                 if actions != self._submitted.get(port):
                     wake_on.add(port)
                 continue
@@ -193,9 +192,10 @@ class Reconciler:
 
     def observe_now(self, watched: Collection[int]) -> Observed:
         """What runs now, for a lane's end: the last look while it cannot be stale."""
+        busy = self.executor.busy()
         with self._lock:
             applied = self.applied
-        return self.looks.observe(self._desired, applied, watched)
+        return self.looks.observe(self._desired, applied, watched, busy)
 
     def next_retry(self) -> float | None:
         """Monotonic time of the earliest retry waiting for its time (the daemon wakes then
