@@ -14,6 +14,10 @@ the cycle runs at once) — inventory, observe, plan, the lanes' hand-off, and t
 after it (status line, the pids watched, status.json). CPU is time.process_time() of the
 whole process (the watcher's thread included) around that one call.
 
+New file: then each rep renames a new instance file in and times the loop's thread
+(`time.thread_time`) from the wake until its start is handed to a lane; the tgtd it
+starts is not counted (another thread), and the rep waits for it, untimed.
+
 Inventory alone (no tgtd), interleaved A/B: `scan(..., cache, changed={that file})` as a
 cycle for that event does, vs `scan(..., changed=None)` as the start, a resync or an
 overflow does. Median [min-max] of the reps, in ms.
@@ -188,6 +192,7 @@ def whole_cycle(n: int, reps: int, profile: bool) -> dict[str, Any]:
                 last = daemon.state.last
                 assert last is not None and not last.plan.actions, "a no-op cycle acted"
             result: dict[str, Any] = {"cpu_ms": summary(cpu), "wakes": iterations, "reps": reps}
+            result["new_file_cpu_ms"] = summary(new_file_cycles(daemon, world, settings, reps))
             if profiler is not None:
                 text = io.StringIO()
                 pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
@@ -196,6 +201,35 @@ def whole_cycle(n: int, reps: int, profile: bool) -> dict[str, Any]:
         finally:
             daemon.shutdown()
             out.close()
+
+
+def new_file_cycles(daemon: Daemon, world: Any, settings: Settings, reps: int) -> list[float]:
+    """CPU of the loop's thread (`time.thread_time`: the lane that starts the tgtd is not
+    counted) for the cycle of one new instance file renamed in: from the wake to the start
+    handed to its lane. Each rep waits, untimed, until that start has ended."""
+    ports = POOL.take(reps)
+    world.add_ports(ports)
+    spent: list[float] = []
+    for rep, port in enumerate(ports):
+        name = f"new{rep:03d}"
+        staged = world.root / f"{name}.conf"
+        staged.write_text(instance_text(name, port, [world.backing(f"{name}.img")]))
+        staged.chmod(0o644)
+        time.sleep(settings.debounce_ms / 1000)  # untimed: the event comes alone
+        before = daemon.state.cycle_timestamp
+        staged.replace(world.instances_dir / f"{name}.conf")
+        cpu = 0.0
+        while daemon.state.cycle_timestamp == before:
+            t0 = time.thread_time()
+            daemon.iterate()
+            cpu += (time.thread_time() - t0) * 1000
+        spent.append(cpu)
+        deadline = time.monotonic() + SETTLE_S
+        while port not in daemon.reconciler.applied.entries or daemon.reconciler.executor.busy():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not applied in {SETTLE_S:.0f} s")
+            daemon.iterate()
+    return spent
 
 
 def main() -> int:
@@ -210,7 +244,7 @@ def main() -> int:
         print("run as root (it starts tgtds)", file=sys.stderr)
         return 2
     install_signal_cleanup()
-    POOL.reserve(max(args.sizes))
+    POOL.reserve(max(args.sizes) + args.reps)
     results: dict[str, Any] = {}
     try:
         for n in args.sizes:
@@ -230,6 +264,8 @@ def main() -> int:
             inc, full = r["incremental"], r["full"]
             line += f"  {inc['median']:8.2f} [{inc['min']:.2f}-{inc['max']:.2f}]"
             line += f"  {full['median']:8.2f} [{full['min']:.2f}-{full['max']:.2f}]"
+        new = r["cycle"]["new_file_cpu_ms"]
+        line += f"  new file: {new['median']:.2f} [{new['min']:.2f}-{new['max']:.2f}]"
         print(line + f"  ({r['cycle']['wakes']} wakes for {r['cycle']['reps']} cycles)")
         if "profile" in r["cycle"]:
             print(r["cycle"].pop("profile"))
