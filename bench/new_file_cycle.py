@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""CPU of a new file's cycle at N running instances: this tree against another (by default
+the commit this work started from), side by side, each tree twice, alternating.
+
+`.venv/bin/python bench/new_file_cycle.py [--sizes 1 100 500] [--reps 30] [--before REV]`
+(no root, no tgtd; ~1 min; writes bench/new_file_cycle.json).
+
+Each tree runs the same harness in a process of its own (PYTHONPATH = that tree, its own
+tests/unit fakes): the real Reconciler (inventory over real files in a temporary
+instances_dir, the store checks, /proc looks and plan() as the daemon runs them) on the
+unit tests' FakeBackend, N instance files applied and "running". Each rep writes one new
+instance file and times `Reconciler.cycle(changed={that file}, watched=every pid)`, as the
+daemon's loop runs it for the file's event: from reading the file to its Start handed to
+a lane. CPU is time.thread_time() of the loop's thread (the lane that "starts" it is not
+counted); the rep then waits, untimed, for the lane. Median [min-max], in ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def child(sizes: list[int], reps: int) -> dict[str, Any]:
+    """The harness, run with one tree first on sys.path (PYTHONPATH) and its fakes."""
+    # Imported here, in the child: each tree's own code and fakes (its PYTHONPATH).
+    from fakes import THREAD_TIMEOUT_S, Host  # noqa: PLC0415
+
+    from tgtwatch.config.settings import DefaultInstanceSettings, Settings  # noqa: PLC0415
+
+    results: dict[str, Any] = {}
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            tgt_dir, instances = root / "etc/tgt", root / "etc/mytgt/conf.d"
+            for d in (tgt_dir, instances):
+                d.mkdir(parents=True)
+            for d in (root, root / "etc", tgt_dir, instances, instances.parent):
+                d.chmod(0o755)
+            settings = Settings(
+                tgt_dir=tgt_dir,
+                instances_dir=instances,
+                state_dir=root / "state",
+                default_instance=DefaultInstanceSettings(manage=False),
+                delete_grace_ms=0,
+            )
+            host = Host(settings)
+            try:
+                for i in range(n):
+                    host.write(f"i{i:04d}", 20000 + i, {f"iqn.2026-01.x:i{i}": f"/srv/i{i}.img"})
+                host.cycle()
+                host.cycle()
+                cpu: list[float] = []
+                for rep in range(reps):
+                    path = host.write(
+                        f"n{rep:04d}", 30000 + rep, {f"iqn.2026-01.x:n{rep}": f"/srv/n{rep}.img"}
+                    )
+                    watched = {t.pid for t in host.backend.running.values()}
+                    started = time.thread_time()
+                    report = host.rec.cycle({path}, watched)
+                    cpu.append((time.thread_time() - started) * 1000)
+                    assert [a.kind.value for a in report.plan.actions] == ["start"], report
+                    assert host.executor.wait(THREAD_TIMEOUT_S)
+                    host.rec.save_state()
+                results[str(n)] = {
+                    "median": statistics.median(cpu),
+                    "min": min(cpu),
+                    "max": max(cpu),
+                }
+            finally:
+                host.close()
+    return results
+
+
+def run_tree(tree: Path, sizes: list[int], reps: int) -> dict[str, Any]:
+    path = os.pathsep.join([str(tree), str(tree / "tests" / "unit")])
+    env = {**os.environ, "PYTHONPATH": path}
+    argv = [sys.executable, __file__, "--child", "--sizes", *map(str, sizes)]
+    out = subprocess.run([*argv, "--reps", str(reps)], env=env, check=True, capture_output=True)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 500])
+    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--before", default="a9a4f7f", help="the tree to compare with")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.sizes, args.reps)))
+        return 0
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="tgtwatch-before-") as before:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", args.before, "tgtwatch", "tests/unit"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
+        trees = {f"before ({args.before})": Path(before), f"after ({head})": REPO}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+        for _ in range(2):  # alternating: the host's load moves between runs
+            for name, tree in trees.items():
+                runs[name].append(run_tree(tree, args.sizes, args.reps))
+    print(f"a new file's cycle, ms of the loop thread's CPU, median [min-max] of {args.reps}")
+    print(
+        "| running instances | "
+        + " | ".join(f"{name}, run {i}" for name in runs for i in (1, 2))
+        + " |"
+    )
+    for n in args.sizes:
+        cells = [
+            "{median:.2f} [{min:.2f}-{max:.2f}]".format(**one[str(n)])
+            for name in runs
+            for one in runs[name]
+        ]
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    (HERE / "new_file_cycle.json").write_text(
+        json.dumps({"measured": stamp, "reps": args.reps, "runs": runs}, indent=1) + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
