@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """CPU of a new file's cycle at N running instances: this tree against another (by default
-the commit this work started from), side by side, each tree twice, alternating.
+the commit this work started from), side by side, each tree `--rounds` times, alternating
+(a shared host's CPU time moves by a third between runs: compare the rounds' medians).
 
-`.venv/bin/python bench/new_file_cycle.py [--sizes 1 100 500] [--reps 30] [--before REV]`
-(no root, no tgtd; ~1 min; writes bench/new_file_cycle.json).
+`.venv/bin/python bench/new_file_cycle.py [--sizes 1 100 500] [--reps 30] [--rounds 6]
+[--before REV]` (no root, no tgtd; ~1 min; writes bench/new_file_cycle.json).
 
 Each tree runs the same harness in a process of its own (PYTHONPATH = that tree, its own
 tests/unit fakes): the real Reconciler (inventory over real files in a temporary
@@ -96,6 +97,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 500])
     parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--before", default="a9a4f7f", help="the tree to compare with")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -117,21 +119,21 @@ def main() -> int:
         subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
         trees = {f"before ({args.before})": Path(before), f"after ({head})": REPO}
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
-        for _ in range(2):  # alternating: the host's load moves between runs
+        for _ in range(args.rounds):  # alternating: the host's load moves between runs
             for name, tree in trees.items():
                 runs[name].append(run_tree(tree, args.sizes, args.reps))
-    print(f"a new file's cycle, ms of the loop thread's CPU, median [min-max] of {args.reps}")
     print(
-        "| running instances | "
-        + " | ".join(f"{name}, run {i}" for name in runs for i in (1, 2))
-        + " |"
+        f"a new file's cycle, ms of the loop thread's CPU: the median of {args.rounds} rounds' "
+        f"medians of {args.reps} reps [the rounds' lowest and highest median]"
     )
+    print("| running instances | " + " | ".join(runs) + " |")
     for n in args.sizes:
-        cells = [
-            "{median:.2f} [{min:.2f}-{max:.2f}]".format(**one[str(n)])
-            for name in runs
-            for one in runs[name]
-        ]
+        cells = []
+        for rounds in runs.values():
+            medians = [one[str(n)]["median"] for one in rounds]
+            cells.append(
+                f"{statistics.median(medians):.2f} [{min(medians):.2f}-{max(medians):.2f}]"
+            )
         print(f"| {n} | " + " | ".join(cells) + " |")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (HERE / "new_file_cycle.json").write_text(
