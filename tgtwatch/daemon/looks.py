@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection
+from collections.abc import Set as AbstractSet
 from operator import attrgetter
 from typing import cast
 
@@ -44,7 +45,7 @@ class Looks:
         desired: Desired,
         applied: Applied,
         watched: Collection[int] | None,
-        busy: Collection[int] = frozenset(),
+        busy: AbstractSet[int] = frozenset(),
     ) -> Observed:
         """What runs, from the last look at /proc while it cannot be stale, else a new look.
 
@@ -64,7 +65,7 @@ class Looks:
         seen = self._seen
         if watched is not None and seen is not None:
             wanted = desired.instances.keys() | applied.entries.keys()
-            missing = wanted - seen.instances.keys() - set(busy)
+            missing = wanted - seen.instances.keys() - busy
             if missing:
                 seen = self._look_at_started(seen, missing, desired, applied)
             if seen is not None and all(alive(pid) for pid in self._pids.difference(watched)):
