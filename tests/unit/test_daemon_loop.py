@@ -807,3 +807,21 @@ def test_a_file_batch_names_its_paths_and_lost_events_read_everything(
     assert rig.cycles_since_start() == [0.0, 1.0, 2.0]
     # Start: everything; the close: that file only; an overflow: everything.
     assert rig.changed == [None, frozenset({path}), None]
+
+
+def test_children_are_reaped_when_what_runs_changed_not_at_a_no_op_cycle(
+    make: Callable[..., Rig],
+) -> None:
+    # waitid() walks every child of ours in the kernel (~0.1 ms at 500): a cycle that
+    # changed nothing (a file rewritten with the same content) must not pay it.
+    rig = make(debounce_ms=250)
+    reaped: list[float] = []
+    rig.daemon.reap = lambda: reaped.append(rig.clock())
+    path = rig.host.write("alpha", 3261)
+    rig.then(1.0, lambda: rig.watcher.push(saved(path)))  # a start: what runs changes
+    rig.then(1.0, lambda: rig.watcher.push(saved(path)))  # the same content again
+    rig.stop(1.0)
+    rig.run()
+    assert rig.cycles_since_start() == [0.0, 1.0, 2.0]
+    assert 3261 in rig.backend.running
+    assert reaped and all(t <= rig.t0 + 1.0 for t in reaped)  # none at 2.0, the no-op
