@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import trees
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 
 
 def child(sizes: list[int], reps: int) -> dict[str, Any]:
@@ -85,11 +84,8 @@ def child(sizes: list[int], reps: int) -> dict[str, Any]:
 
 
 def run_tree(tree: Path, sizes: list[int], reps: int) -> dict[str, Any]:
-    path = os.pathsep.join([str(tree), str(tree / "tests" / "unit")])
-    env = {**os.environ, "PYTHONPATH": path}
-    argv = [sys.executable, __file__, "--child", "--sizes", *map(str, sizes)]
-    out = subprocess.run([*argv, "--reps", str(reps)], env=env, check=True, capture_output=True)
-    result: dict[str, Any] = json.loads(out.stdout)
+    args = ["--sizes", *map(str, sizes), "--reps", str(reps)]
+    result: dict[str, Any] = trees.run_child(__file__, args, [tree, tree / "tests" / "unit"])
     return result
 
 
@@ -104,23 +100,11 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.sizes, args.reps)))
         return 0
-    head = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    with tempfile.TemporaryDirectory(prefix="tgtwatch-before-") as before:
-        archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", args.before, "tgtwatch", "tests/unit"],
-            check=True,
-            capture_output=True,
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
-        trees = {f"before ({args.before})": Path(before), f"after ({head})": REPO}
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    with trees.unpacked(args.before, ["tgtwatch", "tests/unit"]) as before:
+        sides = {f"before ({args.before})": before, f"after ({trees.head()})": trees.REPO}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
         for _ in range(args.rounds):  # alternating: the host's load moves between runs
-            for name, tree in trees.items():
+            for name, tree in sides.items():
                 runs[name].append(run_tree(tree, args.sizes, args.reps))
     print(
         f"a new file's cycle, ms of the loop thread's CPU: the median of {args.rounds} rounds' "

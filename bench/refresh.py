@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import trees
+
 from tgtwatch.backends.direct import DirectBackend
 from tgtwatch.config.settings import Settings
 from tgtwatch.daemon.looks import managed_pids
@@ -52,7 +54,6 @@ from tgtwatch.model.structs import (
 )
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 BASE_PORT = 20000
 
 
@@ -193,10 +194,8 @@ def measure(n: int, reps: int) -> dict[str, float]:
 
 
 def run_tree(tree: Path, sizes: list[int], reps: int) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    argv = [sys.executable, __file__, "--child", "--sizes", *map(str, sizes)]
-    out = subprocess.run([*argv, "--reps", str(reps)], env=env, check=True, capture_output=True)
-    result: dict[str, Any] = json.loads(out.stdout)
+    args = ["--sizes", *map(str, sizes), "--reps", str(reps)]
+    result: dict[str, Any] = trees.run_child(__file__, args, [tree])
     return result
 
 
@@ -210,22 +209,10 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(args.sizes, args.reps)))
         return 0
-    head = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    with tempfile.TemporaryDirectory(prefix="tgtwatch-before-") as before:
-        archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", args.before, "tgtwatch"],
-            check=True,
-            capture_output=True,
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
+    with trees.unpacked(args.before, ["tgtwatch"]) as before:
         runs = {
-            f"before ({args.before})": run_tree(Path(before), args.sizes, args.reps),
-            f"after ({head})": run_tree(REPO, args.sizes, args.reps),
+            f"before ({args.before})": run_tree(before, args.sizes, args.reps),
+            f"after ({trees.head()})": run_tree(trees.REPO, args.sizes, args.reps),
         }
     print(f"refresh after a lane's end, ms of CPU, median [min-max] of {args.reps} reps")
     print("| running instances | " + " | ".join(runs) + " |")

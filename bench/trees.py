@@ -1,0 +1,45 @@
+"""Two trees side by side: another commit's code unpacked beside this checkout, and a
+harness run in a process of its own with one tree first on its path."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def head() -> str:
+    """This checkout's short commit."""
+    return subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@contextlib.contextmanager
+def unpacked(rev: str, paths: Sequence[str]) -> Iterator[Path]:
+    """`paths` of commit `rev`, unpacked in a temporary directory for the block's length."""
+    with tempfile.TemporaryDirectory(prefix="tgtwatch-before-") as before:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", rev, *paths], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
+        yield Path(before)
+
+
+def run_child(script: str, args: Sequence[str], path: Sequence[Path]) -> Any:
+    """`script --child ARGS` with `path` first on PYTHONPATH; what it printed, as JSON."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, path))}
+    argv = [sys.executable, script, "--child", *args]
+    out = subprocess.run(argv, env=env, check=True, capture_output=True)
+    return json.loads(out.stdout)
