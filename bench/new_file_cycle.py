@@ -119,10 +119,7 @@ def main() -> int:
                 f"{statistics.median(medians):.2f} [{min(medians):.2f}-{max(medians):.2f}]"
             )
         print(f"| {n} | " + " | ".join(cells) + " |")
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    (HERE / "new_file_cycle.json").write_text(
-        json.dumps({"measured": stamp, "reps": args.reps, "runs": runs}, indent=1) + "\n"
-    )
+    trees.write_results("new_file_cycle.json", args.reps, runs)
     return 0
 
 

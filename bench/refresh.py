@@ -221,10 +221,7 @@ def main() -> int:
             "{median:.2f} [{min:.2f}-{max:.2f}]".format(**run[str(n)]) for run in runs.values()
         ]
         print(f"| {n} | " + " | ".join(cells) + " |")
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    (HERE / "refresh.json").write_text(
-        json.dumps({"measured": stamp, "reps": args.reps, "runs": runs}, indent=1) + "\n"
-    )
+    trees.write_results("refresh.json", args.reps, runs)
     return 0
 
 

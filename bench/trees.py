@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,3 +44,10 @@ def run_child(script: str, args: Sequence[str], path: Sequence[Path]) -> Any:
     argv = [sys.executable, script, "--child", *args]
     out = subprocess.run(argv, env=env, check=True, capture_output=True)
     return json.loads(out.stdout)
+
+
+def write_results(name: str, reps: int, runs: Any) -> None:
+    """bench/NAME, stamped with the time of the measurement."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    body = {"measured": stamp, "reps": reps, "runs": runs}
+    (REPO / "bench" / name).write_text(json.dumps(body, indent=1) + "\n")
