@@ -36,13 +36,9 @@ def unseen_problems(
     else:
         by_id = dict(zip(map(id, values), values, strict=True))
         todo = [by_id[key] for key in by_id.keys() - quiet.keys()]
-    prefix = str(directory).rstrip("/") + "/"  # is_below, inlined: 500 entries a cycle
     outside: set[int] = set()
     for entry in todo:
-        text = str(entry.config)
-        if entry.kind is not InstanceKind.DROPIN or (
-            len(text) > len(prefix) and text.startswith(prefix)
-        ):
+        if entry.kind is not InstanceKind.DROPIN or is_below(entry.config, directory):
             if quiet is not None:
                 quiet[id(entry)] = entry
             continue

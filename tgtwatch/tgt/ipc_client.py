@@ -36,11 +36,11 @@ def socket_path(control_port: int, env: Mapping[str, str] | None = None) -> str:
     return f"{base}.{control_port}"
 
 
-
 def next_poll_delay(delay: float, elapsed: float, steady_s: float, max_delay_s: float) -> float:
     """The wait before the next poll of a starting tgtd: the same while `elapsed` is under
     `steady_s`, then doubled up to `max_delay_s`."""
     return delay if elapsed < steady_s else min(delay * 2, max_delay_s)
+
 
 class IpcError(Exception):
     """tgtd could not be asked (no socket, timeout, closed without answering) or refused."""
