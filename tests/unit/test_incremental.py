@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import pytest
 from builders import instance_text, write
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tgtwatch.config import rules
+from tgtwatch.config import inventory, rules
 from tgtwatch.config.incremental import InstanceCache
-from tgtwatch.config.inventory import scan
+from tgtwatch.config.inventory import scan, scan_instances
 from tgtwatch.config.settings import Settings
 from tgtwatch.config.trust import TrustPolicy
-from tgtwatch.model.structs import Applied, Desired
+from tgtwatch.model.structs import Applied, Desired, InstanceSpec, Rule
 
 T = "iqn.2026-01.com.example:t"
 
@@ -220,3 +222,81 @@ def test_a_file_gone_from_the_listing_is_forgotten_and_one_back_read_again(
     got = scan(settings, Applied(), policy, cache=cache, changed={files["b"]})
     assert ports(got) == {3261: "a", 3264: "b", 3263: "c"}
     assert len(cache) == 3
+
+
+# ---- a file that changes while it is read --------------------------------------------------
+
+
+def _two_files(settings: Settings) -> tuple[Path, Path, Path, Path]:
+    """two.conf naming two.d/v1.inc; v2.inc and the next two.conf (naming it) staged."""
+    d = settings.instances_dir
+    v1 = write(d / "two.d/v1.inc", f"<target {T}1>\n</target>\n")
+    conf = write(d / "two.conf", instance_text(3261) + "include two.d/v1.inc\n")
+    v2 = write(d / "two.d/v2.inc", f"<target {T}2>\n</target>\n")
+    staged = write(d / ".two.conf.tmp", instance_text(3261) + "include two.d/v2.inc\n")
+    return conf, v1, v2, staged
+
+
+def _targets(specs: list[InstanceSpec]) -> list[list[str]]:
+    return [[t.name for t in spec.targets] for spec in specs]
+
+
+def test_a_file_replaced_while_read_keeps_its_last_reading_until_its_event(
+    settings: Settings, policy: TrustPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's two-file change lands between the read of two.conf and of its include: the
+    read sees the old file naming an include already deleted. Not a reject: the rename's
+    event, still to come, has the file read again."""
+    cache = InstanceCache()
+    conf, v1, v2, staged = _two_files(settings)
+    directory = settings.instances_dir
+    assert _targets(scan_instances(directory, policy, cache=cache)[0]) == [[f"{T}1"]]
+    real_parse = inventory.parse
+
+    def edit_lands_mid_read(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(inventory, "parse", real_parse)  # once
+        v1.unlink()  # the old include goes before the old file's include is read...
+        parsed = real_parse(*args, **kwargs)
+        staged.rename(conf)  # ...and the new file is in place when the read ends
+        return parsed
+
+    monkeypatch.setattr(inventory, "parse", edit_lands_mid_read)
+    # v2.inc's close comes first: two.conf includes from two.d, so it is read again.
+    specs, problems, _ = scan_instances(directory, policy, cache=cache, changed={v2})
+    assert problems == [] and _targets(specs) == [[f"{T}1"]]
+    assert inventory.parse is real_parse
+    specs, problems, _ = scan_instances(directory, policy, cache=cache, changed={conf, v1})
+    assert problems == [] and _targets(specs) == [[f"{T}2"]]
+
+
+def test_a_file_that_held_still_while_read_has_its_problem_reported(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    cache = InstanceCache()
+    conf, v1, _, _ = _two_files(settings)
+    scan_instances(settings.instances_dir, policy, cache=cache)
+    v1.unlink()
+    specs, problems, _ = scan_instances(settings.instances_dir, policy, cache=cache, changed={v1})
+    assert specs == [] and [(p.path, p.rule) for p in problems] == [(conf, Rule.INCLUDE)]
+    assert "v1.inc: no such file" in problems[0].message
+
+
+def test_a_file_new_and_replaced_while_read_waits_for_its_event(
+    settings: Settings, policy: TrustPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never read before: nothing to keep, so it is not part of the scan until its event."""
+    cache = InstanceCache()
+    conf, v1, _, staged = _two_files(settings)
+    real_parse = inventory.parse
+
+    def edit_lands_mid_read(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(inventory, "parse", real_parse)
+        v1.unlink()
+        parsed = real_parse(*args, **kwargs)
+        staged.rename(conf)
+        return parsed
+
+    monkeypatch.setattr(inventory, "parse", edit_lands_mid_read)
+    assert scan_instances(settings.instances_dir, policy, cache=cache)[:2] == ([], [])
+    specs, problems, _ = scan_instances(settings.instances_dir, policy, cache=cache, changed={conf})
+    assert problems == [] and _targets(specs) == [[f"{T}2"]]

@@ -117,6 +117,10 @@ class InstanceCache:
         named = self._named
         return path not in named and not any(parent in named for parent in path.parents)
 
+    def last(self, path: Path) -> FileResult | None:
+        """The file's last kept result, whatever was reported since."""
+        return self._results.get(path)
+
     def lookup(
         self, path: Path, changed: Collection[Path] | None
     ) -> tuple[bool, FileResult | None]:

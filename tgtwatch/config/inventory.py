@@ -170,6 +170,15 @@ def scan_default(
     return spec, [], []
 
 
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    """What changes when a file is written, replaced or removed (not a chmod: no event)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _read_instance(path: Path, source: TrustedFiles, limits: Limits) -> FileResult:
     try:
         parsed = parse(path, source, limits=limits)
@@ -181,6 +190,18 @@ def _read_instance(path: Path, source: TrustedFiles, limits: Limits) -> FileResu
     # A problem may name a file the parse could not read (a missing include): depend on it.
     files |= {p.path for p in found}
     return FileResult.of(spec, tuple(found), files, frozenset(f.parent for f in parsed.files[1:]))
+
+
+def _read_settled(path: Path, source: TrustedFiles, limits: Limits) -> FileResult | None:
+    """_read_instance, or None when the read found problems and the file was written,
+    replaced or removed while it was read: it saw half of an edit (the old file naming an
+    include the edit already deleted), and the edit's own event, still to come, has the
+    file read again. A reject then would be a moment's false alarm."""
+    before = _identity(path)
+    result = _read_instance(path, source, limits)
+    if result.problems and (before is None or _identity(path) != before):
+        return None
+    return result
 
 
 def _name_problem(filename: str) -> str | None:
@@ -250,8 +271,13 @@ def scan_instances(
             if unannounced:
                 return None
         if result is None:
-            result = _read_instance(path, source, limits)
-            if cache is not None:
+            if cache is None:
+                result = _read_instance(path, source, limits)
+            else:
+                result = _read_settled(path, source, limits)
+                if result is None:  # changed while read: as it was until its event comes
+                    result = cache.last(path)
+                    return None if result is None else (result.problems, result.spec)
                 cache.keep(path, result)
         return result.problems, result.spec
 
