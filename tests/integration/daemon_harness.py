@@ -355,8 +355,16 @@ class Daemon:
                 if left <= 0.5:
                     raise AssertionError(
                         f"timed out after {timeout:g}s waiting for {what}\n--- daemon log\n"
-                        f"{self.log()}"
+                        f"{self.log()}{self._last_records()}"
                     ) from None
+
+    def _last_records(self, count: int = 30) -> str:
+        """The journal's last records, as the operator reads them: what the daemon did."""
+        if self.journal is None:
+            return ""
+        items: list[Record] = self.journal.snapshot()[-count:]
+        lines = (f"{r.at - self.started_at:8.3f}s {r.get('MESSAGE')}" for r in items)
+        return "\n--- last journal records\n" + "\n".join(lines)
 
     def _check_alive(self) -> None:
         if self.proc.poll() is not None:
