@@ -192,16 +192,15 @@ def _read_instance(path: Path, source: TrustedFiles, limits: Limits) -> FileResu
     return FileResult.of(spec, tuple(found), files, frozenset(f.parent for f in parsed.files[1:]))
 
 
-def _read_settled(path: Path, source: TrustedFiles, limits: Limits) -> FileResult | None:
-    """_read_instance, or None when the read found problems and the file was written,
-    replaced or removed while it was read: it saw half of an edit (the old file naming an
-    include the edit already deleted), and the edit's own event, still to come, has the
-    file read again. A reject then would be a moment's false alarm."""
+def _read_settled(path: Path, source: TrustedFiles, limits: Limits) -> tuple[FileResult, bool]:
+    """_read_instance, and False when the read found problems and the file was written,
+    replaced or removed while it was read: it may have seen half of an edit (the old file
+    naming an include the edit already deleted), and the edit's own event, still to come,
+    has the file read again."""
     before = _identity(path)
     result = _read_instance(path, source, limits)
-    if result.problems and (before is None or _identity(path) != before):
-        return None
-    return result
+    settled = not result.problems or (before is not None and _identity(path) == before)
+    return result, settled
 
 
 def _name_problem(filename: str) -> str | None:
@@ -274,10 +273,13 @@ def scan_instances(
             if cache is None:
                 result = _read_instance(path, source, limits)
             else:
-                result = _read_settled(path, source, limits)
-                if result is None:  # changed while read: as it was until its event comes
-                    result = cache.last(path)
-                    return None if result is None else (result.problems, result.spec)
+                result, settled = _read_settled(path, source, limits)
+                kept = None if settled else cache.last(path)
+                if kept is not None:
+                    # Changed while read: its last reading holds until the change's event
+                    # (a reject now would be a false alarm). With none, as read (a refused
+                    # file's instance runs on, where a file left out would be drained).
+                    return kept.problems, kept.spec
                 cache.keep(path, result)
         return result.problems, result.spec
 
