@@ -106,3 +106,30 @@ def test_a_new_file_whose_directories_are_watched_already_rearms_nothing(
         assert len(rig.watcher.path_history) == 2
     finally:
         rig.close()
+
+
+def test_a_new_file_that_includes_from_a_new_directory_has_it_watched(
+    settings: Settings,
+) -> None:
+    rig = Rig(settings, stop_at=10.0)
+    try:
+        rig.host.write("alpha", 3261)
+        luns = settings.instances_dir / "beta.d"
+
+        def add_beta() -> None:
+            path = rig.host.write("beta", 3262)
+            (luns / "more").mkdir(parents=True)
+            (luns / "a.inc").write_text(f"<target {T1}b>\n</target>\n")
+            (luns / "more" / "b.inc").write_text(f"<target {T1}c>\n</target>\n")
+            with path.open("a") as text:
+                text.write("include beta.d/*.inc\ninclude beta.d/more/b.inc\n")
+            rig.watcher.push(Trigger(TriggerKind.FILE, path))
+
+        rig.then(1.0, add_beta)
+        assert rig.run() == 0
+        assert len(rig.rec.applied.entries) == 2
+        assert rig.watcher.paths == tuple(
+            sorted({settings.instances_dir, settings.tgt_dir, luns, luns / "more"})
+        )
+    finally:
+        rig.close()

@@ -6,6 +6,7 @@ import dataclasses
 import signal
 import time
 from collections.abc import Callable
+from itertools import chain
 from operator import attrgetter
 from pathlib import Path
 from typing import TextIO
@@ -28,8 +29,8 @@ from tgtwatch.telemetry import metrics
 from tgtwatch.telemetry.notify import NotifyError
 from tgtwatch.telemetry.outbox import Outbox, Sender
 
-_PENDING = attrgetter("pending")  # in C: a lane's end asks it of every applied entry
-
+# In C: a lane's end asks every applied entry; a new file's cycle, every spec's includes.
+_PENDING, _INCLUDES, _PARENT = attrgetter("pending"), attrgetter("includes"), attrgetter("parent")
 # While the first reconcile runs, ask systemd for this much more start time, this often.
 EXTEND_BY_S = 30.0
 EXTEND_EVERY_S = 10.0
@@ -38,8 +39,6 @@ EXTEND_EVERY_S = 10.0
 PENDING_POLL_S = 2.0
 # A cycle that failed outright (a bug, an unreadable /proc) is tried again this soon.
 CYCLE_RETRY_S = 5.0
-
-
 # Built into the running daemon's parts (backend, watcher, state file, lock, every tool
 # call): a SIGHUP keeps these and says so.
 RESTART_ONLY = ("backend", "state_dir", "watcher", "tool_timeout_s")
@@ -336,9 +335,9 @@ class Daemon:
     def watch_paths(self, desired: Desired | None) -> list[Path]:
         """instances_dir, tgt_dir and every directory an include reads from."""
         paths = {self.settings.instances_dir, self.settings.tgt_dir}
-        if desired is not None:
-            for spec in desired.instances.values():
-                paths.update(p.parent for p in spec.includes)
+        if desired is not None:  # in C: as a loop, 500 specs cost a new file ~0.25 ms
+            includes = chain.from_iterable(map(_INCLUDES, desired.instances.values()))
+            paths.update(map(_PARENT, includes))
         return sorted(paths)
 
     # ---- readiness, notifications ----------------------------------------------------------
