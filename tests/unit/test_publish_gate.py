@@ -133,3 +133,31 @@ def test_a_new_file_that_includes_from_a_new_directory_has_it_watched(
         )
     finally:
         rig.close()
+
+
+def test_while_a_start_runs_the_loop_makes_no_pass_over_the_ports(settings: Settings) -> None:
+    """The pidfds, reaping and counts wait with the publication: at 500 ports they were
+    ~1 ms of the loop's thread beside the start; the bound or the lane's end brings them."""
+    rig = Rig(settings, sync_lanes=False)
+    try:
+        rig.host.write("alpha", 3261)
+        gate = rig.backend.gate("start", 3261)
+        reaps: list[float] = []
+        rig.daemon.reap = lambda: reaps.append(rig.clock())
+        seen: list[tuple[int, int]] = []
+        rig.waiter.before_wait = lambda: seen.append((len(rig.waiter.watched), len(reaps)))
+
+        def release() -> None:
+            gate.open()
+            assert rig.host.executor.wait(5.0)
+
+        rig.then(1.0, release)
+        rig.stop(0.5)
+        assert rig.run() == 0
+        # After the first cycle: nothing; at the bound: the pidfds (none runs yet) and a
+        # reap; the lane's end: alpha's tgtd watched.
+        assert seen[0] == (0, 0)
+        assert seen[1] == (1, 1)
+        assert rig.waiter.watched[-1] == [rig.backend.running[3261].pid]
+    finally:
+        rig.close()

@@ -275,12 +275,13 @@ class Daemon:
 
     def refresh(self, observed: Observed) -> None:
         """The state file, STATUS=, metrics and the pidfds of the tgtds we manage, after a
-        cycle or a batch of lanes. While starts the loop just submitted run, the state
-        file and the publication wait (PublishGate, at most PUBLISH_DEFER_S): a crash
-        before the write loses nothing (the next start adopts what runs)."""
-        publish_now = self.gate.open(self.reconciler.executor.busy(), self.clock())
-        if publish_now:
-            self.reconciler.save_state()
+        cycle or a batch of lanes. While starts the loop just submitted run, all of it
+        waits (PublishGate, at most PUBLISH_DEFER_S): its passes over every port would run
+        on the loop's thread beside the start; a crash before the write loses nothing
+        (the next start adopts what runs), a lane's end looks for a tgtd that died unwatched."""
+        if not self.gate.open(self.reconciler.executor.busy(), self.clock()):
+            return
+        self.reconciler.save_state()
         if not self._pending(self.reconciler.applied):
             self.deadlines.pending_at = None
         elif self.deadlines.pending_at is None:
@@ -300,8 +301,7 @@ class Daemon:
             self.waiter.watch_pids(watched)
         self._say_save_error()
         self._count_actions()
-        if publish_now:
-            self.publish(last, observed)
+        self.publish(last, observed)
 
     def publish(self, last: CycleReport, observed: Observed) -> None:
         """STATUS=, metrics and status.json: O(instances), so held back while starts the
