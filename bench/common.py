@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,9 +127,10 @@ class PortPool:
 POOL = PortPool()
 
 
-def stop_port(port: int) -> None:
-    """Stop the tgtd whose control port is `port` (if any), the polite way first."""
-    for proc in scan_tgtd():
+def stop_port(port: int, executables: Collection[str] | None = None) -> None:
+    """Stop the tgtd whose control port is `port` (if any), the polite way first;
+    `executables`: the binaries it may run from (None: tgtd's own)."""
+    for proc in scan_tgtd(executables=executables):
         if proc.cmdline.control_port == port:
             dh.stop_tgtd(port, proc.pid)
     for name in (f"socket.{port}", f"socket.{port}.lock"):
@@ -137,12 +138,15 @@ def stop_port(port: int) -> None:
             (TGTD_RUN_DIR / name).unlink()
 
 
-def stop_ports(ports: Iterable[int], workers: int = 8) -> None:
+def stop_ports(
+    ports: Iterable[int], workers: int = 8, executables: Collection[str] | None = None
+) -> None:
     wanted = set(ports)
-    running = {p.cmdline.control_port for p in scan_tgtd() if p.cmdline.control_port in wanted}
+    found = scan_tgtd(executables=executables)
+    running = {p.cmdline.control_port for p in found if p.cmdline.control_port in wanted}
     if running:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(stop_port, sorted(running)))
+            list(pool.map(lambda port: stop_port(port, executables), sorted(running)))
     dh.reap_orphans()
 
 

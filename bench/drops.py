@@ -8,6 +8,10 @@
    renames one new file in (after debounce_ms of quiet, untimed) and times until iscsi-ls
    lists its target. Beside it, the floor of the same provisioning by the same apply path
    (DirectBackend.start of that file's spec, the native engine, in this process).
+   With `--others`, "none" runs beside N tgtds the daemon does not manage (a copy of
+   tgtd, whose /proc exe it does not trust, each serving a target as an instance does):
+   the host then carries the same load in both figures, and their ratio is the daemon's
+   own growth with the count it manages (the floor's shows what the host adds).
 2. B files renamed in at once → every one listed: `tgtwatch run` started empty, vs the
    floor: the same B starts by the same apply path on a thread pool of the daemon's lane
    count, all submitted at once. Both sides poll the ports in the same order.
@@ -17,6 +21,7 @@ Writes bench/drops.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -24,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,6 +38,7 @@ from common import (
     DEBOUNCE_MS,
     LANES,
     POOL,
+    PROGS,
     atomic_write,
     bench_world,
     cleanup_all,
@@ -52,6 +59,7 @@ from tgtwatch.config.inventory import instance_from
 from tgtwatch.config.tgtconf import parse
 from tgtwatch.config.trust import TrustedFiles, TrustPolicy
 from tgtwatch.model.structs import InstanceSpec
+from tgtwatch.tgt.gateway import TgtPrograms
 
 OUT = Path(__file__).resolve().parent / "drops.json"
 POLL = 0.002
@@ -93,12 +101,39 @@ def floor_start(backend: DirectBackend, conf: Path) -> None:
     assert outcome.result.value == "ok", outcome
 
 
+@contextlib.contextmanager
+def others_running(count: int) -> Iterator[None]:
+    """`count` tgtds the daemon does not manage, each serving one target as an instance's
+    does, from a copy of tgtd (its /proc exe is not one the daemon trusts: it ignores
+    them). Stopped at the end."""
+    if count == 0:
+        yield
+        return
+    ports = POOL.take(count)
+    workdir = Path(tempfile.mkdtemp(prefix="twothers.", dir="/var/tmp"))
+    exe = workdir / "tgtd"
+    shutil.copy2(PROGS.tgtd, exe)
+    backend = DirectBackend(workdir / "state" / "log", programs=TgtPrograms(tgtd=str(exe)))
+    try:
+        files = floor_files(workdir, ports, "o")
+        with ThreadPoolExecutor(max_workers=LANES) as pool:
+            list(pool.map(lambda item: floor_start(backend, item[2]), files))
+        log(f"{count} other tgtds running (not managed)")
+        yield
+    finally:
+        stop_ports(ports, executables={str(exe)})
+        backend.reap()
+        POOL.give_back(ports)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 # ---- 1. drop -> serving, N running vs none -----------------------------------------------------
 
 
-def one_drop(running: int, reps: int) -> dict[str, Any]:
-    """`reps` single drops into a daemon that runs `running` instances; plus the floor."""
-    with bench_world(f"drop1-{running}") as world:
+def one_drop(running: int, reps: int, others: int = 0) -> dict[str, Any]:
+    """`reps` single drops into a daemon that runs `running` instances, beside `others`
+    unmanaged tgtds; plus the floor."""
+    with others_running(others), bench_world(f"drop1-{running}") as world:
         ports = POOL.take(running + 2 * reps)
         world.add_ports(ports)
         base, extra, floor_ports = (
@@ -136,7 +171,12 @@ def one_drop(running: int, reps: int) -> dict[str, Any]:
         stop_ports(floor_ports)
         backend.reap()
     log(f"drop with {running} running: {[round(t * 1000) for t in took]} ms")
-    return {"running": running, "tgtwatch_s": summary(took), "floor_s": summary(floor)}
+    return {
+        "running": running,
+        "others": others,
+        "tgtwatch_s": summary(took),
+        "floor_s": summary(floor),
+    }
 
 
 # ---- 2. B files at once ----------------------------------------------------------------------
@@ -201,15 +241,21 @@ def main() -> int:
         default=5,
         help="burst pairs (tgtwatch and floor, the order alternating): one pair is noise",
     )
+    parser.add_argument(
+        "--others",
+        action="store_true",
+        help="run 'none' beside --running tgtds the daemon does not manage (same host load)",
+    )
     parser.add_argument("--skip-burst", action="store_true")
     parser.add_argument("--skip-drop", action="store_true")
     args = parser.parse_args()
     install_signal_cleanup()
-    POOL.reserve(max(args.running + 2 * args.reps, args.burst))
+    others = args.running if args.others else 0
+    POOL.reserve(max(others + 2 * args.reps, args.running + 2 * args.reps, args.burst))
     out: dict[str, Any] = {"lanes": LANES}
     try:
         if not args.skip_drop:
-            none = one_drop(0, args.reps)
+            none = one_drop(0, args.reps, others)
             many = one_drop(args.running, args.reps)
             ratio = many["tgtwatch_s"]["median"] / none["tgtwatch_s"]["median"]
             out["drop"] = {"none": none, "many": many, "ratio": ratio}
@@ -235,9 +281,10 @@ def main() -> int:
         d = out["drop"]
         for key in ("none", "many"):
             r = d[key]
+            beside = f" (beside {r['others']} unmanaged)" if r.get("others") else ""
             print(
-                f"drop -> listed with {r['running']:>3} running: tgtwatch {ms(r['tgtwatch_s'])}, "
-                f"floor {ms(r['floor_s'])}"
+                f"drop -> listed with {r['running']:>3} running{beside}: tgtwatch "
+                f"{ms(r['tgtwatch_s'])}, floor {ms(r['floor_s'])}"
             )
         print(f"ratio {args.running} running / none: {d['ratio']:.3f} (target <= 1.10)")
     if "burst" in out:
