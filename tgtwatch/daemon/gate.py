@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 # While starts or reloads the loop submitted run, the state file, statuses, STATUS=,
-# metrics and status.json wait at most this long (then are written, and wait again).
+# metrics, status.json and the pidfds watched wait at most this long (then are made, and
+# wait again).
 # Building them at 500 instances costs 12-15 ms of CPU on the loop's thread, which the
 # lanes' starts then wait for (the interpreter lock, 2 cores): a burst of 200 starts
 # published 200 times. A lane's end that leaves no such start running publishes at once.
