@@ -241,6 +241,23 @@ def _targets(specs: list[InstanceSpec]) -> list[list[str]]:
     return [[t.name for t in spec.targets] for spec in specs]
 
 
+def _edit_lands_in_the_next_read(
+    monkeypatch: pytest.MonkeyPatch, conf: Path, v1: Path, staged: Path
+) -> None:
+    """The next parse (once) sees README's two-file change land inside it: the old include
+    goes before the old file's include is read, the new file is in place when it ends."""
+    real_parse = inventory.parse
+
+    def edit_lands_mid_read(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(inventory, "parse", real_parse)
+        v1.unlink()
+        parsed = real_parse(*args, **kwargs)
+        staged.rename(conf)
+        return parsed
+
+    monkeypatch.setattr(inventory, "parse", edit_lands_mid_read)
+
+
 def test_a_file_replaced_while_read_keeps_its_last_reading_until_its_event(
     settings: Settings, policy: TrustPolicy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -252,15 +269,7 @@ def test_a_file_replaced_while_read_keeps_its_last_reading_until_its_event(
     directory = settings.instances_dir
     assert _targets(scan_instances(directory, policy, cache=cache)[0]) == [[f"{T}1"]]
     real_parse = inventory.parse
-
-    def edit_lands_mid_read(*args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setattr(inventory, "parse", real_parse)  # once
-        v1.unlink()  # the old include goes before the old file's include is read...
-        parsed = real_parse(*args, **kwargs)
-        staged.rename(conf)  # ...and the new file is in place when the read ends
-        return parsed
-
-    monkeypatch.setattr(inventory, "parse", edit_lands_mid_read)
+    _edit_lands_in_the_next_read(monkeypatch, conf, v1, staged)
     # v2.inc's close comes first: two.conf includes from two.d, so it is read again.
     specs, problems, _ = scan_instances(directory, policy, cache=cache, changed={v2})
     assert problems == [] and _targets(specs) == [[f"{T}1"]]
@@ -289,16 +298,7 @@ def test_a_file_never_read_and_replaced_while_read_is_judged_as_read(
     it read again."""
     cache = InstanceCache()
     conf, v1, _, staged = _two_files(settings)
-    real_parse = inventory.parse
-
-    def edit_lands_mid_read(*args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setattr(inventory, "parse", real_parse)
-        v1.unlink()
-        parsed = real_parse(*args, **kwargs)
-        staged.rename(conf)
-        return parsed
-
-    monkeypatch.setattr(inventory, "parse", edit_lands_mid_read)
+    _edit_lands_in_the_next_read(monkeypatch, conf, v1, staged)
     specs, problems, _ = scan_instances(settings.instances_dir, policy, cache=cache)
     assert specs == [] and [(p.path, p.rule) for p in problems] == [(conf, Rule.INCLUDE)]
     specs, problems, _ = scan_instances(settings.instances_dir, policy, cache=cache, changed={conf})
