@@ -18,7 +18,6 @@ counted); the rep then waits, untimed, for the lane. Median [min-max], in ms.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -90,12 +89,8 @@ def run_tree(tree: Path, sizes: list[int], reps: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 500])
-    parser.add_argument("--reps", type=int, default=30)
+    parser = trees.parser(__doc__)
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--before", default="a9a4f7f", help="the tree to compare with")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.sizes, args.reps)))

@@ -18,7 +18,6 @@ CPU is time.process_time() of the process around that call. Median [min-max], in
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import io
 import json
@@ -200,11 +199,7 @@ def run_tree(tree: Path, sizes: list[int], reps: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 500])
-    parser.add_argument("--reps", type=int, default=30)
-    parser.add_argument("--before", default="a9a4f7f", help="the tree to compare with")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser = trees.parser(__doc__)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.sizes, args.reps)))

@@ -3,6 +3,7 @@ harness run in a process of its own with one tree first on its path."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -36,6 +37,17 @@ def unpacked(rev: str, paths: Sequence[str]) -> Iterator[Path]:
         ).stdout
         subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
         yield Path(before)
+
+
+def parser(description: str | None, before: str = "a9a4f7f") -> argparse.ArgumentParser:
+    """The options of a side-by-side bench: sizes, reps, the tree to compare with, and the
+    hidden --child that runs the harness in one tree (run_child)."""
+    made = argparse.ArgumentParser(description=description)
+    made.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 500])
+    made.add_argument("--reps", type=int, default=30)
+    made.add_argument("--before", default=before, help="the tree to compare with")
+    made.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return made
 
 
 def run_child(script: str, args: Sequence[str], path: Sequence[Path]) -> Any:
