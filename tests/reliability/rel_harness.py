@@ -213,6 +213,16 @@ def wait_orphans_done(timeout: float, protect: Sequence[int] = ()) -> None:
 
 
 @contextlib.contextmanager
+def mounted(argv: list[str], target: Path) -> Iterator[None]:
+    """`argv` mounts something on `target`; lazily unmounted whatever happens."""
+    subprocess.run(argv, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@contextlib.contextmanager
 def rel_world(
     tmp_path: Path, kind: type[RelWorld] = RelWorld, *, engine: str = "native"
 ) -> Iterator[RelWorld]:
@@ -237,6 +247,7 @@ __all__ = [
     "RelWorld",
     "dh",
     "engine_fixture",
+    "mounted",
     "my_orphans",
     "pytest_generate_tests",
     "reap_my_orphans",

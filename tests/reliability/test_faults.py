@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rel_harness import RelWorld, dh
+from rel_harness import RelWorld, dh, mounted
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -130,15 +130,6 @@ def test_port_taken_by_another_program(world: RelWorld) -> None:
     daemon.wait_for_record(action="start", instance="x", result="ok", timeout=30)
     assert converged(world, "x", port)
     assert_bystander(world, by_port, by_pid)
-
-
-@contextlib.contextmanager
-def mounted(argv: list[str], target: Path) -> Iterator[None]:
-    subprocess.run(argv, check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(target)], check=False)
 
 
 @pytest.mark.parametrize("how", ["read-only", "full"])

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rel_harness import RelWorld, dh, rel_world
+from rel_harness import RelWorld, dh, mounted, rel_world
 
 from tgtwatch.tgt import gateway as g
 
@@ -71,12 +71,8 @@ def ram_world(
     ram = tmp_path / "ram"
     ram.mkdir()
     mount = ["mount", "-t", "tmpfs", "-o", "mode=0755", "tgtwatch-storm", str(ram)]
-    subprocess.run(mount, check=True)
-    try:
-        with rel_world(ram, engine=engine) as world:
-            yield world
-    finally:
-        subprocess.run(["umount", "-l", str(ram)], check=False)
+    with mounted(mount, ram), rel_world(ram, engine=engine) as world:
+        yield world
 
 
 def versions(world: RelWorld, i: int, port: int) -> tuple[str, str]:
