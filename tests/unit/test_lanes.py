@@ -147,6 +147,23 @@ def test_done_is_called_after_the_port_is_free(executor: Executor) -> None:
     assert seen == [frozenset()]
 
 
+def test_wait_covers_a_done_callback_still_running(executor: Executor) -> None:
+    # The port is free before `done` runs (above); wait() still waits for the callback:
+    # a caller that waits for the lanes then reads what `done` recorded.
+    entered, release = threading.Event(), threading.Event()
+
+    def done(port: int) -> None:
+        entered.set()
+        release.wait(THREAD_TIMEOUT_S)
+
+    executor.submit(1, [step(1, "a")], Recorder(), done)
+    assert entered.wait(THREAD_TIMEOUT_S)
+    assert executor.busy() == frozenset()
+    assert not executor.wait(0.05)
+    release.set()
+    assert executor.wait(THREAD_TIMEOUT_S)
+
+
 def test_a_lane_that_raises_ends_and_frees_its_port(executor: Executor) -> None:
     def run(action: Action) -> Outcome:
         raise RuntimeError("bug")

@@ -57,6 +57,9 @@ class Executor:
         self._checks = ThreadPoolExecutor(max_workers=CHECK_LANES, thread_name_prefix="check")
         self._lock = threading.Lock()
         self._lanes: dict[int, Future[None]] = {}
+        # Every lane not yet returned: a lane leaves _lanes (its port free) before its
+        # `done` runs, and wait() must not return while that callback still runs.
+        self._unfinished: set[Future[None]] = set()
 
     def busy(self) -> frozenset[int]:
         with self._lock:
@@ -81,7 +84,14 @@ class Executor:
                 pool = self._pool
             future = pool.submit(self._lane, port, tuple(actions), run, done)
             self._lanes[port] = future
-            return True
+            self._unfinished.add(future)
+        # Outside the lock: a future already done runs the callback here and now.
+        future.add_done_callback(self._finished)
+        return True
+
+    def _finished(self, future: Future[None]) -> None:
+        with self._lock:
+            self._unfinished.discard(future)
 
     def _lane(
         self,
@@ -108,7 +118,7 @@ class Executor:
         wait, not of each lane). A lane that raised has ended too: its error is its own."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            futures = list(self._lanes.values())
+            futures = list(self._unfinished)
         for future in futures:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
