@@ -55,7 +55,7 @@ from common import (
 )
 
 from tgtwatch.backends.direct import DirectBackend
-from tgtwatch.config.inventory import instance_from
+from tgtwatch.config.instance_file import instance_from
 from tgtwatch.config.tgtconf import parse
 from tgtwatch.config.trust import TrustedFiles, TrustPolicy
 from tgtwatch.model.structs import InstanceSpec

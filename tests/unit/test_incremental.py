@@ -11,7 +11,7 @@ from builders import instance_text, write
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tgtwatch.config import inventory, rules
+from tgtwatch.config import instance_file, rules
 from tgtwatch.config.incremental import InstanceCache
 from tgtwatch.config.inventory import scan, scan_instances
 from tgtwatch.config.settings import Settings
@@ -70,7 +70,7 @@ def test_an_include_change_reads_its_instance_again(
     assert sorted(t.name for t in more.targets) == [f"{T}2", f"{T}3"]
 
 
-def test_a_new_file_waits_for_its_event_and_a_deleted_one_goes_at_once(
+def test_a_new_file_waits_for_its_event_and_a_deleted_one_goes_with_its_own(
     settings: Settings, policy: TrustPolicy
 ) -> None:
     cache = InstanceCache()
@@ -84,8 +84,26 @@ def test_a_new_file_waits_for_its_event_and_a_deleted_one_goes_at_once(
     got = scan(settings, Applied(), policy, cache=cache, changed={half})
     assert ports(got) == {3261: "a", 3262: "b"}
     a.unlink()
-    assert ports(scan(settings, Applied(), policy, cache=cache, changed=set())) == {3262: "b"}
+    assert ports(scan(settings, Applied(), policy, cache=cache, changed={a})) == {3262: "b"}
     assert len(cache) == 1
+
+
+def test_a_file_gone_without_an_event_stays_until_the_directory_is_listed_whole(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    # The events tell what came and went (a delete always has one; a lost event is an
+    # overflow, and the rescan after it lists the directory): a cycle for another file
+    # does not list the directory, and only deleting a file stops its instance.
+    cache = InstanceCache()
+    a = write(settings.instances_dir / "a.conf", instance_text(3261, f"{T}a"))
+    scan(settings, Applied(), policy, cache=cache)
+    a.unlink()
+    b = write(settings.instances_dir / "b.conf", instance_text(3262, f"{T}b"))
+    assert ports(scan(settings, Applied(), policy, cache=cache, changed={b})) == {
+        3261: "a",
+        3262: "b",
+    }
+    assert ports(scan(settings, Applied(), policy, cache=cache, changed=None)) == {3262: "b"}
 
 
 def test_a_directory_event_reads_everything_below_it(
@@ -246,16 +264,16 @@ def _edit_lands_in_the_next_read(
 ) -> None:
     """The next parse (once) sees README's two-file change land inside it: the old include
     goes before the old file's include is read, the new file is in place when it ends."""
-    real_parse = inventory.parse
+    real_parse = instance_file.parse
 
     def edit_lands_mid_read(*args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setattr(inventory, "parse", real_parse)
+        monkeypatch.setattr(instance_file, "parse", real_parse)
         v1.unlink()
         parsed = real_parse(*args, **kwargs)
         staged.rename(conf)
         return parsed
 
-    monkeypatch.setattr(inventory, "parse", edit_lands_mid_read)
+    monkeypatch.setattr(instance_file, "parse", edit_lands_mid_read)
 
 
 def test_a_file_replaced_while_read_keeps_its_last_reading_until_its_event(
@@ -268,12 +286,12 @@ def test_a_file_replaced_while_read_keeps_its_last_reading_until_its_event(
     conf, v1, v2, staged = _two_files(settings)
     directory = settings.instances_dir
     assert _targets(scan_instances(directory, policy, cache=cache)[0]) == [[f"{T}1"]]
-    real_parse = inventory.parse
+    real_parse = instance_file.parse
     _edit_lands_in_the_next_read(monkeypatch, conf, v1, staged)
     # v2.inc's close comes first: two.conf includes from two.d, so it is read again.
     specs, problems, _ = scan_instances(directory, policy, cache=cache, changed={v2})
     assert problems == [] and _targets(specs) == [[f"{T}1"]]
-    assert inventory.parse is real_parse
+    assert instance_file.parse is real_parse
     specs, problems, _ = scan_instances(directory, policy, cache=cache, changed={conf, v1})
     assert problems == [] and _targets(specs) == [[f"{T}2"]]
 

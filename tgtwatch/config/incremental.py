@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from bisect import insort
+from collections.abc import Callable, Collection, Set
 from pathlib import Path
 
+from tgtwatch.config.dependents import CachedProbe, DependentsIndex, FileResult
 from tgtwatch.config.passes import Passes
 from tgtwatch.config.stores import StoreFacts, StoreProbe
 from tgtwatch.model.structs import AppliedEntry, Desired, InstanceSpec, Problem
@@ -14,41 +15,6 @@ from tgtwatch.model.structs import AppliedEntry, Desired, InstanceSpec, Problem
 StoreJudge = Callable[[str, StoreFacts], "str | None"]
 # One instance file's part of a scan: its problems and its spec; None: not read yet.
 Part = tuple[tuple[Problem, ...], InstanceSpec | None] | None
-
-
-@dataclass(frozen=True)
-class FileResult:
-    """One instance file read and checked on its own: its spec or its problems, and what
-    it depends on (every file it read, and the directories its includes come from: a
-    wildcard include gains a file there without any file it read changing)."""
-
-    spec: InstanceSpec | None
-    problems: tuple[Problem, ...]
-    files: frozenset[Path]
-    include_dirs: frozenset[Path]
-    above: frozenset[Path] = frozenset()  # every directory above a file it read
-
-    @classmethod
-    def of(
-        cls,
-        spec: InstanceSpec | None,
-        problems: tuple[Problem, ...],
-        files: frozenset[Path],
-        include_dirs: frozenset[Path],
-    ) -> FileResult:
-        above = frozenset(d for f in files for d in f.parents)
-        return cls(spec, problems, files, include_dirs, above)
-
-    def touched_by(self, named: frozenset[Path], parents: frozenset[Path]) -> bool:
-        """A file it read, a file in a directory it includes from, or a directory above
-        any of them (moved, re-armed after a gap) was reported. `parents` are the reported
-        paths' parents: set intersections keep a burst of thousands of events linear."""
-        return bool(
-            self.files & named
-            or self.include_dirs & named
-            or self.include_dirs & parents
-            or self.above & named
-        )
 
 
 class InstanceCache:
@@ -72,9 +38,10 @@ class InstanceCache:
         # identity) and the directory's instance file names then: a cycle whose events
         # changed nothing returns it as it was (quiet()). None: the next scan is whole.
         self._last: tuple[tuple[object, ...], Desired] | None = None
+        self._basis: tuple[object, ...] = ()  # the last answer's settings and policy
         self._names: frozenset[str] = frozenset()
         self._default_deps: tuple[frozenset[Path], frozenset[Path]] = (frozenset(), frozenset())
-        self._index = _Index()  # who depends on each path, kept with _results
+        self._index = DependentsIndex()  # who depends on each path, kept with _results
         self._touched: set[Path] = set()  # the files this scan's reported paths touch
         self._paths: dict[str, Path] = {}  # instance file name -> its path in _paths_of
         self._paths_of: Path | None = None
@@ -212,10 +179,11 @@ class InstanceCache:
         self._touched = set()
         if changed is None:
             self._results.clear()
-            self._index = _Index()
+            self._index = DependentsIndex()
             self._facts.clear()
             self._verdicts.clear()
             self._last = None
+            self._basis = ()
             self._parts = None
             self._listing = None
             self._went, self._listing_unretained = None, False
@@ -225,7 +193,7 @@ class InstanceCache:
 
     def probe(self, inner: StoreProbe) -> StoreProbe:
         """`inner`, but a store of an unchanged file keeps the facts of its last check."""
-        return _CachedProbe(inner, self._facts, self._fresh, self._verdicts, self.passes.refreshed)
+        return CachedProbe(inner, self._facts, self._fresh, self._verdicts, self.passes.refreshed)
 
     def judge(self, judge: StoreJudge) -> StoreJudge:
         """`judge`, remembered per store until its facts are looked up again (the roots and
@@ -277,11 +245,96 @@ class InstanceCache:
         desired: Desired,
         default_files: frozenset[Path],
         default_dirs: frozenset[Path],
+        basis: tuple[object, ...] = (),
     ) -> None:
         """Remember a whole scan's answer, and what the default instance's part of it read:
-        its files, and the directories a new file in would change it (tgt_dir, includes)."""
+        its files, and the directories a new file in would change it (tgt_dir, includes).
+        `basis`: what of `key` the answer depends on whatever the files (settings, policy)."""
         self._last = (key, desired)
+        self._basis = basis
         self._default_deps = (default_files, default_dirs)
+
+    def _default_named(self) -> bool:
+        """A reported path is the default instance's file, or beside one (tgt_dir, includes)."""
+        named = self._named
+        files, dirs = self._default_deps
+        return bool(named & files or named & dirs or self._named_parents & dirs)
+
+    def event_base(
+        self, basis: tuple[object, ...], directory: Path
+    ) -> tuple[Desired, set[str]] | None:
+        """The last answer and the names in `directory` this scan's reports may change
+        (reported, or reading a reported path), when the events tell every change: the last
+        answer is made from the same settings and policy (by identity), the directory was
+        listed whole and kept since, and neither it, a directory above it, nor the default
+        instance's files were reported. The listing is then the last one with the reported
+        names looked at (a file no event named is as it was; the resync lists again).
+        None: list the directory and scan as usual."""
+        last, named = self._last, self._named
+        listing = self._listing
+        if (
+            last is None
+            or len(basis) != len(self._basis)
+            or any(a is not b for a, b in zip(basis, self._basis, strict=True))
+            or self._parts is None
+            or self._parts_of != directory
+            or listing is None
+            or listing[0] != directory
+            or self._listing_unretained
+            or directory in named
+            or any(d in named for d in directory.parents)
+            or self._default_named()
+        ):
+            return None
+        names = {p.name for p in named if p.parent == directory}
+        names.update(p.name for p in self._touched if p.parent == directory)
+        return last[1], names
+
+    def spec_of(self, name: str) -> InstanceSpec | None:
+        """The spec the last scan's part of this instance file name gave, if any."""
+        part = (self._parts or {}).get(name)
+        return None if part is None else part[1]
+
+    def came_went(self, present: Set[str], absent: Set[str]) -> tuple[set[str], set[str], int]:
+        """Of the names looked at, those new to the last listing and those it loses; and
+        how many instance files it held."""
+        assert self._listing is not None
+        _, listed, files = self._listing
+        return set(present - listed), set(absent & listed), len(files)
+
+    def patch(
+        self,
+        directory: Path,
+        key: tuple[object, ...],
+        desired: Desired,
+        listed: tuple[set[str], set[str]],
+        parts: dict[str, InstanceSpec | None],
+        found: tuple[set[str], set[str]],
+    ) -> None:
+        """Keep a scan made from the last one (event_base): `listed` the names that came
+        and went in the directory, `found` the instance file names among them, `parts` each
+        instance file's new spec (None: gone). Its results were kept as read (keep())."""
+        assert self._listing is not None and self._parts is not None
+        came, went = listed
+        came_files, went_files = found
+        _, names, order = self._listing
+        if came or went:
+            names = names.union(came).difference(went)
+        if came_files or went_files:
+            order = [n for n in order if n not in went_files] if went_files else list(order)
+            for name in came_files:
+                insort(order, name)
+            self._names = self._names.union(came_files).difference(went_files)
+        self._listing = (directory, names, order)
+        for name, spec in parts.items():
+            if spec is None:
+                self._parts.pop(name, None)
+                result = self._results.pop(directory / name, None)
+                if result is not None:
+                    self._index.remove(directory / name, result)
+            else:
+                self._parts[name] = ((), spec)
+        self._last = (key, desired)
 
     def quiet(
         self,
@@ -305,8 +358,7 @@ class InstanceCache:
         named = self._named
         if directory in named or any(d in named for d in directory.parents):
             return None  # the directory itself was moved, replaced or re-armed
-        files, dirs = self._default_deps
-        if named & files or named & dirs or self._named_parents & dirs:
+        if self._default_named():
             return None  # the default instance's files, or a file beside them
         for path in named:
             came_or_went = (path.name in self._names) != os.path.lexists(path)
@@ -325,69 +377,3 @@ class InstanceCache:
             if any(probe.facts(store) != self._facts.get(store) for store in stores):
                 return None
         return last[1]
-
-
-class _CachedProbe:
-    def __init__(
-        self,
-        inner: StoreProbe,
-        facts: dict[str, StoreFacts],
-        fresh: set[str],
-        verdicts: dict[str, str | None],
-        refreshed: set[str],
-    ) -> None:
-        self._inner, self._facts, self._fresh, self._verdicts = inner, facts, fresh, verdicts
-        self._refreshed = refreshed
-
-    def facts(self, path: str) -> StoreFacts:
-        known = self._facts.get(path)
-        if known is None or path in self._fresh:
-            known = self._facts[path] = self._inner.facts(path)
-            self._verdicts.pop(path, None)
-            self._refreshed.add(path)
-            self._fresh.discard(path)  # once per scan, even if two files name it
-        return known
-
-
-class _Index:
-    """Per path, the instance files whose result depends on it (FileResult.touched_by,
-    turned round: a cycle looks up the paths it was told of, not every file). Kept as
-    results are kept and forgotten: a new file costs its own paths, not every file's."""
-
-    def __init__(self) -> None:
-        self.by_file: dict[Path, set[Path]] = {}
-        self.by_dir: dict[Path, set[Path]] = {}
-        self.by_above: dict[Path, set[Path]] = {}
-
-    def _tables(
-        self, result: FileResult
-    ) -> tuple[tuple[dict[Path, set[Path]], frozenset[Path]], ...]:
-        return (
-            (self.by_file, result.files),
-            (self.by_dir, result.include_dirs),
-            (self.by_above, result.above),
-        )
-
-    def add(self, path: Path, result: FileResult) -> None:
-        for table, keys in self._tables(result):
-            for key in keys:
-                table.setdefault(key, set()).add(path)
-
-    def remove(self, path: Path, result: FileResult) -> None:
-        for table, keys in self._tables(result):
-            for key in keys:
-                dependents = table.get(key)
-                if dependents is not None:
-                    dependents.discard(path)
-                    if not dependents:
-                        del table[key]
-
-    def touched(self, named: frozenset[Path], parents: frozenset[Path]) -> set[Path]:
-        found: set[Path] = set()
-        for path in named:
-            found |= self.by_file.get(path, set())
-            found |= self.by_dir.get(path, set())
-            found |= self.by_above.get(path, set())
-        for parent in parents:
-            found |= self.by_dir.get(parent, set())
-        return found

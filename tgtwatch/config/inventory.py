@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Collection, Sequence
 from itertools import chain
 from operator import attrgetter, itemgetter
 from pathlib import Path
 
-from tgtwatch.config import rules
+from tgtwatch.config import patch, rules
 from tgtwatch.config.claims import check_stores
 from tgtwatch.config.grammar import DEFAULT_LIMITS, Dialect, Limits
-from tgtwatch.config.incremental import FileResult, InstanceCache, Part, StoreJudge
-from tgtwatch.config.settings import EngineKind, Settings
+from tgtwatch.config.incremental import InstanceCache, Part, StoreJudge
+from tgtwatch.config.instance_file import (
+    directory_problem,
+    engine_supports,
+    name_problem,
+    read_instance,
+    read_settled,
+)
+from tgtwatch.config.settings import Settings
 from tgtwatch.config.stores import FilesystemProbe, StoreProbe, store_problem
-from tgtwatch.config.tgtconf import ParsedConfig, parse
+from tgtwatch.config.tgtconf import parse
 from tgtwatch.config.trust import TrustedFiles, TrustPolicy
 from tgtwatch.config.unseen import unseen_problems
 from tgtwatch.model.structs import (
@@ -27,59 +33,6 @@ from tgtwatch.model.structs import (
     Problem,
     Rule,
 )
-from tgtwatch.model.tree import StoreKind
-
-INSTANCE_KEYS = ("SOCKET_OPTS", "PORTAL_OPTS")
-
-
-def _single(parsed: ParsedConfig, key: str) -> tuple[str | None, Problem | None]:
-    found = parsed.values(key)
-    if len(found) > 1:
-        lines = ", ".join(str(o.line) for o in found)
-        return None, Problem(
-            found[1].path,
-            Rule.PORT,
-            f"{key} is set {len(found)} times (lines {lines})",
-            found[1].line,
-        )
-    return (found[0].value, None) if found else (None, None)
-
-
-def instance_from(path: Path, parsed: ParsedConfig) -> tuple[InstanceSpec | None, list[Problem]]:
-    """The instance an instance file asks for, or the problems that stop it. Pure.
-
-    Every problem names the instance file, also one found in a file it includes: it is
-    the instance file that is refused (and whose instance keeps its last good config).
-    """
-    problems = [
-        p if p.path == path else Problem(path, p.rule, f"{p}", None) for p in parsed.problems
-    ]
-    values: dict[str, str | None] = {}
-    for key in INSTANCE_KEYS:
-        value, problem = _single(parsed, key)
-        values[key] = value
-        if problem is not None:
-            problems.append(problem)
-    if problems:
-        return None, problems
-    try:
-        portal = rules.resolve_ports(values["SOCKET_OPTS"], values["PORTAL_OPTS"])
-    except rules.RuleError as exc:
-        return None, [Problem(path, Rule.PORT, str(exc))]
-    spec = InstanceSpec(
-        name=path.name[: -len(".conf")],
-        kind=InstanceKind.DROPIN,
-        port=portal.port,
-        portal=str(portal),
-        control_port=portal.port,
-        config=path,
-        sha256=parsed.sha256,
-        targets=parsed.targets,
-        includes=parsed.files[1:],
-        text=parsed.flat,
-        tree=parsed.tree,
-    )
-    return spec, []
 
 
 def settle_conflicts(
@@ -107,19 +60,6 @@ def settle_conflicts(
             if s is not owner
         )
     return owners, problems
-
-
-def _directory_problem(path: Path, policy: TrustPolicy) -> Problem | None:
-    st = os.stat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        return Problem(path, Rule.DIRECTORY, "not a directory")
-    if st.st_uid != policy.owner_uid:
-        return Problem(
-            path, Rule.DIRECTORY, f"directory owned by uid {st.st_uid}, not {policy.owner_uid}"
-        )
-    if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
-        return Problem(path, Rule.DIRECTORY, "directory is world-writable")
-    return None
 
 
 def scan_default(
@@ -170,43 +110,6 @@ def scan_default(
     return spec, [], []
 
 
-def _identity(path: Path) -> tuple[int, int, int, int] | None:
-    """What changes when a file is written, replaced or removed (not a chmod: no event)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def _read_instance(path: Path, source: TrustedFiles, limits: Limits) -> FileResult:
-    try:
-        parsed = parse(path, source, limits=limits)
-    except OSError as exc:
-        problem = Problem(path, Rule.TRUST, f"cannot read: {exc}")
-        return FileResult.of(None, (problem,), frozenset({path}), frozenset())
-    spec, found = instance_from(path, parsed)
-    files = frozenset({path, *parsed.files})
-    # A problem may name a file the parse could not read (a missing include): depend on it.
-    files |= {p.path for p in found}
-    return FileResult.of(spec, tuple(found), files, frozenset(f.parent for f in parsed.files[1:]))
-
-
-def _read_settled(path: Path, source: TrustedFiles, limits: Limits) -> tuple[FileResult, bool]:
-    """_read_instance, and False when the read found problems and the file was written,
-    replaced or removed while it was read: it may have seen half of an edit (the old file
-    naming an include the edit already deleted), and the edit's own event, still to come,
-    has the file read again."""
-    before = _identity(path)
-    result = _read_instance(path, source, limits)
-    settled = not result.problems or (before is not None and _identity(path) == before)
-    return result, settled
-
-
-def _name_problem(filename: str) -> str | None:
-    return rules.name_problem(filename[: -len(".conf")])
-
-
 def scan_instances(
     directory: Path,
     policy: TrustPolicy,
@@ -221,7 +124,7 @@ def scan_instances(
     if cache is not None:
         cache.begin(changed)
     try:
-        problem = _directory_problem(directory, policy)
+        problem = directory_problem(directory, policy)
         names = os.listdir(directory)
     except OSError as exc:
         if cache is not None:
@@ -258,9 +161,7 @@ def scan_instances(
                 None,
             )
         why = (
-            _name_problem(filename)
-            if cache is None
-            else cache.name_problem(filename, _name_problem)
+            name_problem(filename) if cache is None else cache.name_problem(filename, name_problem)
         )
         if why is not None:
             return (Problem(path, Rule.NAME, why),), None
@@ -271,9 +172,9 @@ def scan_instances(
                 return None
         if result is None:
             if cache is None:
-                result = _read_instance(path, source, limits)
+                result = read_instance(path, source, limits)
             else:
-                result, settled = _read_settled(path, source, limits)
+                result, settled = read_settled(path, source, limits)
                 kept = None if settled else cache.last(path)
                 if kept is not None:
                     # Changed while read: its last reading holds until the change's event
@@ -302,40 +203,6 @@ def scan_instances(
     return specs, problems, []
 
 
-def engine_supports(
-    specs: list[InstanceSpec], engine: EngineKind
-) -> tuple[list[InstanceSpec], list[Problem]]:
-    """Instance files the engine can load, and a problem for each it cannot. Pure.
-
-    The native engine does not do direct-store: tgt-admin fills such a LUN's SCSI identity
-    from the device itself (sg_inq, sg_readcap), which tgtwatch does not reproduce.
-    """
-    if engine is not EngineKind.NATIVE:
-        return specs, []
-    kept: list[InstanceSpec] = []
-    problems: list[Problem] = []
-    for spec in specs:
-        direct = [
-            lun
-            for target in (spec.tree.targets if spec.tree else ())
-            for lun in target.luns
-            if lun.kind is StoreKind.DIRECT
-        ]
-        if direct:
-            problems.append(
-                Problem(
-                    spec.config,
-                    Rule.GRAMMAR,
-                    f"direct-store {direct[0].path}: needs `engine: tgt-admin` (the native "
-                    "engine does not read a device's SCSI identity)",
-                    direct[0].line or None,
-                )
-            )
-        else:
-            kept.append(spec)
-    return kept, problems
-
-
 def _judge(settings: Settings, policy: TrustPolicy) -> StoreJudge:
     roots, owner = settings.backing_store_roots, policy.owner_uid
     return lambda path, facts: store_problem(path, facts, roots, owner)
@@ -359,16 +226,24 @@ def scan(
         cache.begin(changed)
         source = TrustedFiles(settings.instances_dir, policy)
         try:
-            same = _directory_problem(settings.instances_dir, policy) is None and cache.quiet(
+            same = directory_problem(settings.instances_dir, policy) is None and cache.quiet(
                 key,
                 settings.instances_dir,
-                lambda path: _read_instance(path, source, settings.limits),
+                lambda path: read_instance(path, source, settings.limits),
                 probe,
             )
         except OSError:
             same = None
         if same:
             return same
+        try:
+            patched = patch.patched(
+                settings, applied, policy, probe, cache, key, _judge(settings, policy)
+            )
+        except OSError:
+            patched = None
+        if patched is not None:
+            return patched
     default, problems, notes = scan_default(settings, policy)
     default_read = {settings.default_config, settings.tgt_dir, *(p.path for p in problems)}
     if default is not None:
@@ -428,5 +303,6 @@ def scan(
     )
     if cache is not None:
         dirs = {settings.tgt_dir, *(p.parent for p in default_read - {settings.tgt_dir})}
-        cache.settle(key, desired, frozenset(default_read), frozenset(dirs))
+        basis = (settings, policy)
+        cache.settle(key, desired, frozenset(default_read), frozenset(dirs), basis)
     return desired

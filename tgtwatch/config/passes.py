@@ -180,6 +180,38 @@ class Passes:
                         self._put(key, self._make(known.spec, probe, judge))
         return alone
 
+    def replace_alone(
+        self,
+        removed: Sequence[InstanceSpec],
+        added: Sequence[InstanceSpec],
+        probe: StoreProbe,
+        judge: Judge,
+    ) -> bool:
+        """Put `added` in place of `removed` when each added spec is alone on every store
+        it names (no spec kept, and no other added one, names it) and refused by none of
+        its own: then the whole passes would give each its own answer, usable. True: kept
+        so. False: nothing changed (the caller runs the whole passes). Costs these specs."""
+        alone = self._alone
+        if any(id(spec) not in alone for spec in removed):
+            return False  # not made by the passes: their answer is theirs to give
+        entries = [self._make(spec, probe, judge) for spec in added]
+        leaving = Counter(token for spec in removed for token in alone[id(spec)].tokens)
+        named: set[str] = set()
+        for entry in entries:
+            if entry.problems:
+                return False
+            for token in entry.tokens:
+                if token in named or self._counts.get(token, 0) > leaving[token]:
+                    return False
+                named.add(token)
+        for spec in removed:
+            self._drop(id(spec))
+        for spec, entry in zip(added, entries, strict=True):
+            self._put(id(spec), entry)
+        # The stores looked up again are these specs' alone: nothing kept is made again.
+        self.refreshed -= named
+        return True
+
     def settle_and_check(
         self,
         candidates: Sequence[InstanceSpec],
