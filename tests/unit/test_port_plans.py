@@ -8,6 +8,7 @@ from builders import SHA_A, SHA_B, entry_for, running, spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tgtwatch.model.lineage import NO_LINEAGE
 from tgtwatch.model.plan import PortPlans, plan
 from tgtwatch.model.structs import Applied, Desired, Observed
 
@@ -44,14 +45,15 @@ step = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(step, min_size=1, max_size=30))
+@given(st.lists(st.tuples(step, st.booleans(), st.booleans()), min_size=1, max_size=30))
 def test_port_plans_equal_plan_over_any_sequence_of_changes(
-    steps: list[tuple[str, int, int]],
+    steps: list[tuple[tuple[str, int, int], bool, bool]],
 ) -> None:
     chosen: dict[tuple[str, int], int] = {}  # (input, port) -> its object in the pool
     verify: set[int] = set()
     plans = PortPlans()
-    for kind, port, choice in steps:
+    made: list[tuple[Desired, Applied, Observed]] = []  # every step's inputs, kept alive
+    for (kind, port, choice), planned, derived in steps:
         if kind == "verify":
             (verify.add if choice else verify.discard)(port)
         elif kind != "same":
@@ -60,7 +62,19 @@ def test_port_plans_equal_plan_over_any_sequence_of_changes(
         entries = {p: ENTRIES[p][c] for (k, p), c in chosen.items() if k == "entry" and c >= 0}
         instances = {p: RUNNING[p][c] for (k, p), c in chosen.items() if k == "running" and c >= 0}
         # New mappings each step, as the daemon's cycles make them; values kept as objects.
-        desired, applied, observed = Desired(specs), Applied(entries), Observed(instances)
+        # Derived: each made from the last step's by changing this step's port (its
+        # lineage says so), as the scan's patch, a lane's end and a look at a started tgtd
+        # make them; else made whole (no lineage: compared port by port).
+        last = made[-1] if made and derived else None
+        lineages = [
+            NO_LINEAGE if last is None else old.lineage.after(old, [port] if kind == name else [])
+            for old, name in zip(last or (None,) * 3, ("spec", "entry", "running"), strict=True)
+        ]
+        desired = Desired(specs, lineage=lineages[0])
+        applied, observed = Applied(entries, lineages[1]), Observed(instances, lineages[2])
+        made.append((desired, applied, observed))
+        if not planned:
+            continue  # a step no plan saw: the next is two steps from the last planned
         assert plans.plan(desired, applied, observed, frozenset(verify)) == plan(
             desired, applied, observed, frozenset(verify)
         )

@@ -88,6 +88,8 @@ def patched(
     else:
         if not ordered:
             instances = dict(sorted(instances.items()))
-        desired = Desired(instances=instances, notes=last.notes)  # the default's notes
+        ports = {spec.port for spec in (*old, *new)}
+        lineage = last.lineage.after(last, ports)
+        desired = Desired(instances=instances, notes=last.notes, lineage=lineage)
     cache.patch(directory, key, desired, (came, went), specs, (came_files, went_files))
     return desired

@@ -96,7 +96,8 @@ class Looks:
         found = self.backend.observe((), pids=hints.values()).instances
         if not hints.keys() <= found.keys():
             return None  # it died already, or is not on its port: look at everything
-        return self._keep(Observed({**seen.instances, **found}))
+        lineage = seen.lineage.after(seen, found.keys())
+        return self._keep(Observed({**seen.instances, **found}, lineage))
 
     def _keep(self, seen: Observed) -> Observed:
         self._seen = seen

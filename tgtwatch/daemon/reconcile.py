@@ -32,7 +32,6 @@ from tgtwatch.model.grace import hold_drains
 from tgtwatch.model.records import AuditAction
 from tgtwatch.model.structs import (
     Action,
-    Applied,
     AppliedEntry,
     Check,
     Desired,
@@ -382,7 +381,7 @@ class Reconciler:
             elif not outcome.draining and outcome.result is not Result.FAILED:
                 entries.pop(action.port, None)
                 self.troubles.pop(action.port, None)
-            self.applied = Applied(entries)
+            self.applied = self.applied.made_of(entries, (action.port,))
             self._save()
 
     def _fail(self, port: int, message: str, kind: str = START_FAILED) -> None:
@@ -425,7 +424,8 @@ class Reconciler:
             unwanted = entries.keys() - desired.instances.keys() - observed.instances.keys()
             gone = {p for p in unwanted - busy if not desired.is_troubled(entries[p].config)}
             if gone:
-                self.applied = Applied({p: e for p, e in entries.items() if p not in gone})
+                kept = {p: e for p, e in entries.items() if p not in gone}
+                self.applied = self.applied.made_of(kept, gone)
                 self._save()
 
     def _forget_troubles(self, desired: Desired, observed: Observed) -> None:

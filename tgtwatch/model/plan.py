@@ -118,6 +118,8 @@ def plan(
             found = _for_desired(spec, entries.get(port), running_at.get(port), port in verify)
             if found:
                 actions += found
+    elif len(acting) == 1:  # a new file's cycle: no order to find among every port
+        actions += next(iter(acting.values()))
     elif acting:
         place = dict(zip(desired.instances.keys(), count(), strict=False))
         for port in sorted(acting, key=place.__getitem__):
@@ -159,6 +161,11 @@ def _ids(values: Mapping[int, object]) -> dict[int, int]:
     return dict(zip(values.keys(), map(id, values.values()), strict=True))
 
 
+def _since(new: Desired | Applied | Observed, old: object) -> frozenset[int] | None:
+    """The ports `new` changed since `old` (its lineage); None: not known."""
+    return frozenset() if new is old else new.lineage.since(old)
+
+
 class PortPlans:
     """plan(), made again only for the ports whose spec, applied entry, observed tgtd or
     check changed since the last call (each compared by identity; the last inputs are held,
@@ -179,18 +186,18 @@ class PortPlans:
     ) -> Plan:
         """plan(desired, applied, observed, verify), equal to it (a property test says so)."""
         checks = frozenset(verify)
-        ids = (_ids(desired.instances), _ids(applied.entries), _ids(observed.instances))
         last = self._last
         if last is None:
+            ids = (_ids(desired.instances), _ids(applied.entries), _ids(observed.instances))
             dirty: set[int] = ids[0].keys() | ids[2].keys()
             self._acting, self._by_name, self._name_of = {}, {}, {}
         else:
-            changed = (
-                new.items() ^ old.items()
-                for new, old in zip(ids, self._ids, strict=True)
-                if new != old  # equal dicts of ints compare in C, without a set of pairs
+            dirty = set(checks ^ last[3])
+            ids = (
+                self._changed(desired.instances, _since(desired, last[0]), 0, dirty),
+                self._changed(applied.entries, _since(applied, last[1]), 1, dirty),
+                self._changed(observed.instances, _since(observed, last[2]), 2, dirty),
             )
-            dirty = {port for pairs in changed for port, _ in pairs} | (checks ^ last[3])
         acting = self._acting
         for port in acting.keys() - ids[0].keys():
             del acting[port]
@@ -217,6 +224,31 @@ class PortPlans:
             return [p for p in running_at if p in ports][-1]
 
         return plan(desired, applied, observed, checks, acting=acting, holder=holder)
+
+    def _changed(
+        self,
+        values: Mapping[int, object],
+        since: frozenset[int] | None,
+        which: int,
+        dirty: set[int],
+    ) -> dict[int, int]:
+        """The port -> id map of one input, and its changed ports added to `dirty`: the
+        ports its lineage names (made from the last one: the others hold the same objects),
+        else every port whose object is not the last one's (a pass over every port, in C)."""
+        old = self._ids[which]
+        if since is not None:
+            for port in since:
+                value = values.get(port)
+                if value is None:
+                    old.pop(port, None)
+                else:
+                    old[port] = id(value)
+            dirty |= since
+            return old
+        new = _ids(values)
+        if new != old:  # equal dicts of ints compare in C, without a set of pairs
+            dirty.update(port for port, _ in new.items() ^ old.items())
+        return new
 
     def _rename(self, port: int, running: ObservedInstance | None) -> None:
         old = self._name_of.pop(port, None)

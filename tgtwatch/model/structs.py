@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from tgtwatch.model.lineage import NO_LINEAGE, Lineage
 from tgtwatch.model.tree import ConfigTree
 
 DEFAULT_NAME = "default"
@@ -111,6 +112,8 @@ class Desired:
     instances: Mapping[int, InstanceSpec] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()
     notes: tuple[str, ...] = ()  # worth saying, not wrong: "instances_dir does not exist"
+    # The earlier answers this one was made from, and the ports changed since each.
+    lineage: Lineage = field(default=NO_LINEAGE, compare=False, repr=False)
 
     def is_troubled(self, config: Path) -> bool:
         """A refused file, or one in a refused directory: its instance keeps its last config."""
@@ -151,6 +154,7 @@ class ObservedInstance:
 @dataclass(frozen=True)
 class Observed:
     instances: Mapping[int, ObservedInstance] = field(default_factory=dict)
+    lineage: Lineage = field(default=NO_LINEAGE, compare=False, repr=False)
 
     def ports_of(self, pids: Iterable[int]) -> dict[int, int]:
         """pid -> portal port, for those of `pids` seen running."""
@@ -176,6 +180,11 @@ class AppliedEntry:
 @dataclass(frozen=True)
 class Applied:
     entries: Mapping[int, AppliedEntry] = field(default_factory=dict)
+    lineage: Lineage = field(default=NO_LINEAGE, compare=False, repr=False)
+
+    def made_of(self, entries: Mapping[int, AppliedEntry], ports: Iterable[int]) -> Applied:
+        """`entries`, made from these by changing `ports` only (the new lineage says so)."""
+        return Applied(entries, self.lineage.after(self, ports))
 
 
 @dataclass(frozen=True)
