@@ -12,6 +12,8 @@
    tgtd, whose /proc exe it does not trust, each serving a target as an instance does):
    the host then carries the same load in both figures, and their ratio is the daemon's
    own growth with the count it manages (the floor's shows what the host adds).
+   With `--paired`, both daemons are up at once and the reps alternate between them
+   (paired_drops): the figure least moved by a shared host's load.
 2. B files renamed in at once → every one listed: `tgtwatch run` started empty, vs the
    floor: the same B starts by the same apply path on a thread pool of the daemon's lane
    count, all submitted at once. Both sides poll the ports in the same order.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -179,6 +182,102 @@ def one_drop(running: int, reps: int, others: int = 0) -> dict[str, Any]:
     }
 
 
+def paired_drops(running: int, reps: int) -> dict[str, Any]:
+    """Drop -> listed into a daemon running `running` instances and into one running none,
+    both up at once: each rep drops one file into each (the order alternating), then the
+    floor. The first daemon's tgtds run from a copy of tgtd, first on its PATH: the other
+    daemon does not trust that binary and ignores those tgtds, as it ignores any tgtd that
+    is not one it may manage. Both daemons then run beside the same processes, and each
+    rep compares two drops a second apart (a shared host's load moves within a minute)."""
+    workdir = Path(tempfile.mkdtemp(prefix="twpair.", dir="/var/tmp"))
+    bindir = workdir / "bin"
+    bindir.mkdir()
+    exe = bindir / "tgtd"
+    shutil.copy2(PROGS.tgtd, exe)
+    env = {"PATH": f"{bindir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin')}"}
+    ports = POOL.take(running + 3 * reps)
+    base, many_x = ports[:running], ports[running : running + reps]
+    none_x, floor_ports = ports[running + reps : running + 2 * reps], ports[running + 2 * reps :]
+    try:
+        with bench_world(f"pair-{running}") as many_w, bench_world("pair-0") as none_w:
+            many_w.add_ports([*base, *many_x])
+            none_w.add_ports([*none_x, *floor_ports])
+            for i, port in enumerate(base):
+                name = f"r{i:03d}"
+                conf = many_w.conf(name)
+                conf.write_text(instance_text(name, port, [many_w.backing(f"{name}.img")]))
+                conf.chmod(0o644)
+            t0 = time.monotonic()
+            many = many_w.start(wait_ready=False, env=env)
+            many.wait_for_notify("READY=1", timeout=900)
+            none = none_w.start(wait_ready=False)
+            none.wait_for_notify("READY=1", timeout=60)
+            idle(many.pid)
+            idle(none.pid)
+            log(f"{running} running and none, both idle, after {time.monotonic() - t0:.1f} s")
+            floors = floor_files(workdir, floor_ports, "f")
+            backend = DirectBackend(workdir / "state" / "log")
+            took: dict[str, list[float]] = {"many": [], "none": []}
+            drops: dict[str, list[tuple[str, float, float]]] = {"many": [], "none": []}
+            floor: list[float] = []
+            for rep in range(reps):
+                sides = [("many", many_w, many_x[rep]), ("none", none_w, none_x[rep])]
+                for kind, world, port in sides[:: 1 if rep % 2 else -1]:
+                    name = f"{kind[0]}{rep:03d}"
+                    text = instance_text(name, port, [world.backing(f"{name}.img")])
+                    time.sleep(2 * DEBOUNCE_MS / 1000)  # untimed: each drop comes alone
+                    start = time.monotonic()
+                    atomic_write(world.conf(name), text, world.staging_dir)
+                    waited = wait_until(lambda: lists(port, iqn(name)), 30, name, POLL)
+                    took[kind].append(waited - start)
+                    drops[kind].append((name, start, waited))
+                fname, fport, fconf = floors[rep]
+                start = time.monotonic()
+                floor_start(backend, fconf)
+                floor.append(wait_until(lambda: lists(fport, iqn(fname)), 30, fname, POLL) - start)
+            phases = {
+                kind: _phases(daemon, drops[kind])
+                for kind, daemon in (("many", many), ("none", none))
+            }
+            many.terminate()
+            none.terminate()
+            backend.reap()
+    finally:  # the worlds stop the tgtds they trust; these run from the copy
+        stop_ports([*base, *many_x], executables={str(exe)})
+        shutil.rmtree(workdir, ignore_errors=True)
+    ratios = [m / n for m, n in zip(took["many"], took["none"], strict=True)]
+    log(f"paired drops, {running} running / none: {[round(r, 2) for r in ratios]}")
+    return {
+        "running": running,
+        "many_s": summary(took["many"]),
+        "none_s": summary(took["none"]),
+        "floor_s": summary(floor),
+        "median_ratio": statistics.median(ratios),
+        "ratio_of_medians": statistics.median(took["many"]) / statistics.median(took["none"]),
+        "ratios": ratios,
+        "phases_ms": phases,
+    }
+
+
+def _phases(daemon: Any, drops: list[tuple[str, float, float]]) -> dict[str, float]:
+    """Medians, in ms, of where each drop's time went, from its start record (its arrival
+    at the bench, monotonic, and the lane's duration, whole ms): the rename to the lane's
+    start (the daemon's loop), the lane (tgtd spawned, loaded, set ready, checked), and the
+    record to the initiator's listing."""
+    loop, lane, after = [], [], []
+    for name, renamed, listed in drops:
+        record = daemon.wait_for_record(action="start", instance=name, timeout=30)
+        duration = int(record.fields["TGTWATCH_DURATION_MS"]) / 1000
+        loop.append(record.at - duration - renamed)
+        lane.append(duration)
+        after.append(listed - record.at)
+    return {
+        "rename_to_lane": statistics.median(loop) * 1000,
+        "lane": statistics.median(lane) * 1000,
+        "record_to_listed": statistics.median(after) * 1000,
+    }
+
+
 # ---- 2. B files at once ----------------------------------------------------------------------
 
 
@@ -246,15 +345,22 @@ def main() -> int:
         action="store_true",
         help="run 'none' beside --running tgtds the daemon does not manage (same host load)",
     )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="the drop into --running and into none by two daemons up at once, rep by rep",
+    )
     parser.add_argument("--skip-burst", action="store_true")
     parser.add_argument("--skip-drop", action="store_true")
     args = parser.parse_args()
     install_signal_cleanup()
     others = args.running if args.others else 0
-    POOL.reserve(max(others + 2 * args.reps, args.running + 2 * args.reps, args.burst))
+    POOL.reserve(max(others + 2 * args.reps, args.running + 3 * args.reps, args.burst))
     out: dict[str, Any] = {"lanes": LANES}
     try:
-        if not args.skip_drop:
+        if args.paired and not args.skip_drop:
+            out["paired"] = paired_drops(args.running, args.reps)
+        elif not args.skip_drop:
             none = one_drop(0, args.reps, others)
             many = one_drop(args.running, args.reps)
             ratio = many["tgtwatch_s"]["median"] / none["tgtwatch_s"]["median"]
@@ -287,6 +393,16 @@ def main() -> int:
                 f"{ms(r['tgtwatch_s'])}, floor {ms(r['floor_s'])}"
             )
         print(f"ratio {args.running} running / none: {d['ratio']:.3f} (target <= 1.10)")
+    if "paired" in out:
+        p = out["paired"]
+        print(
+            f"drop -> listed, two daemons up at once, {len(p['ratios'])} reps: "
+            f"{p['running']} running {ms(p['many_s'])}, none {ms(p['none_s'])}, "
+            f"floor {ms(p['floor_s'])}; median of the reps' ratios {p['median_ratio']:.3f}, "
+            f"ratio of the medians {p['ratio_of_medians']:.3f} (target <= 1.10)"
+        )
+        for kind, split in p["phases_ms"].items():
+            print(f"  {kind}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in split.items()))
     if "burst" in out:
         b = out["burst"]
         print(
