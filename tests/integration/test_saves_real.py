@@ -240,6 +240,30 @@ def test_two_files_changed_the_documented_way_is_one_reload(world: DaemonWorld) 
     assert world.pids()[port] == pid
 
 
+def test_a_wildcard_include_that_matched_nothing_hears_of_its_first_file(
+    world: DaemonWorld,
+) -> None:
+    """`include glob.d/*.inc` matching no file yet: the first file landing there is read at
+    once (its directory is watched and the instance depends on it), not at the resync."""
+    port = world.reserve_port()
+    incdir = world.instances_dir / "glob.d"
+    incdir.mkdir(mode=0o755)
+    world.move_in(
+        "glob", f'SOCKET_OPTS="{port}"\nPORTAL_OPTS="127.0.0.1:{port}"\ninclude glob.d/*.inc\n'
+    )
+    daemon = world.start()
+    staged = world.staging_dir / "t.inc"
+    staged.write_text(
+        f"<target {iqn('glob')}>\n    backing-store {world.backing('glob.img')}\n"
+        "    initiator-address ALL\n</target>\n"
+    )
+    staged.replace(incdir / "t.inc")
+    # The resync is 300 s away (the default): a reload within the wait is the event's.
+    reload = daemon.wait_for_record(action="reload", instance="glob", timeout=30)
+    assert reload.fields["TGTWATCH_RESULT"] == "ok", reload.fields
+    assert lun_answers(port, iqn("glob"), 1)
+
+
 def _staged(world: DaemonWorld, text: str) -> Path:
     source = world.staging_dir / "staged.conf"
     source.write_text(text)

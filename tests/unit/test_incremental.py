@@ -321,3 +321,35 @@ def test_a_file_never_read_and_replaced_while_read_is_judged_as_read(
     assert specs == [] and [(p.path, p.rule) for p in problems] == [(conf, Rule.INCLUDE)]
     specs, problems, _ = scan_instances(settings.instances_dir, policy, cache=cache, changed={conf})
     assert problems == [] and _targets(specs) == [[f"{T}2"]]
+
+
+@pytest.mark.parametrize("made", ["empty", "missing"])
+def test_a_wildcard_include_that_matched_nothing_is_read_again_for_its_first_file(
+    settings: Settings, policy: TrustPolicy, made: str
+) -> None:
+    cache = InstanceCache()
+    incdir = settings.instances_dir / "inc"
+    if made == "empty":
+        incdir.mkdir()
+    write(settings.instances_dir / "v.conf", instance_text(3263) + "include inc/*.inc\n")
+    first = scan(settings, Applied(), policy, cache=cache)
+    assert first.instances[3263].targets == ()
+    assert first.instances[3263].include_dirs == (incdir,)
+    inc = write(incdir / "t.inc", f"<target {T}1>\n</target>\n")
+    got = scan(settings, Applied(), policy, cache=cache, changed={inc})
+    assert [t.name for t in got.instances[3263].targets] == [f"{T}1"]
+
+
+def test_the_default_instance_hears_of_the_first_file_its_glob_include_matches(
+    settings: Settings, policy: TrustPolicy
+) -> None:
+    # Debian's targets.conf: `include /etc/tgt/conf.d/*.conf`, conf.d empty at first.
+    confd = settings.tgt_dir / "conf.d"
+    confd.mkdir()
+    write(settings.default_config, f"include {confd}/*.conf\n")
+    cache = InstanceCache()
+    first = scan(settings, Applied(), policy, cache=cache)
+    assert first.instances[3260].targets == ()
+    new = write(confd / "t.conf", f"<target {T}d>\n</target>\n")
+    got = scan(settings, Applied(), policy, cache=cache, changed={new})
+    assert [t.name for t in got.instances[3260].targets] == [f"{T}d"]

@@ -43,10 +43,7 @@ def tree(manage: bool, default_conf: bool) -> Iterator[Settings]:
             os.chmod(d, 0o755)
         if default_conf:
             write(tgt_dir / "targets.conf", f"<target {T}default>\n</target>\n")
-        # A file an `include inc/*.inc` always matches: a file depends on the directories
-        # of the files it read, so a glob that matches none yet hears of no new file there
-        # until the resync (the directory is not watched either).
-        write(instances / "inc/0.inc", "")
+        (instances / "inc").mkdir()  # `include inc/*.inc` matches nothing at first
         yield Settings(
             tgt_dir=tgt_dir,
             instances_dir=instances,

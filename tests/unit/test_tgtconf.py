@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tgtwatch.config.grammar import Limits
-from tgtwatch.config.tgtconf import MAX_CONFIG_BYTES, ParsedConfig, parse
+from tgtwatch.config.tgtconf import MAX_CONFIG_BYTES, ParsedConfig, looked_in, parse
 from tgtwatch.model.structs import Rule, TargetSpec
 
 MAIN = ROOT / "t.conf"
@@ -106,6 +106,19 @@ def test_glob_without_match_is_nothing_and_a_missing_file_a_problem() -> None:
     rule, line, message = only_problem(parse_text("\ninclude missing.conf\n"))
     assert (rule, line) == (Rule.INCLUDE, 2)
     assert "missing.conf" in message
+
+
+def test_each_include_says_where_a_new_file_of_it_would_appear() -> None:
+    parsed = parse_text(
+        "include nothing/*.conf\ninclude d\nincludeoptional missing.conf\ninclude a/x?/b.inc\n"
+        "include d\n",
+        **{"d/1": f"<target {A}>\n</target>\n"},
+    )
+    assert parsed.looked_in == (ROOT / "nothing", ROOT / "d", ROOT / "missing.conf", ROOT / "a")
+    assert parsed.include_dirs == parsed.looked_in  # none of them a file it read
+    assert looked_in(Path("/etc/x/*.inc")) == Path("/etc/x")
+    read = parse_text("include x.inc\n", **{"x.inc": f"<target {A}>\n</target>\n"})
+    assert read.looked_in == (ROOT / "x.inc",) and read.include_dirs == ()
 
 
 def test_includeoptional_of_a_missing_file_is_nothing() -> None:

@@ -62,6 +62,7 @@ def instance_from(path: Path, parsed: ParsedConfig) -> tuple[InstanceSpec | None
         sha256=parsed.sha256,
         targets=parsed.targets,
         includes=parsed.files[1:],
+        include_dirs=parsed.include_dirs,
         text=parsed.flat,
         tree=parsed.tree,
     )
@@ -100,7 +101,10 @@ def read_instance(path: Path, source: TrustedFiles, limits: Limits) -> FileResul
     files = frozenset({path, *parsed.files})
     # A problem may name a file the parse could not read (a missing include): depend on it.
     files |= {p.path for p in found}
-    return FileResult.of(spec, tuple(found), files, frozenset(f.parent for f in parsed.files[1:]))
+    # A file its includes read changes it; so does one new where they look (a glob that
+    # matches nothing yet).
+    dirs = frozenset({*(f.parent for f in parsed.files[1:]), *parsed.looked_in})
+    return FileResult.of(spec, tuple(found), files, dirs)
 
 
 def read_settled(path: Path, source: TrustedFiles, limits: Limits) -> tuple[FileResult, bool]:

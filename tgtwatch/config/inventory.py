@@ -104,6 +104,7 @@ def scan_default(
         sha256=parsed.sha256,
         targets=parsed.targets,
         includes=parsed.files[1:],
+        include_dirs=parsed.include_dirs,
         text=parsed.flat,
         tree=parsed.tree,
     )
@@ -303,6 +304,7 @@ def scan(
     )
     if cache is not None:
         dirs = {settings.tgt_dir, *(p.parent for p in default_read - {settings.tgt_dir})}
+        dirs |= set(default.include_dirs if default is not None else ())
         basis = (settings, policy)
         cache.settle(key, desired, frozenset(default_read), frozenset(dirs), basis)
     return desired

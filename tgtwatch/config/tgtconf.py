@@ -66,9 +66,18 @@ class ParsedConfig:
     problems: tuple[Problem, ...]
     flat: str = ""  # the canonical rendering of the tree: all tgt-admin is ever given
     tree: ConfigTree | None = field(default=None, compare=False, repr=False)
+    # Where each include looks for its files (looked_in()): a new file there changes it.
+    looked_in: tuple[Path, ...] = ()
 
     def values(self, key: str) -> tuple[Option, ...]:
         return tuple(o for o in self.options if o.key == key)
+
+    @property
+    def include_dirs(self) -> tuple[Path, ...]:
+        """Where the includes look, but the files they read (watched through their own
+        directory): the directories to watch for a file new to an include."""
+        read = set(self.files)
+        return tuple(d for d in self.looked_in if d not in read)
 
 
 def decode(data: bytes, path: Path) -> tuple[str | None, Problem | None]:
@@ -107,6 +116,7 @@ class _Reader:
         self.digest = hashlib.sha256()
         self.problems: list[Problem] = []
         self.depth = 0  # how many files are being read, one inside the other
+        self.looked_in: list[Path] = []
 
     def _problem(self, problem: Problem) -> None:
         self.problems.append(problem)
@@ -197,9 +207,10 @@ class _Reader:
         pattern = Path(value) if value.startswith("/") else self.base_dir / value
         try:
             matches = self.source.expand(pattern)
-        except SourceError as exc:
+        except SourceError as exc:  # refused outside its tree, too: nothing to watch there
             self._problem(Problem(path, exc.rule, f"include {value}: {exc}", line))
             return
+        self.looked_in.append(looked_in(pattern))
         if keyword == "includeoptional" and not _GLOB_MAGIC.search(value):
             # IncludeOptional: Config::General globs the name itself, so only that file.
             matches = [m for m in matches if m == pattern]
@@ -207,6 +218,15 @@ class _Reader:
             self._problem(Problem(path, Rule.INCLUDE, f"include {value}: no such file", line))
         for match in matches:
             self.load(match, stack, (path, line))
+
+
+def looked_in(pattern: Path) -> Path:
+    """Where a file new to an include would appear: a glob's directories up to its first
+    wildcard; else the name itself (a directory included whole, or a file). Pure."""
+    for index, part in enumerate(pattern.parts):
+        if _GLOB_MAGIC.search(part):
+            return Path(*pattern.parts[:index])
+    return pattern
 
 
 @dataclass(frozen=True)
@@ -217,6 +237,7 @@ class Reading:
     files: tuple[Path, ...]
     sha256: str
     problems: tuple[Problem, ...]
+    looked_in: tuple[Path, ...] = ()
 
 
 def read(
@@ -229,7 +250,10 @@ def read(
     root = Block("", None, 0, path)
     with contextlib.suppress(_TooMany):  # the problems say enough; the file is refused
         reader.load(path, [root], None)
-    return Reading(root, tuple(reader.files), reader.digest.hexdigest(), tuple(reader.problems))
+    looked = tuple(dict.fromkeys(reader.looked_in))
+    return Reading(
+        root, tuple(reader.files), reader.digest.hexdigest(), tuple(reader.problems), looked
+    )
 
 
 def parse(
@@ -244,14 +268,14 @@ def parse(
     reading = read(path, source, base_dir, limits)
     root, files, sha256 = reading.root, reading.files, reading.sha256
     options = tuple(root.options)
+    looked = reading.looked_in
     if reading.problems:
-        return ParsedConfig(path, options, (), files, sha256, reading.problems)
+        return ParsedConfig(path, options, (), files, sha256, reading.problems, looked_in=looked)
     tree, problems = grammar.build(root, dialect, limits)
     if tree is None:
-        return ParsedConfig(path, options, (), files, sha256, problems)
-    return ParsedConfig(
-        path, options, target_specs(tree), files, sha256, (), render.render(tree), tree
-    )
+        return ParsedConfig(path, options, (), files, sha256, problems, looked_in=looked)
+    flat = render.render(tree)
+    return ParsedConfig(path, options, target_specs(tree), files, sha256, (), flat, tree, looked)
 
 
 def target_specs(tree: ConfigTree) -> tuple[TargetSpec, ...]:

@@ -97,6 +97,8 @@ class InstanceSpec:
     sha256: str  # of the config file and its include closure, in order
     targets: tuple[TargetSpec, ...] = ()
     includes: tuple[Path, ...] = ()
+    # Where its includes look for files (tgtconf.looked_in): watched, a new file there counts.
+    include_dirs: tuple[Path, ...] = ()
     # The canonical rendering of the checked config (config/render.py): all tgt-admin is
     # ever given, so a file swapped after the check is never what runs.
     text: str = field(default="", compare=False, repr=False)
