@@ -6,7 +6,6 @@ import dataclasses
 import signal
 import time
 from collections.abc import Callable
-from itertools import chain
 from operator import attrgetter
 from pathlib import Path
 from typing import TextIO
@@ -22,6 +21,7 @@ from tgtwatch.daemon.reconcile import START_FAILED, Reconciler
 from tgtwatch.daemon.statuses import Statuses
 from tgtwatch.daemon.wakeup import Waiter, Wake
 from tgtwatch.daemon.watch_events import Watcher
+from tgtwatch.daemon.watch_list import WatchList, watch_paths
 from tgtwatch.daemon.watched import WatchedPids
 from tgtwatch.model.status import InstanceStatus, counted_line
 from tgtwatch.model.structs import Desired, DrainStop, InstanceKind, Observed, Reload, Start
@@ -30,7 +30,7 @@ from tgtwatch.telemetry.notify import NotifyError
 from tgtwatch.telemetry.outbox import Outbox, Sender
 
 # In C: a lane's end asks every applied entry; a new file's cycle, every spec's includes.
-_PENDING, _INCLUDES, _PARENT = attrgetter("pending"), attrgetter("includes"), attrgetter("parent")
+_PENDING = attrgetter("pending")
 # While the first reconcile runs, ask systemd for this much more start time, this often.
 EXTEND_BY_S = 30.0
 EXTEND_EVERY_S = 10.0
@@ -84,7 +84,7 @@ class Daemon:
         self._watched_paths: list[Path] | None = None
         self._pending = Memo(lambda applied: any(map(_PENDING, applied.entries.values())))
         self._statuses, self._line = Statuses(), Memo(counted_line)  # per port, per change
-        self._watch_paths = Memo(self.watch_paths)
+        self._watch_list = WatchList()
         self.publisher = publish.Publisher(settings.state_dir, log)
         self.gate = PublishGate()
         self.state = DaemonState()
@@ -265,7 +265,8 @@ class Daemon:
         self.gate.started(starts)
         if not self.state.ready or self.state.reloading:
             self.state.waiting_for |= starts
-        paths = self._watch_paths(report.desired)
+        settings = self.settings
+        paths = self._watch_list.paths(settings.instances_dir, settings.tgt_dir, report.desired)
         # Equal, not the same list: a new file changes desired, rarely the watched paths
         # (re-arming hands off to the watcher thread while the new start runs).
         if paths != self._watched_paths or changed is None:  # a resync re-arms, too
@@ -333,14 +334,8 @@ class Daemon:
         return self._statuses(desired, rec.applied, observed, rec.failures(), rec.checker.wrong())
 
     def watch_paths(self, desired: Desired | None) -> list[Path]:
-        """instances_dir, tgt_dir, every directory an include reads from, and where each
-        include looks for files (a glob that matches nothing yet hears of its first)."""
-        paths = {self.settings.instances_dir, self.settings.tgt_dir}
-        if desired is not None:  # in C: as a loop, 500 specs cost a new file ~0.25 ms
-            specs = desired.instances.values()
-            paths.update(map(_PARENT, chain.from_iterable(map(_INCLUDES, specs))))
-            paths.update(chain.from_iterable(map(attrgetter("include_dirs"), specs)))
-        return sorted(paths)
+        """The directories the watcher arms for `desired` (watch_list.watch_paths)."""
+        return watch_paths(self.settings.instances_dir, self.settings.tgt_dir, desired)
 
     # ---- readiness, notifications ----------------------------------------------------------
 
