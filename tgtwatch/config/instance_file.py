@@ -52,13 +52,21 @@ def instance_from(path: Path, parsed: ParsedConfig) -> tuple[InstanceSpec | None
         portal = rules.resolve_ports(values["SOCKET_OPTS"], values["PORTAL_OPTS"])
     except rules.RuleError as exc:
         return None, [Problem(path, Rule.PORT, str(exc))]
-    spec = InstanceSpec(
-        name=path.name[: -len(".conf")],
-        kind=InstanceKind.DROPIN,
+    name = path.name[: -len(".conf")]
+    return spec_from(parsed, name, InstanceKind.DROPIN, portal, portal.port), []
+
+
+def spec_from(
+    parsed: ParsedConfig, name: str, kind: InstanceKind, portal: rules.Portal, control_port: int
+) -> InstanceSpec:
+    """The spec of a checked config: where it runs, and what its file and includes say."""
+    return InstanceSpec(
+        name=name,
+        kind=kind,
         port=portal.port,
         portal=str(portal),
-        control_port=portal.port,
-        config=path,
+        control_port=control_port,
+        config=parsed.path,
         sha256=parsed.sha256,
         targets=parsed.targets,
         includes=parsed.files[1:],
@@ -66,7 +74,6 @@ def instance_from(path: Path, parsed: ParsedConfig) -> tuple[InstanceSpec | None
         text=parsed.flat,
         tree=parsed.tree,
     )
-    return spec, []
 
 
 def directory_problem(path: Path, policy: TrustPolicy) -> Problem | None:

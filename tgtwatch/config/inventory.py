@@ -18,6 +18,7 @@ from tgtwatch.config.instance_file import (
     name_problem,
     read_instance,
     read_settled,
+    spec_from,
 )
 from tgtwatch.config.settings import Settings
 from tgtwatch.config.stores import FilesystemProbe, StoreProbe, store_problem
@@ -94,20 +95,7 @@ def scan_default(
             )
     if problems:
         return None, problems, []
-    spec = InstanceSpec(
-        name=DEFAULT_NAME,
-        kind=InstanceKind.DEFAULT,
-        port=di.portal.port,
-        portal=str(di.portal),
-        control_port=di.control_port,
-        config=config,
-        sha256=parsed.sha256,
-        targets=parsed.targets,
-        includes=parsed.files[1:],
-        include_dirs=parsed.include_dirs,
-        text=parsed.flat,
-        tree=parsed.tree,
-    )
+    spec = spec_from(parsed, DEFAULT_NAME, InstanceKind.DEFAULT, di.portal, di.control_port)
     return spec, [], []
 
 
