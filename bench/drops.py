@@ -133,6 +133,15 @@ def others_running(count: int) -> Iterator[None]:
 # ---- 1. drop -> serving, N running vs none -----------------------------------------------------
 
 
+def write_running(world: Any, ports: list[int]) -> None:
+    """One instance file per port in the world's instances_dir, each its own store."""
+    for i, port in enumerate(ports):
+        name = f"r{i:03d}"
+        conf = world.conf(name)
+        conf.write_text(instance_text(name, port, [world.backing(f"{name}.img")]))
+        conf.chmod(0o644)
+
+
 def one_drop(running: int, reps: int, others: int = 0) -> dict[str, Any]:
     """`reps` single drops into a daemon that runs `running` instances, beside `others`
     unmanaged tgtds; plus the floor."""
@@ -144,11 +153,7 @@ def one_drop(running: int, reps: int, others: int = 0) -> dict[str, Any]:
             ports[running : running + reps],
             ports[running + reps :],
         )
-        for i, port in enumerate(base):
-            name = f"r{i:03d}"
-            conf = world.conf(name)
-            conf.write_text(instance_text(name, port, [world.backing(f"{name}.img")]))
-            conf.chmod(0o644)
+        write_running(world, base)
         t0 = time.monotonic()
         daemon = world.start(wait_ready=False)
         daemon.wait_for_notify("READY=1", timeout=900)
@@ -202,11 +207,7 @@ def paired_drops(running: int, reps: int) -> dict[str, Any]:
         with bench_world(f"pair-{running}") as many_w, bench_world("pair-0") as none_w:
             many_w.add_ports([*base, *many_x])
             none_w.add_ports([*none_x, *floor_ports])
-            for i, port in enumerate(base):
-                name = f"r{i:03d}"
-                conf = many_w.conf(name)
-                conf.write_text(instance_text(name, port, [many_w.backing(f"{name}.img")]))
-                conf.chmod(0o644)
+            write_running(many_w, base)
             t0 = time.monotonic()
             many = many_w.start(wait_ready=False, env=env)
             many.wait_for_notify("READY=1", timeout=900)

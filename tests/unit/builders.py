@@ -181,8 +181,13 @@ def policy() -> TrustPolicy:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings on an empty tree under tmp_path (directories made, nothing in them)."""
-    tgt_dir = tmp_path / "etc/tgt"
-    instances = tmp_path / "etc/mytgt/conf.d"
+    return settings_under(tmp_path)
+
+
+def settings_under(root: Path, manage: bool = True) -> Settings:
+    """Settings on an empty tree under `root` (directories made, nothing in them)."""
+    tgt_dir = root / "etc/tgt"
+    instances = root / "etc/mytgt/conf.d"
     tgt_dir.mkdir(parents=True)
     instances.mkdir(parents=True)
     for d in (tgt_dir, instances, tgt_dir.parent, instances.parent):
@@ -190,8 +195,8 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(
         tgt_dir=tgt_dir,
         instances_dir=instances,
-        state_dir=tmp_path / "state",
-        default_instance=DefaultInstanceSettings(manage=True),
+        state_dir=root / "state",
+        default_instance=DefaultInstanceSettings(manage=manage),
         # Drains start at once here: the drain tests are about the drain; the delete
         # grace has its own tests (test_grace.py, test_reconcile_grace.py).
         delete_grace_ms=0,
