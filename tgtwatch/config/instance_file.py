@@ -9,7 +9,7 @@ from pathlib import Path
 from tgtwatch.config import rules
 from tgtwatch.config.dependents import FileResult
 from tgtwatch.config.grammar import Limits
-from tgtwatch.config.settings import EngineKind
+from tgtwatch.config.settings import EngineKind, Settings
 from tgtwatch.config.tgtconf import ParsedConfig, parse
 from tgtwatch.config.trust import TrustedFiles, TrustPolicy
 from tgtwatch.model.structs import InstanceKind, InstanceSpec, Problem, Rule
@@ -161,3 +161,13 @@ def engine_supports(
         else:
             kept.append(spec)
     return kept, problems
+
+
+def default_reserved(settings: Settings) -> dict[int, str]:
+    """The ports no instance file may claim, with why: the default instance's portal and
+    control port (reserved whether or not tgtwatch manages that instance)."""
+    di, config = settings.default_instance, settings.default_config
+    reserved = {di.portal.port: f"the default instance's portal ({config})"}
+    if di.control_port:
+        reserved[di.control_port] = f"the default instance's control port ({config})"
+    return reserved

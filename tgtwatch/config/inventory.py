@@ -13,6 +13,7 @@ from tgtwatch.config.claims import check_stores
 from tgtwatch.config.grammar import DEFAULT_LIMITS, Dialect, Limits
 from tgtwatch.config.incremental import InstanceCache, Part, StoreJudge
 from tgtwatch.config.instance_file import (
+    default_reserved,
     directory_problem,
     engine_supports,
     name_problem,
@@ -215,24 +216,23 @@ def scan(
         cache.begin(changed)
         source = TrustedFiles(settings.instances_dir, policy)
         try:
-            same = directory_problem(settings.instances_dir, policy) is None and cache.quiet(
+            sound = directory_problem(settings.instances_dir, policy) is None
+            same = sound and cache.quiet(
                 key,
                 settings.instances_dir,
                 lambda path: read_instance(path, source, settings.limits),
                 probe,
             )
-        except OSError:
-            same = None
-        if same:
-            return same
-        try:
-            patched = patch.patched(
+            if same:
+                return same
+            # The directory is sound (checked once): the last answer, patched, may do.
+            patched = sound and patch.patched(
                 settings, applied, policy, probe, cache, key, _judge(settings, policy)
             )
+            if patched:
+                return patched
         except OSError:
-            patched = None
-        if patched is not None:
-            return patched
+            pass  # the whole scan below says what cannot be read
     default, problems, notes = scan_default(settings, policy)
     default_read = {settings.default_config, settings.tgt_dir, *(p.path for p in problems)}
     if default is not None:
@@ -254,12 +254,7 @@ def scan(
         else cache.quiet_entries(settings.instances_dir, len(applied.entries)),
     )
     notes += more_notes
-    di = settings.default_instance
-    reserved = {di.portal.port: f"the default instance's portal ({settings.default_config})"}
-    if di.control_port:
-        reserved[di.control_port] = (
-            f"the default instance's control port ({settings.default_config})"
-        )
+    reserved = default_reserved(settings)
     # A refused file's instance keeps running on its last good config: its port stays its.
     refused = Desired(problems=tuple(problems))
     for port, entry in sorted(applied.entries.items()) if problems else ():

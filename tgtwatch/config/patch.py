@@ -7,7 +7,7 @@ import os
 from tgtwatch.config import rules
 from tgtwatch.config.incremental import InstanceCache, StoreJudge
 from tgtwatch.config.instance_file import (
-    directory_problem,
+    default_reserved,
     engine_supports,
     name_problem,
     read_settled,
@@ -17,11 +17,6 @@ from tgtwatch.config.stores import StoreProbe
 from tgtwatch.config.trust import TrustedFiles, TrustPolicy
 from tgtwatch.config.unseen import unseen_problems
 from tgtwatch.model.structs import Applied, Desired, InstanceSpec
-
-
-def reserved_ports(settings: Settings) -> set[int]:
-    di = settings.default_instance
-    return {di.portal.port, *([di.control_port] if di.control_port else [])}
 
 
 def patched(
@@ -37,13 +32,14 @@ def patched(
     when that is what the whole scan gives: the last answer refused nothing, and each
     file read now is clean, loadable by the engine, and alone on its port and on its
     stores. A new file's cycle then costs that file, not a pass over every instance.
+    The caller has found the instances directory sound (inventory.directory_problem).
     None: scan whole. A property test holds it equal to the whole scan."""
     directory = settings.instances_dir
     base = cache.event_base((settings, policy), directory)
     if base is None:
         return None
     last, names = base
-    if last.problems or directory_problem(directory, policy) is not None:
+    if last.problems:
         return None
     present = {name for name in names if os.path.lexists(directory / name)}
     came, went, listed = cache.came_went(present, names - present)
@@ -71,7 +67,7 @@ def patched(
             return None
         del instances[spec.port]
     new = [spec for spec in specs.values() if spec is not None]
-    reserved = reserved_ports(settings)
+    reserved = default_reserved(settings)
     ordered = True
     for spec in new:
         if spec.port in instances or spec.port in reserved:

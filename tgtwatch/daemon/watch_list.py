@@ -6,6 +6,7 @@ from itertools import chain
 from operator import attrgetter
 from pathlib import Path
 
+from tgtwatch.model.lineage import changed_since
 from tgtwatch.model.structs import Desired, InstanceSpec
 
 _INCLUDES, _PARENT = attrgetter("includes"), attrgetter("parent")
@@ -40,7 +41,7 @@ class WatchList:
         last = self._last
         if last is not None and last[0] == instances_dir and last[1] == tgt_dir:
             old = last[2]
-            since = frozenset() if desired is old else desired.lineage.since(old)
+            since = changed_since(desired, old)
             if since is not None and not any(
                 _has_includes(state.instances.get(port))
                 for state in (old, desired)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 # How many earlier states a state remembers: the loop's consumers hold the last state they
 # saw, and between two cycles a few lanes end (each makes one applied state).
@@ -38,3 +39,16 @@ class Lineage:
 
 
 NO_LINEAGE = Lineage()
+
+
+class Derived(Protocol):
+    """A state that says what it was made from (Desired, Applied, Observed)."""
+
+    @property
+    def lineage(self) -> Lineage: ...
+
+
+def changed_since(new: Derived, old: object) -> frozenset[int] | None:
+    """The ports `new` changed since `old`: none when it is `old` itself; None: not known
+    (made whole, or from a state its lineage no longer names)."""
+    return frozenset() if new is old else new.lineage.since(old)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Collection, Mapping
 from itertools import count
 
 from tgtwatch.model.drift import drift_of
+from tgtwatch.model.lineage import changed_since
 from tgtwatch.model.structs import (
     Action,
     Applied,
@@ -161,11 +162,6 @@ def _ids(values: Mapping[int, object]) -> dict[int, int]:
     return dict(zip(values.keys(), map(id, values.values()), strict=True))
 
 
-def _since(new: Desired | Applied | Observed, old: object) -> frozenset[int] | None:
-    """The ports `new` changed since `old` (its lineage); None: not known."""
-    return frozenset() if new is old else new.lineage.since(old)
-
-
 class PortPlans:
     """plan(), made again only for the ports whose spec, applied entry, observed tgtd or
     check changed since the last call (each compared by identity; the last inputs are held,
@@ -194,9 +190,9 @@ class PortPlans:
         else:
             dirty = set(checks ^ last[3])
             ids = (
-                self._changed(desired.instances, _since(desired, last[0]), 0, dirty),
-                self._changed(applied.entries, _since(applied, last[1]), 1, dirty),
-                self._changed(observed.instances, _since(observed, last[2]), 2, dirty),
+                self._changed(desired.instances, changed_since(desired, last[0]), 0, dirty),
+                self._changed(applied.entries, changed_since(applied, last[1]), 1, dirty),
+                self._changed(observed.instances, changed_since(observed, last[2]), 2, dirty),
             )
         acting = self._acting
         for port in acting.keys() - ids[0].keys():
